@@ -1,0 +1,130 @@
+// kumihimo-cli subcommands: inspect, make-tiny.
+#include "app/cli_commands.h"
+
+#include <iostream>
+#include <memory>
+
+#include "core/error.h"
+#include "core/model/inspect.h"
+#include "core/model/tiny.h"
+#include "core/text/tokenizer.h"
+
+namespace kh::cli {
+
+namespace {
+
+// A subcommand's parsed options live as long as the app does.
+struct InspectArgs {
+  std::string dir;
+  bool tensors = false, json = false;
+  int64_t context = 4096;
+};
+
+struct MakeTinyArgs {
+  std::string family, out, dtype;
+  TinyOptions o;
+  std::string shardSize;
+};
+
+uint64_t parseSize(const std::string& s, const std::string& flag) {
+  // "5GB", "500MB", "2GiB", "1000" (bytes).
+  size_t i = 0;
+  while (i < s.size() && (isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  if (i == 0) throw Error(flag, "'" + s + "' is not a size (try 5GB, 500MB, 2GiB)");
+  double v = std::stod(s.substr(0, i));
+  std::string u = s.substr(i);
+  double mult = 1;
+  if (u.empty() || u == "B") mult = 1;
+  else if (u == "KB") mult = 1e3;
+  else if (u == "MB") mult = 1e6;
+  else if (u == "GB") mult = 1e9;
+  else if (u == "KiB") mult = 1024.0;
+  else if (u == "MiB") mult = 1024.0 * 1024;
+  else if (u == "GiB") mult = 1024.0 * 1024 * 1024;
+  else throw Error(flag, "unknown unit '" + u + "' in '" + s + "' (use B, KB, MB, GB, KiB, MiB, GiB)");
+  return static_cast<uint64_t>(v * mult);
+}
+
+}  // namespace
+
+void addInspect(CLI::App& app, Action& run) {
+  auto args = std::make_shared<InspectArgs>();
+  auto* sub = app.add_subcommand("inspect", "Describe a model folder: architecture, sizes, tokenizer, stop ids, memory");
+  sub->add_option("DIR", args->dir, "Hugging Face model folder (config.json + *.safetensors)")->required();
+  sub->add_flag("--tensors", args->tensors, "List every tensor with its shape, dtype and file");
+  sub->add_flag("--json", args->json, "Print one JSON object instead of the report");
+  sub->add_option("--context", args->context, "Context length the memory estimate plans for")->default_val(4096);
+  sub->callback([args, &run]() { run = [args]() {
+    ModelFolder m = ModelFolder::open(args->dir);
+    InspectOptions opt;
+    opt.tensors = args->tensors;
+    opt.contextTokens = args->context;
+    auto report = inspectModel(m, opt);
+    if (args->json) std::cout << report.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    else std::cout << formatInspectReport(report);
+    std::cout.flush();
+    m.requireExactLayout();  // a mismatch is an error (after the report, so the user sees the details)
+  }; });
+}
+
+void addMakeTiny(CLI::App& app, Action& run) {
+  auto a = std::make_shared<MakeTinyArgs>();
+  auto* sub = app.add_subcommand("make-tiny", "Write a tiny random checkpoint of a family (real names, layouts, config fields)");
+  sub->add_option("FAMILY", a->family, "llama | mistral | gemma2 | gpt2 | qwen2")->required();
+  sub->add_option("-o,--out", a->out, "Output folder")->required();
+  sub->add_option("--seed", a->o.seed, "Random seed")->default_val(0);
+  sub->add_option("--dtype", a->dtype, "F32 | F16 | BF16 (default: the real model's)");
+  sub->add_option("--layers", a->o.layers, "Decoder layers")->default_val(4);
+  sub->add_option("--hidden", a->o.hidden, "Hidden size")->default_val(64);
+  sub->add_option("--heads", a->o.heads, "Attention heads")->default_val(4);
+  sub->add_option("--kv-heads", a->o.kvHeads, "Key/value heads (GPT-2: always = heads)")->default_val(2);
+  sub->add_option("--intermediate", a->o.intermediate, "MLP size")->default_val(128);
+  sub->add_option("--vocab", a->o.vocab, "Tokenizer pieces")->default_val(512);
+  sub->add_option("--sliding-window", a->o.slidingWindow, "Window of the sliding layers (Gemma2, Mistral)")->default_val(16);
+  sub->add_option("--shard-size", a->shardSize, "Split the weights into shards of this size (e.g. 200KB)");
+  sub->add_flag("--force", a->o.force, "Replace an existing output folder");
+  sub->callback([a, &run]() { run = [a]() {
+    a->o.family = a->family;
+    if (!a->dtype.empty()) {
+      auto d = st::parseDType(a->dtype);
+      if (!d || (*d != st::DType::F32 && *d != st::DType::F16 && *d != st::DType::BF16))
+        throw Error("--dtype", "'" + a->dtype + "' is not one of F32, F16, BF16");
+      a->o.dtype = *d;
+    }
+    if (!a->shardSize.empty()) a->o.shardBytes = parseSize(a->shardSize, "--shard-size");
+    makeTinyCheckpoint(a->out, a->o);
+    std::cout << "wrote " << a->out << " (" << a->family << ")\n";
+  }; });
+}
+
+void addTokenize(CLI::App& app, Action& run) {
+  struct Args {
+    std::string dir, text;
+    bool noSpecial = false, json = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("tokenize", "Show the token ids and pieces a model's tokenizer gives for a text");
+  sub->add_option("DIR", a->dir, "Model folder (tokenizer.model + tokenizer_config.json)")->required();
+  sub->add_option("TEXT", a->text, "Text to tokenize (UTF-8)")->required();
+  sub->add_flag("--no-special", a->noSpecial, "Do not add bos/eos");
+  sub->add_flag("--json", a->json, "Print one JSON object");
+  sub->callback([a, &run]() { run = [a]() {
+    auto tok = Tokenizer::fromFolder(a->dir);
+    auto ids = tok->encode(a->text, !a->noSpecial);
+    nlohmann::ordered_json j;
+    j["ids"] = ids;
+    std::vector<std::string> pieces;
+    for (int id : ids) pieces.push_back(tok->idToPiece(id));
+    j["pieces"] = pieces;
+    j["count"] = ids.size();
+    j["decoded"] = tok->decode(ids);
+    if (a->json) {
+      std::cout << j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+      return;
+    }
+    std::cout << "ids      " << j["ids"].dump() << "\npieces   " << j["pieces"].dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\ncount    " << ids.size()
+              << "\ndecoded  " << j["decoded"].get<std::string>() << "\n";
+  }; });
+}
+
+}  // namespace kh::cli

@@ -1,0 +1,16 @@
+// The subcommands of kumihimo-cli. Errors are thrown as kh::Error and turned into one line on
+// stderr and a non-zero exit by main; nothing here prints an error itself.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace kh::cli {
+
+// A parsed subcommand leaves its work in `run`; main calls it once global settings are applied.
+using Action = std::function<void()>;
+void addInspect(CLI::App& app, Action& run);
+void addMakeTiny(CLI::App& app, Action& run);
+void addTokenize(CLI::App& app, Action& run);
+
+}  // namespace kh::cli

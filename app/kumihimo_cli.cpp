@@ -1,0 +1,42 @@
+// kumihimo-cli: the headless front end. Every job the workbench runs can be run from here.
+// Errors become one line on stderr and a non-zero exit: 1 bad input, 2 usage, 3 internal bug.
+#include <ATen/Parallel.h>
+
+#include <iostream>
+#include <thread>
+
+#include "app/cli_commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Kumihimo: merge, evolve, fine-tune, evaluate and chat with LLMs (headless)", "kumihimo-cli"};
+  app.set_version_flag("--version", std::string("kumihimo-cli ") + KH_VERSION);
+  app.require_subcommand(1);
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  app.add_option("--threads", threads, "CPU threads for tensor math (default: all cores)");
+  kh::cli::Action run;
+  kh::cli::addInspect(app, run);
+  kh::cli::addMakeTiny(app, run);
+  kh::cli::addTokenize(app, run);
+  try {
+    app.parse(argc, argv);
+    at::set_num_threads(std::max(1, threads));  // Debian's libtorch starts with 1 thread
+    if (run) run();
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "kumihimo-cli: " << e.what() << " (see --help)\n";
+    return 2;
+  } catch (const kh::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "internal error: " << e.what() << "\n";
+    return 3;
+  }
+  return 0;
+}

@@ -1,0 +1,73 @@
+// GPT-2 family (GPT2LMHeadModel: llm-jp-1.3b-v1.0): config and tensor layout. Conv1D weights
+// are stored [in, out] (transposed relative to nn.Linear), attention q/k/v fused in c_attn,
+// learned absolute positions (wpe), LayerNorm with bias, head tied to wte by default.
+#include "core/error.h"
+#include "core/model/config.h"
+
+namespace kh {
+
+static ModelConfig parseGpt2(const nlohmann::json& j, const std::string& w) {
+  using namespace cfg;
+  ModelConfig c;
+  common(c, j, "gpt2", w);
+  c.vocabSize = requireInt(j, "vocab_size", w);
+  c.hiddenSize = requireInt(j, "n_embd", w);
+  c.numLayers = requireInt(j, "n_layer", w);
+  c.numHeads = requireInt(j, "n_head", w);
+  c.numKvHeads = c.numHeads;
+  if (c.hiddenSize % c.numHeads != 0)
+    throw Error(w, "n_embd (" + std::to_string(c.hiddenSize) + ") is not a multiple of n_head (" + std::to_string(c.numHeads) + ")");
+  c.headDim = c.hiddenSize / c.numHeads;
+  c.intermediateSize = intOr(j, "n_inner", 4 * c.hiddenSize, w);  // null means 4 * n_embd
+  c.maxPositions = intOr(j, "n_positions", 1024, w);
+  c.activation = stringOr(j, "activation_function", "gelu_new", w);
+  c.norm = NormKind::LayerNorm;
+  c.normEps = numberOr(j, "layer_norm_epsilon", 1e-5, w);
+  c.learnedPositions = true;
+  c.tieWordEmbeddings = boolOr(j, "tie_word_embeddings", true, w);
+  c.qkvBias = c.oProjBias = c.mlpBias = true;
+  c.attnScale = boolOr(j, "scale_attn_weights", true, w) ? 1.0 / std::sqrt(static_cast<double>(c.headDim)) : 1.0;
+  c.scaleAttnByInverseLayerIdx = boolOr(j, "scale_attn_by_inverse_layer_idx", false, w);
+  c.layerWindow.assign(static_cast<size_t>(c.numLayers), 0);
+  return c;
+}
+
+static std::vector<ExpectedTensor> gpt2Layout(const ModelConfig& c) {
+  const int64_t D = c.hiddenSize, I = c.intermediateSize, V = c.vocabSize;
+  std::vector<ExpectedTensor> t;
+  t.push_back({"transformer.wte.weight", {V, D}});
+  t.push_back({"transformer.wpe.weight", {c.maxPositions, D}});
+  for (int64_t i = 0; i < c.numLayers; ++i) {
+    const std::string p = "transformer.h." + std::to_string(i) + ".";
+    t.push_back({p + "ln_1.weight", {D}});
+    t.push_back({p + "ln_1.bias", {D}});
+    t.push_back({p + "attn.c_attn.weight", {D, 3 * D}});  // Conv1D: [in, out]
+    t.push_back({p + "attn.c_attn.bias", {3 * D}});
+    t.push_back({p + "attn.c_proj.weight", {D, D}});
+    t.push_back({p + "attn.c_proj.bias", {D}});
+    t.push_back({p + "ln_2.weight", {D}});
+    t.push_back({p + "ln_2.bias", {D}});
+    t.push_back({p + "mlp.c_fc.weight", {D, I}});
+    t.push_back({p + "mlp.c_fc.bias", {I}});
+    t.push_back({p + "mlp.c_proj.weight", {I, D}});
+    t.push_back({p + "mlp.c_proj.bias", {D}});
+  }
+  t.push_back({"transformer.ln_f.weight", {D}});
+  t.push_back({"transformer.ln_f.bias", {D}});
+  t.push_back({"lm_head.weight", {V, D}, /*optional=*/c.tieWordEmbeddings});
+  return t;
+}
+
+// Old GPT-2 checkpoints carry the causal-mask buffers; they are not weights.
+static bool gpt2Ignorable(const std::string& n) {
+  auto ends = [&](const char* s) {
+    std::string suf(s);
+    return n.size() >= suf.size() && n.compare(n.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  return ends(".attn.bias") || ends(".attn.masked_bias");
+}
+
+extern const FamilySpec kGpt2Family = {
+    "gpt2", {"GPT2LMHeadModel"}, {"gpt2"}, "GPT-2 (llm-jp-1.3b-v1.0)", parseGpt2, gpt2Layout, gpt2Ignorable};
+
+}  // namespace kh

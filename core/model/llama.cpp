@@ -1,0 +1,51 @@
+// Llama family (LlamaForCausalLM: llm-jp-3, Llama 2/3, Swallow): config and tensor layout.
+// Forward pass lives here too once the inference issue lands; no other family's details.
+#include "core/error.h"
+#include "core/model/config.h"
+#include "core/model/decoder_layout.h"
+
+namespace kh {
+
+namespace layout {
+void checkHeads(const ModelConfig& c, const std::string& where) {
+  if (c.numKvHeads <= 0 || c.numHeads % c.numKvHeads != 0)
+    throw Error(where, "num_attention_heads (" + std::to_string(c.numHeads) + ") is not a multiple of num_key_value_heads (" +
+                           std::to_string(c.numKvHeads) + ")");
+  if (c.headDim <= 0) throw Error(where, "head_dim must be positive");
+}
+}  // namespace layout
+
+// Fields and defaults of transformers' LlamaConfig; Mistral and Qwen2 start from here.
+ModelConfig parseLlamaLike(const nlohmann::json& j, const std::string& family, const std::string& w) {
+  using namespace cfg;
+  ModelConfig c;
+  common(c, j, family, w);
+  c.vocabSize = requireInt(j, "vocab_size", w);
+  c.hiddenSize = requireInt(j, "hidden_size", w);
+  c.intermediateSize = requireInt(j, "intermediate_size", w);
+  c.numLayers = requireInt(j, "num_hidden_layers", w);
+  c.numHeads = requireInt(j, "num_attention_heads", w);
+  c.numKvHeads = intOr(j, "num_key_value_heads", c.numHeads, w);
+  c.headDim = intOr(j, "head_dim", c.hiddenSize / c.numHeads, w);
+  c.maxPositions = intOr(j, "max_position_embeddings", 2048, w);
+  c.activation = stringOr(j, "hidden_act", "silu", w);
+  c.normEps = numberOr(j, "rms_norm_eps", 1e-6, w);
+  c.ropeTheta = numberOr(j, "rope_theta", 10000.0, w);
+  c.ropeScaling = ropeScaling(j, w);
+  c.tieWordEmbeddings = boolOr(j, "tie_word_embeddings", false, w);
+  c.qkvBias = c.oProjBias = boolOr(j, "attention_bias", false, w);
+  c.mlpBias = boolOr(j, "mlp_bias", false, w);
+  c.layerWindow.assign(static_cast<size_t>(c.numLayers), 0);
+  c.attnScale = 1.0 / std::sqrt(static_cast<double>(c.headDim));
+  layout::checkHeads(c, w);
+  return c;
+}
+
+static ModelConfig parseLlama(const nlohmann::json& j, const std::string& w) { return parseLlamaLike(j, "llama", w); }
+static std::vector<ExpectedTensor> llamaLayout(const ModelConfig& c) { return layout::llamaStyle(c); }
+
+extern const FamilySpec kLlamaFamily = {
+    "llama", {"LlamaForCausalLM"}, {"llama"}, "Llama (llm-jp-3, Llama 2/3)", parseLlama, llamaLayout,
+    layout::ignorableRotaryBuffer};
+
+}  // namespace kh
