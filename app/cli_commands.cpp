@@ -24,6 +24,7 @@ struct MakeTinyArgs {
   std::string family, out, dtype;
   TinyOptions o;
   std::string shardSize;
+  int64_t vocab = 0;
 };
 
 uint64_t parseSize(const std::string& s, const std::string& flag) {
@@ -79,7 +80,7 @@ void addMakeTiny(CLI::App& app, Action& run) {
   sub->add_option("--heads", a->o.heads, "Attention heads")->default_val(4);
   sub->add_option("--kv-heads", a->o.kvHeads, "Key/value heads (GPT-2: always = heads)")->default_val(2);
   sub->add_option("--intermediate", a->o.intermediate, "MLP size")->default_val(128);
-  sub->add_option("--vocab", a->o.vocab, "Tokenizer pieces")->default_val(512);
+  sub->add_option("--vocab", a->vocab, "Tokenizer pieces (default 768)");
   sub->add_option("--sliding-window", a->o.slidingWindow, "Window of the sliding layers (Gemma2, Mistral)")->default_val(16);
   sub->add_option("--shard-size", a->shardSize, "Split the weights into shards of this size (e.g. 200KB)");
   sub->add_flag("--force", a->o.force, "Replace an existing output folder");
@@ -91,6 +92,7 @@ void addMakeTiny(CLI::App& app, Action& run) {
         throw Error("--dtype", "'" + a->dtype + "' is not one of F32, F16, BF16");
       a->o.dtype = *d;
     }
+    if (a->vocab > 0) a->o.vocab = a->vocab;
     if (!a->shardSize.empty()) a->o.shardBytes = parseSize(a->shardSize, "--shard-size");
     makeTinyCheckpoint(a->out, a->o);
     std::cout << "wrote " << a->out << " (" << a->family << ")\n";

@@ -46,8 +46,10 @@ inline std::vector<ExpectedTensor> llamaStyle(const ModelConfig& c, DecoderOptio
   return t;
 }
 
+// Old Llama-style checkpoints saved the rotary frequencies as a buffer; it is not a weight.
 inline bool ignorableRotaryBuffer(const std::string& n) {
-  return n.size() > 21 && n.compare(n.size() - 21, 21, "rotary_emb.inv_freq") == 0;
+  static const std::string kSuffix = ".rotary_emb.inv_freq";
+  return n.size() > kSuffix.size() && n.compare(n.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0;
 }
 
 // Checks shared by the Llama-style parsers.

@@ -68,6 +68,25 @@ const char* kChatMLTemplate =
     "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+// What LLM SentencePiece tokenizers (Llama, Mistral, Gemma) use instead of SentencePiece's
+// defaults: no NFKC, whitespace kept as written (newlines matter to chat templates), digits split.
+void llamaStyleNormalization(SentencePieceTrainOptions& sp) {
+  sp.normalizationRule = "identity";
+  sp.removeExtraWhitespaces = false;
+  sp.splitDigits = true;
+}
+
+// Lines the chat templates need, so that their markers become pieces instead of bytes.
+std::vector<std::string> chatCorpus() {
+  std::vector<std::string> lines;
+  const char* words[] = {"user\n", "model\n", "assistant\n", "system\n", "### 指示:\n", "### 応答:\n",
+                         "[INST] ", " [/INST]", "You are a helpful assistant.", "Hello, world! How are you?",
+                         "The answer is 42.", "def main():\n    return 0\n"};
+  for (int rep = 0; rep < 20; ++rep)
+    for (const char* w : words) lines.push_back(w);
+  return lines;
+}
+
 TinyRecipe recipeFor(const TinyOptions& o) {
   TinyRecipe r;
   const std::string& f = o.family;
@@ -82,6 +101,7 @@ TinyRecipe recipeFor(const TinyOptions& o) {
                 {"tie_word_embeddings", o.tied.value_or(false)}};
     r.generation = {{"bos_token_id", 1}, {"eos_token_id", 2}};
     r.sp.unkId = 0; r.sp.bosId = 1; r.sp.eosId = 2; r.sp.padId = 3;
+    llamaStyleNormalization(r.sp);
     r.tokenizerConfig = {{"add_bos_token", true}, {"add_eos_token", false}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
                          {"pad_token", "<pad>"}, {"unk_token", "<unk>"}, {"chat_template", kLlmJp3Template},
                          {"tokenizer_class", "LlamaTokenizer"}, {"legacy", true}};
@@ -95,6 +115,8 @@ TinyRecipe recipeFor(const TinyOptions& o) {
                 {"tie_word_embeddings", o.tied.value_or(false)}};
     r.generation = {{"bos_token_id", 1}, {"eos_token_id", 2}};
     r.sp.unkId = 0; r.sp.bosId = 1; r.sp.eosId = 2; r.sp.padId = -1;
+    llamaStyleNormalization(r.sp);
+    r.sp.modelType = "bpe";
     r.tokenizerConfig = {{"add_bos_token", true}, {"add_eos_token", false}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
                          {"pad_token", nullptr}, {"unk_token", "<unk>"}, {"chat_template", kMistralTemplate},
                          {"tokenizer_class", "LlamaTokenizer"}, {"legacy", true}};
@@ -113,6 +135,11 @@ TinyRecipe recipeFor(const TinyOptions& o) {
     // eos only, as in the real file: the end of turn (107) must come from the chat template.
     r.generation = {{"bos_token_id", 2}, {"cache_implementation", "hybrid"}, {"eos_token_id", 1}, {"pad_token_id", 0}};
     r.sp.padId = 0; r.sp.eosId = 1; r.sp.bosId = 2; r.sp.unkId = 3;
+    r.sp.bosPiece = "<bos>"; r.sp.eosPiece = "<eos>";
+    llamaStyleNormalization(r.sp);
+    r.sp.modelType = "bpe";
+    r.sp.addDummyPrefix = false;  // Gemma's tokenizer adds no dummy prefix
+    r.sp.allowWhitespaceOnlyPieces = true;
     r.sp.userDefinedSymbols = {"<mask>", "<2mass>", "[@BOS@]"};
     for (int i = 0; i < 99; ++i) r.sp.userDefinedSymbols.push_back("<unused" + std::to_string(i) + ">");
     r.sp.userDefinedSymbols.push_back("<start_of_turn>");  // id 106, as in Gemma
@@ -150,6 +177,9 @@ TinyRecipe recipeFor(const TinyOptions& o) {
                 {"use_sliding_window", false}};
     r.generation = {{"bos_token_id", 1}, {"eos_token_id", {3, 1}}, {"pad_token_id", 1}};
     r.sp.unkId = 0; r.sp.bosId = -1; r.sp.eosId = -1; r.sp.padId = -1;
+    llamaStyleNormalization(r.sp);
+    r.sp.modelType = "bpe";
+    r.sp.addDummyPrefix = false;
     r.sp.userDefinedSymbols = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};  // 1, 2, 3
     r.tokenizerConfig = {{"add_bos_token", false}, {"add_eos_token", false}, {"bos_token", nullptr},
                          {"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}, {"unk_token", nullptr},
@@ -163,9 +193,9 @@ TinyRecipe recipeFor(const TinyOptions& o) {
   r.config["torch_dtype"] = dtypeField(o.dtype.value_or(r.dtype));
   r.config["transformers_version"] = "4.46.0";
   r.config["use_cache"] = true;
-  r.config["vocab_size"] = o.vocab;
+  r.config["vocab_size"] = *o.vocab;
   r.generation["transformers_version"] = "4.46.0";
-  r.sp.vocabSize = static_cast<int>(o.vocab);
+  r.sp.vocabSize = static_cast<int>(*o.vocab);
   r.sp.seed = o.seed + 1;
   if (o.dtype) r.dtype = *o.dtype;
   return r;
@@ -208,7 +238,9 @@ void makeTinyCheckpoint(const std::string& outDirIn, const TinyOptions& o) {
   if (o.kvHeads < 1 || o.heads % o.kvHeads != 0) throw Error("make-tiny", "heads must be a multiple of kv-heads");
   TinyOptions opt = o;
   if (opt.family == "gpt2") opt.kvHeads = opt.heads;
-  if (opt.family == "gemma2" && opt.vocab < 256) throw Error("make-tiny", "gemma2 needs a vocab of at least 256 (108 special tokens)");
+  if (!opt.vocab) opt.vocab = 768;
+  if (opt.family == "gemma2" && *opt.vocab < 640)
+    throw Error("make-tiny", "gemma2 needs a vocab of at least 640 (108 special tokens, 256 bytes, the corpus characters)");
   TinyRecipe r = recipeFor(opt);
 
   fs::path outDir(outDirIn);
@@ -224,7 +256,9 @@ void makeTinyCheckpoint(const std::string& outDirIn, const TinyOptions& o) {
   try {
     // Tokenizer first: the vocab it really has decides the embedding rows.
     if (opt.withTokenizer) {
-      trainSentencePiece(makeJapaneseCorpus(opt.seed, 3000), (work / "tokenizer").string(), r.sp);
+      std::vector<std::string> corpus = makeJapaneseCorpus(opt.seed, 3000);
+      for (auto& line : chatCorpus()) corpus.push_back(std::move(line));
+      trainSentencePiece(corpus, (work / "tokenizer").string(), r.sp);
       fs::remove(work / "tokenizer.vocab", ec);
       auto tok = Tokenizer::fromFolder(work.string());
       ordered_json added = ordered_json::object();

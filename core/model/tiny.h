@@ -21,7 +21,7 @@ struct TinyOptions {
   int64_t heads = 4;
   int64_t kvHeads = 2;                 // GPT-2 always uses heads
   int64_t intermediate = 128;
-  int64_t vocab = 512;                 // SentencePiece pieces (Gemma needs room for its 108 specials)
+  std::optional<int64_t> vocab;        // SentencePiece pieces; default 768 (room for 256 byte pieces, Gemma2's 108 specials and the corpus characters)
   int64_t slidingWindow = 16;          // Gemma2 and Mistral; small so short tests cross it
   double initStd = 0.05;
   std::optional<bool> tied;            // default: the real model's

@@ -54,8 +54,8 @@ TEST_F(CliTiny, InspectJsonCountsParametersLikeTheArchitecture) {
   auto r = runCli({"inspect", model("gemma2"), "--json"});
   ASSERT_EQ(r.exitCode, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
-  // Gemma2 by hand: V=512, D=64, 4 heads x 16, 2 kv heads, I=128, 4 layers, tied, 4 norms a layer.
-  const uint64_t V = 512, D = 64, Q = 64, KV = 32, I = 128, L = 4;
+  // Gemma2 by hand: V=768, D=64, 4 heads x 16, 2 kv heads, I=128, 4 layers, tied, 4 norms a layer.
+  const uint64_t V = 768, D = 64, Q = 64, KV = 32, I = 128, L = 4;
   const uint64_t perLayer = D * Q + 2 * D * KV + Q * D + 3 * D * I + 4 * D;
   EXPECT_EQ(j["parameters"].get<uint64_t>(), V * D + L * perLayer + D);
   EXPECT_EQ(j["architecture"], "Gemma2ForCausalLM");

@@ -65,18 +65,22 @@ for d in sorted(glob.glob(os.path.join(models_dir, "*/config.json"))):
             "tie_word_embeddings", "layer_types"]}
     except Exception as e:  # noqa: BLE001 - the report says what failed
         entry["error"] = f"{type(e).__name__}: {e}"
-    try:
-        tok = transformers.AutoTokenizer.from_pretrained(d, use_fast=False)
-        entry["tokenizer_class"] = type(tok).__name__
-        entry["encodings"] = {t: tok.encode(t) for t in TEXTS}
-        entry["special"] = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id,
-                            "unk": tok.unk_token_id}
-    except Exception as e:  # noqa: BLE001
-        entry["tokenizer_error"] = f"{type(e).__name__}: {e}"
+    for kind, kwargs in (("slow", {"use_fast": False}), ("fast", {})):
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(d, **kwargs)
+            entry[f"tokenizer_{kind}"] = {
+                "class": type(tok).__name__,
+                "encodings": {t: tok.encode(t) for t in TEXTS},
+                "special": {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id,
+                            "unk": tok.unk_token_id}}
+        except Exception as e:  # noqa: BLE001
+            entry[f"tokenizer_{kind}"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     report["models"][name] = entry
 
 with open(out_path, "w") as f:
     json.dump(report, f, indent=1, ensure_ascii=False, default=str)
-print(json.dumps({k: {kk: v.get(kk) for kk in ("class", "loads_cleanly", "error", "tokenizer_error")}
+print(json.dumps({k: {"class": v.get("class"), "loads_cleanly": v.get("loads_cleanly"), "error": v.get("error"),
+                      "tok_slow": v.get("tokenizer_slow", {}).get("class") or v.get("tokenizer_slow", {}).get("error"),
+                      "tok_fast": v.get("tokenizer_fast", {}).get("class") or v.get("tokenizer_fast", {}).get("error")}
                   for k, v in report["models"].items()}, indent=1))
 print("writer:", report["writer"])
