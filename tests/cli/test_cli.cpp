@@ -126,3 +126,16 @@ TEST(Cli, BadInputGetsOneLineErrorAndNonZeroExit) {
   EXPECT_EQ(runCli({"make-tiny", "falcon", "-o", d.file("f")}).exitCode, 1);
   EXPECT_FALSE(fs::exists(d.file("f"))) << "a failed make-tiny leaves nothing";
 }
+
+TEST(Cli, BundledDemoModelInspectsAndIsReproducible) {
+  const std::string bundled = kh::test::sourceDir() + "/resources/models/tiny-llm-jp-3";
+  auto r = runCli({"inspect", bundled});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  EXPECT_NE(r.out.find("matches the LlamaForCausalLM layout"), std::string::npos) << r.out;
+  // The README's recipe for it still makes the same files: it is ours, not copied weights.
+  TempDir d;
+  ASSERT_EQ(runCli({"make-tiny", "llama", "-o", d.file("m"), "--seed", "0"}).exitCode, 0);
+  for (const char* f : {"model.safetensors", "tokenizer.model", "config.json", "tokenizer_config.json",
+                        "generation_config.json", "special_tokens_map.json"})
+    EXPECT_EQ(kh::test::readFile(d.file(std::string("m/") + f)), kh::test::readFile(bundled + "/" + f)) << f;
+}
