@@ -88,6 +88,22 @@ RopeScaling ropeScaling(const nlohmann::json& j, const std::string& where) {
   return r;
 }
 
+bool layerTypes(ModelConfig& c, const nlohmann::json& j, int64_t window, const std::string& where) {
+  auto it = j.find("layer_types");
+  if (it == j.end() || it->is_null()) return false;
+  if (!it->is_array() || static_cast<int64_t>(it->size()) != c.numLayers)
+    throw Error(where2(where, "layer_types"), "must list one type for each of the " + std::to_string(c.numLayers) + " layers");
+  c.layerWindow.assign(static_cast<size_t>(c.numLayers), 0);
+  for (size_t i = 0; i < it->size(); ++i) {
+    const auto& t = (*it)[i];
+    if (t != "sliding_attention" && t != "full_attention")
+      throw Error(where2(where, "layer_types"), "entry " + std::to_string(i) + " is " + t.dump() +
+                                                   ", not \"sliding_attention\" or \"full_attention\"");
+    if (t == "sliding_attention") c.layerWindow[i] = window;
+  }
+  return true;
+}
+
 void common(ModelConfig& c, const nlohmann::json& j, const std::string& family, const std::string& where) {
   c.family = family;
   c.raw = j;

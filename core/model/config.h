@@ -109,6 +109,9 @@ std::string stringOr(const nlohmann::json& j, const char* key, const std::string
 std::vector<int> idList(const nlohmann::json& j, const char* key, const std::string& where);  // int, list or null
 std::optional<int> optionalId(const nlohmann::json& j, const char* key, const std::string& where);
 RopeScaling ropeScaling(const nlohmann::json& j, const std::string& where);
+// Fills c.layerWindow from a `layer_types` list ("sliding_attention" / "full_attention") when the
+// config has one; returns false when it has none. Needs c.numLayers.
+bool layerTypes(ModelConfig& c, const nlohmann::json& j, int64_t window, const std::string& where);
 // The fields every family shares: name, architecture, ids, dtype, raw.
 void common(ModelConfig& c, const nlohmann::json& j, const std::string& family, const std::string& where);
 }  // namespace cfg

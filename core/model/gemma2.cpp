@@ -7,27 +7,20 @@
 
 namespace kh {
 
+ModelConfig parseLlamaLike(const nlohmann::json& j, const std::string& family, const std::string& w);
+
+// Llama's fields, then Gemma2Config's own defaults and switches.
 static ModelConfig parseGemma2(const nlohmann::json& j, const std::string& w) {
   using namespace cfg;
-  ModelConfig c;
-  common(c, j, "gemma2", w);
-  c.vocabSize = requireInt(j, "vocab_size", w);
-  c.hiddenSize = requireInt(j, "hidden_size", w);
-  c.intermediateSize = requireInt(j, "intermediate_size", w);
-  c.numLayers = requireInt(j, "num_hidden_layers", w);
-  c.numHeads = requireInt(j, "num_attention_heads", w);
-  c.numKvHeads = intOr(j, "num_key_value_heads", c.numHeads, w);
-  c.headDim = intOr(j, "head_dim", 256, w);  // Gemma2Config's default
+  ModelConfig c = parseLlamaLike(j, "gemma2", w);
+  c.headDim = intOr(j, "head_dim", 256, w);  // Gemma2Config's default, not hidden / heads
   c.maxPositions = intOr(j, "max_position_embeddings", 8192, w);
   // Gemma2 reads hidden_activation; older configs only have hidden_act.
   c.activation = stringOr(j, "hidden_activation", stringOr(j, "hidden_act", "gelu_pytorch_tanh", w), w);
-  c.normEps = numberOr(j, "rms_norm_eps", 1e-6, w);
   c.normAddsOne = true;
   c.scaleEmbeddings = true;
-  c.ropeTheta = numberOr(j, "rope_theta", 10000.0, w);
-  c.ropeScaling = ropeScaling(j, w);
   c.tieWordEmbeddings = boolOr(j, "tie_word_embeddings", true, w);
-  c.qkvBias = c.oProjBias = boolOr(j, "attention_bias", false, w);
+  c.mlpBias = false;
   // Copies of the config disagree (256 vs 224 for 9B): always read it, never assume head_dim.
   const double qpas = numberOr(j, "query_pre_attn_scalar", 256.0, w);
   if (qpas <= 0) throw Error(w + ": field 'query_pre_attn_scalar'", "must be positive");
@@ -36,16 +29,8 @@ static ModelConfig parseGemma2(const nlohmann::json& j, const std::string& w) {
   c.attnLogitSoftcap = j.contains("attn_logit_softcapping") ? numberOr(j, "attn_logit_softcapping", 0.0, w) : 50.0;
   c.finalLogitSoftcap = j.contains("final_logit_softcapping") ? numberOr(j, "final_logit_softcapping", 0.0, w) : 30.0;
   const int64_t window = intOr(j, "sliding_window", 4096, w);
-  c.layerWindow.assign(static_cast<size_t>(c.numLayers), 0);
-  if (j.contains("layer_types") && j["layer_types"].is_array()) {
-    if (static_cast<int64_t>(j["layer_types"].size()) != c.numLayers)
-      throw Error(w + ": field 'layer_types'", "has " + std::to_string(j["layer_types"].size()) + " entries for " +
-                                                   std::to_string(c.numLayers) + " layers");
-    for (size_t i = 0; i < j["layer_types"].size(); ++i)
-      c.layerWindow[i] = j["layer_types"][i] == "sliding_attention" ? window : 0;
-  } else {
+  if (!layerTypes(c, j, window, w))
     for (size_t i = 0; i < c.layerWindow.size(); i += 2) c.layerWindow[i] = window;  // layer 0 slides
-  }
   layout::checkHeads(c, w);
   return c;
 }

@@ -16,15 +16,8 @@ static ModelConfig parseQwen2(const nlohmann::json& j, const std::string& w) {
   const bool sliding = cfg::boolOr(j, "use_sliding_window", false, w);
   const int64_t window = cfg::intOr(j, "sliding_window", 4096, w);
   const int64_t maxWindowLayers = cfg::intOr(j, "max_window_layers", 28, w);
-  if (j.contains("layer_types") && j["layer_types"].is_array()) {
-    if (static_cast<int64_t>(j["layer_types"].size()) != c.numLayers)
-      throw Error(w + ": field 'layer_types'", "has " + std::to_string(j["layer_types"].size()) + " entries for " +
-                                                   std::to_string(c.numLayers) + " layers");
-    for (size_t i = 0; i < j["layer_types"].size(); ++i)
-      c.layerWindow[i] = j["layer_types"][i] == "sliding_attention" ? window : 0;
-  } else if (sliding) {
+  if (!cfg::layerTypes(c, j, window, w) && sliding)
     for (int64_t i = maxWindowLayers; i < c.numLayers; ++i) c.layerWindow[static_cast<size_t>(i)] = window;
-  }
   return c;
 }
 

@@ -137,6 +137,18 @@ TEST(ModelConfig, Gemma2CarriesEveryDetailEnginesGetWrong) {
   EXPECT_DOUBLE_EQ(c2.attnScale, 1.0 / std::sqrt(224.0));
 }
 
+TEST(ModelConfig, LayerTypesListWinsAndIsChecked) {
+  // Newer transformers write layer_types explicitly; it overrides the alternation.
+  json j = json::parse(kGemma2Config);
+  j["num_hidden_layers"] = 3;
+  j["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention"};
+  auto c = kh::familyFor(j, "x").parse(j, "x");
+  EXPECT_EQ(c.layerWindow, (std::vector<int64_t>{0, 4096, 4096}));
+  j["layer_types"] = {"full_attention"};
+  expectError([&] { kh::familyFor(j, "m/config.json").parse(j, "m/config.json"); },
+              {"m/config.json: field 'layer_types'", "each of the 3 layers"});
+}
+
 TEST(ModelConfig, LlmJp13bIsGpt2WithConv1DLayout) {
   auto c = parse(kLlmJp13bConfig);
   EXPECT_EQ(c.family, "gpt2");
