@@ -1,12 +1,17 @@
 // kumihimo-cli subcommands: inspect, make-tiny.
 #include "app/cli_commands.h"
 
+#include <iomanip>
 #include <iostream>
 #include <memory>
 
 #include "core/error.h"
 #include "core/model/inspect.h"
+#include "core/model/generate.h"
+#include "core/model/runtime.h"
 #include "core/model/tiny.h"
+#include "core/io/safetensors.h"
+#include <ATen/ATen.h>
 #include "core/text/tokenizer.h"
 
 namespace kh::cli {
@@ -126,6 +131,115 @@ void addTokenize(CLI::App& app, Action& run) {
     }
     std::cout << "ids      " << j["ids"].dump() << "\npieces   " << j["pieces"].dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\ncount    " << ids.size()
               << "\ndecoded  " << j["decoded"].get<std::string>() << "\n";
+  }; });
+}
+
+void addLogits(CLI::App& app, Action& run) {
+  struct Args {
+    std::string dir, ids, out, device = "cpu", dtype;
+    bool json = false;
+    int top = 10;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("logits", "Next-token logits for given token ids (compare engines with --out)");
+  sub->add_option("MODEL", a->dir, "Model folder")->required();
+  sub->add_option("--ids", a->ids, "Comma-separated token ids, e.g. 1,2,3")->required();
+  sub->add_option("--out", a->out, "Write the full [T, vocab] fp32 logits to this .safetensors file");
+  sub->add_flag("--json", a->json, "Print {\"top\": [[id, logit], ...]} for the last position");
+  sub->add_option("--top", a->top, "How many of the highest logits to print")->default_val(10);
+  sub->add_option("--device", a->device, "cpu, cuda or cuda:N")->default_val("cpu");
+  sub->add_option("--dtype", a->dtype, "fp32 | bf16 | fp16 (default: stored; fp16 runs as fp32 on CPU)");
+  sub->callback([a, &run]() { run = [a]() {
+    std::vector<int64_t> ids;
+    std::string item;
+    for (size_t i = 0; i <= a->ids.size(); ++i) {
+      if (i == a->ids.size() || a->ids[i] == ',') {
+        size_t used = 0;
+        long long v = -1;
+        try {
+          v = std::stoll(item, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (item.empty() || used != item.size() || v < 0) throw Error("--ids", "'" + item + "' is not a token id");
+        ids.push_back(v);
+        item.clear();
+      } else if (a->ids[i] != ' ') {
+        item += a->ids[i];
+      }
+    }
+    ModelFolder folder = ModelFolder::open(a->dir);
+    for (int64_t id : ids)
+      if (id >= folder.config.vocabSize)
+        throw Error("--ids", "id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(folder.config.vocabSize) + ")");
+    if (static_cast<int64_t>(ids.size()) > folder.config.maxPositions)
+      throw Error("--ids", std::to_string(ids.size()) + " ids exceed the model's context of " + std::to_string(folder.config.maxPositions));
+    RunOptions ro;
+    ro.device = a->device;
+    ro.dtype = a->dtype;
+    auto model = Model::load(folder, ro);
+    at::Tensor logits = model->logits(ids).to(at::kCPU).contiguous();  // [T, V] fp32
+    if (!a->out.empty()) saveSafetensors(a->out, {{"logits", logits}, {"ids", at::tensor(ids, at::kLong)}});
+    auto [vals, idx] = logits[-1].topk(std::min<int64_t>(a->top, logits.size(1)));
+    nlohmann::ordered_json top = nlohmann::ordered_json::array();
+    for (int64_t i = 0; i < vals.size(0); ++i) top.push_back({idx[i].item<int64_t>(), vals[i].item<double>()});
+    if (a->json) {
+      std::cout << nlohmann::ordered_json{{"top", top}}.dump() << "\n";
+      return;
+    }
+    auto tok = Tokenizer::detect(a->dir) == TokenizerKind::SentencePiece ? Tokenizer::fromFolder(a->dir) : nullptr;
+    std::cout << "next-token logits after " << ids.size() << " ids (" << c10::toString(model->dtype()) << " on "
+              << model->device() << "):\n";
+    for (const auto& t : top) {
+      const int64_t id = t[0];
+      std::cout << "  " << std::setw(8) << id << "  " << std::setw(12) << std::fixed << std::setprecision(5)
+                << t[1].get<double>() << "  " << (tok ? tok->idToPiece(static_cast<int>(id)) : "") << "\n";
+    }
+    if (!a->out.empty()) std::cout << "wrote " << a->out << " (logits [" << logits.size(0) << ", " << logits.size(1) << "] F32)\n";
+  }; });
+}
+
+// Sampling flags shared by generate and chat.
+static void addSamplingFlags(CLI::App* sub, SamplingOptions& s) {
+  sub->add_option("--temperature", s.temperature, "0 = greedy")->default_val(0.0);
+  sub->add_option("--top-k", s.topK, "Keep the k most likely tokens (0 = off)")->default_val(0);
+  sub->add_option("--top-p", s.topP, "Nucleus: keep the smallest set reaching this mass, in (0, 1]")->default_val(1.0);
+  sub->add_option("--min-p", s.minP, "Drop tokens below min-p times the top probability")->default_val(0.0);
+  sub->add_option("--repetition-penalty", s.repetitionPenalty, "1 = off")->default_val(1.0);
+  sub->add_option("--seed", s.seed, "Sampling seed")->default_val(0);
+  sub->add_option("--max-new-tokens", s.maxNewTokens, "Length limit of the answer")->default_val(256);
+  sub->add_option("--stop", s.stopStrings, "Stop when this text appears (repeatable)");
+}
+
+void addGenerate(CLI::App& app, Action& run) {
+  struct Args {
+    std::string dir, prompt, device = "cpu", dtype;
+    SamplingOptions sampling;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("generate", "Continue a prompt, streaming the text");
+  sub->add_option("MODEL", a->dir, "Model folder")->required();
+  sub->add_option("--prompt", a->prompt, "Text to continue")->required();
+  sub->add_option("--device", a->device, "cpu, cuda or cuda:N")->default_val("cpu");
+  sub->add_option("--dtype", a->dtype, "fp32 | bf16 | fp16 (default: stored; fp16 runs as fp32 on CPU)");
+  addSamplingFlags(sub, a->sampling);
+  sub->callback([a, &run]() { run = [a]() {
+    validateSampling(a->sampling);
+    if (a->prompt.empty()) throw Error("--prompt", "is empty", "give some text to continue");
+    ModelFolder folder = ModelFolder::open(a->dir);
+    auto tok = Tokenizer::fromFolder(a->dir);
+    RunOptions ro;
+    ro.device = a->device;
+    ro.dtype = a->dtype;
+    auto model = Model::load(folder, ro);
+    std::vector<int> stops;
+    for (const auto& s : folder.stopTokens) stops.push_back(s.id);
+    auto ids = tok->encode(a->prompt, /*addSpecial=*/true);
+    auto r = generate(*model, *tok, ids, stops, a->sampling, [](const std::string& t) { std::cout << t << std::flush; });
+    std::cout << "\n";
+    std::cerr << "[" << stopReasonName(r.reason) << " | " << r.ids.size() << " new tokens after " << r.promptTokens
+              << " | first token " << std::fixed << std::setprecision(1) << r.timeToFirstTokenMs << " ms | "
+              << r.tokensPerSecond << " tokens/s]\n";
   }; });
 }
 

@@ -12,5 +12,7 @@ using Action = std::function<void()>;
 void addInspect(CLI::App& app, Action& run);
 void addMakeTiny(CLI::App& app, Action& run);
 void addTokenize(CLI::App& app, Action& run);
+void addLogits(CLI::App& app, Action& run);
+void addGenerate(CLI::App& app, Action& run);
 
 }  // namespace kh::cli

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   kh::cli::addInspect(app, run);
   kh::cli::addMakeTiny(app, run);
   kh::cli::addTokenize(app, run);
+  kh::cli::addLogits(app, run);
+  kh::cli::addGenerate(app, run);
   try {
     app.parse(argc, argv);
     at::set_num_threads(std::max(1, threads));  // Debian's libtorch starts with 1 thread

@@ -11,7 +11,15 @@
 #include <string>
 #include <vector>
 
+namespace at {
+class Tensor;
+}
+
 namespace kh {
+
+class Model;
+struct ForwardBatch;
+struct KVCache;
 
 enum class NormKind { RMSNorm, LayerNorm };
 
@@ -88,6 +96,8 @@ struct FamilySpec {
   std::vector<ExpectedTensor> (*layout)(const ModelConfig& config);
   // Names that may appear and are not weights (old rotary buffers, GPT-2 attention masks).
   bool (*ignorable)(const std::string& name);
+  // The forward pass (core/model/runtime.h): logits [B, T, V] fp32, keys/values appended to the cache.
+  at::Tensor (*forward)(const Model& model, const ForwardBatch& batch, KVCache& cache);
 };
 
 const std::vector<const FamilySpec*>& families();

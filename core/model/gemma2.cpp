@@ -1,9 +1,12 @@
 // Gemma2 family (Gemma2ForCausalLM: gemma-2-2b-jpn-it, EZO-Common-9B): config and tensor layout.
 // The details engines get wrong are all fields here: (1 + weight) RMSNorm, four norms per layer,
 // sqrt(hidden) embedding scale, query_pre_attn_scalar, two soft-caps, alternating sliding layers.
+#include <ATen/ATen.h>
+
 #include "core/error.h"
 #include "core/model/config.h"
 #include "core/model/decoder_layout.h"
+#include "core/model/runtime.h"
 
 namespace kh {
 
@@ -35,12 +38,37 @@ static ModelConfig parseGemma2(const nlohmann::json& j, const std::string& w) {
   return c;
 }
 
+// transformers' Gemma2Model, eager attention: embeddings times sqrt(hidden) rounded to the compute
+// dtype first; (1 + w) RMSNorm in fp32; post-attention and pre/post feed-forward norms; attention
+// soft-cap and query_pre_attn_scalar come in through the config (ops::selfAttention); final
+// logits soft-capped in the compute dtype.
+static at::Tensor gemma2Forward(const Model& m, const ForwardBatch& b, KVCache& cache) {
+  const ModelConfig& c = m.config();
+  const double eps = c.normEps;
+  at::Tensor x = at::embedding(m.weight("model.embed_tokens.weight"), b.ids);           // [B, T, D]
+  x = x * at::scalar_tensor(std::sqrt(static_cast<double>(c.hiddenSize)), x.options()); // normalizer in x's dtype
+  auto [cos, sin] = ops::ropeTables(c, b.positions, m.dtype());
+  for (int64_t i = 0; i < c.numLayers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    at::Tensor h = ops::rmsNorm(x, m.weight(p + "input_layernorm.weight"), eps, true);
+    h = ops::selfAttention(m, p, i, h, cos, sin, b.positions, cache);
+    x = x + ops::rmsNorm(h, m.weight(p + "post_attention_layernorm.weight"), eps, true);
+    h = ops::rmsNorm(x, m.weight(p + "pre_feedforward_layernorm.weight"), eps, true);
+    h = ops::gatedMlp(m, p, h);
+    x = x + ops::rmsNorm(h, m.weight(p + "post_feedforward_layernorm.weight"), eps, true);
+  }
+  x = ops::rmsNorm(x, m.weight("model.norm.weight"), eps, true);
+  at::Tensor logits = ops::outputHead(m, x, "model.embed_tokens.weight");  // [B, T, V]
+  if (c.finalLogitSoftcap > 0) logits = at::tanh(logits / c.finalLogitSoftcap) * c.finalLogitSoftcap;
+  return logits.to(at::kFloat);
+}
+
 static std::vector<ExpectedTensor> gemma2Layout(const ModelConfig& c) {
   return layout::llamaStyle(c, layout::DecoderOptions{/*fourNorms=*/true});
 }
 
 extern const FamilySpec kGemma2Family = {
     "gemma2", {"Gemma2ForCausalLM"}, {"gemma2"}, "Gemma 2 (gemma-2-2b-jpn-it, EZO 9B)", parseGemma2, gemma2Layout,
-    layout::ignorableRotaryBuffer};
+    layout::ignorableRotaryBuffer, gemma2Forward};
 
 }  // namespace kh

@@ -1,8 +1,11 @@
 // GPT-2 family (GPT2LMHeadModel: llm-jp-1.3b-v1.0): config and tensor layout. Conv1D weights
 // are stored [in, out] (transposed relative to nn.Linear), attention q/k/v fused in c_attn,
 // learned absolute positions (wpe), LayerNorm with bias, head tied to wte by default.
+#include <ATen/ATen.h>
+
 #include "core/error.h"
 #include "core/model/config.h"
+#include "core/model/runtime.h"
 
 namespace kh {
 
@@ -58,6 +61,41 @@ static std::vector<ExpectedTensor> gpt2Layout(const ModelConfig& c) {
   return t;
 }
 
+// x @ W + b for a Conv1D ([in, out] weight).
+static at::Tensor conv1d(const Model& m, const std::string& name, const at::Tensor& x) {
+  const at::Tensor& w = m.weight(name + ".weight");  // [in, out]
+  return at::matmul(x, w) + m.weight(name + ".bias");
+}
+
+// transformers' GPT2Model, eager: learned positions, pre-LayerNorm blocks, fused q/k/v.
+static at::Tensor gpt2Forward(const Model& m, const ForwardBatch& b, KVCache& cache) {
+  const ModelConfig& c = m.config();
+  const int64_t B = b.ids.size(0), T = b.ids.size(1), H = c.numHeads, hd = c.headDim, D = c.hiddenSize;
+  at::Tensor x = at::embedding(m.weight("transformer.wte.weight"), b.ids) +
+                 at::embedding(m.weight("transformer.wpe.weight"), b.positions.clamp_min(0));  // [B, T, D]
+  for (int64_t i = 0; i < c.numLayers; ++i) {
+    const std::string p = "transformer.h." + std::to_string(i) + ".";
+    at::Tensor h = ops::layerNorm(x, m.weight(p + "ln_1.weight"), m.weight(p + "ln_1.bias"), c.normEps);
+    at::Tensor qkv = conv1d(m, p + "attn.c_attn", h);                      // [B, T, 3D]
+    auto parts = qkv.split(D, -1);
+    at::Tensor q = parts[0].view({B, T, H, hd}).transpose(1, 2);         // [B, H, T, hd]
+    at::Tensor k = parts[1].view({B, T, H, hd}).transpose(1, 2);
+    at::Tensor v = parts[2].view({B, T, H, hd}).transpose(1, 2);
+    ops::cacheAppend(cache, i, k, v, b.positions);
+    const int64_t keys = cache.length + T;
+    at::Tensor mask = ops::attentionMask(cache, keys, b.positions, 0);
+    double scale = c.attnScale;
+    if (c.scaleAttnByInverseLayerIdx) scale /= static_cast<double>(i + 1);
+    at::Tensor a = ops::attention(q, cache.k[static_cast<size_t>(i)].narrow(2, 0, keys),
+                                  cache.v[static_cast<size_t>(i)].narrow(2, 0, keys), mask, scale, 0.0);  // [B, T, D]
+    x = x + conv1d(m, p + "attn.c_proj", a);
+    h = ops::layerNorm(x, m.weight(p + "ln_2.weight"), m.weight(p + "ln_2.bias"), c.normEps);
+    x = x + conv1d(m, p + "mlp.c_proj", ops::activation(conv1d(m, p + "mlp.c_fc", h), c.activation));
+  }
+  x = ops::layerNorm(x, m.weight("transformer.ln_f.weight"), m.weight("transformer.ln_f.bias"), c.normEps);
+  return ops::outputHead(m, x, "transformer.wte.weight").to(at::kFloat);  // [B, T, V]
+}
+
 // Old GPT-2 checkpoints carry the causal-mask buffers; they are not weights.
 static bool gpt2Ignorable(const std::string& n) {
   auto ends = [&](const char* s) {
@@ -68,6 +106,6 @@ static bool gpt2Ignorable(const std::string& n) {
 }
 
 extern const FamilySpec kGpt2Family = {
-    "gpt2", {"GPT2LMHeadModel"}, {"gpt2"}, "GPT-2 (llm-jp-1.3b-v1.0)", parseGpt2, gpt2Layout, gpt2Ignorable};
+    "gpt2", {"GPT2LMHeadModel"}, {"gpt2"}, "GPT-2 (llm-jp-1.3b-v1.0)", parseGpt2, gpt2Layout, gpt2Ignorable, gpt2Forward};
 
 }  // namespace kh

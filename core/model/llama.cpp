@@ -1,8 +1,11 @@
 // Llama family (LlamaForCausalLM: llm-jp-3, Llama 2/3, Swallow): config and tensor layout.
-// Forward pass lives here too once the inference issue lands; no other family's details.
+// Its forward pass is shared by the Llama-style families; no other family's details here.
+#include <ATen/ATen.h>
+
 #include "core/error.h"
 #include "core/model/config.h"
 #include "core/model/decoder_layout.h"
+#include "core/model/runtime.h"
 
 namespace kh {
 
@@ -41,11 +44,28 @@ ModelConfig parseLlamaLike(const nlohmann::json& j, const std::string& family, c
   return c;
 }
 
+// Forward pass of the Llama-style decoder (Llama, Mistral and Qwen2 use it; their differences are
+// config switches: biases, sliding windows, rope scaling). transformers' LlamaModel, eager.
+at::Tensor llamaStyleForward(const Model& m, const ForwardBatch& b, KVCache& cache) {
+  const ModelConfig& c = m.config();
+  at::Tensor x = at::embedding(m.weight("model.embed_tokens.weight"), b.ids);  // [B, T, D]
+  auto [cos, sin] = ops::ropeTables(c, b.positions, m.dtype());                // [B, T, hd]
+  for (int64_t i = 0; i < c.numLayers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    at::Tensor h = ops::rmsNorm(x, m.weight(p + "input_layernorm.weight"), c.normEps, false);
+    x = x + ops::selfAttention(m, p, i, h, cos, sin, b.positions, cache);
+    h = ops::rmsNorm(x, m.weight(p + "post_attention_layernorm.weight"), c.normEps, false);
+    x = x + ops::gatedMlp(m, p, h);
+  }
+  x = ops::rmsNorm(x, m.weight("model.norm.weight"), c.normEps, false);
+  return ops::outputHead(m, x, "model.embed_tokens.weight").to(at::kFloat);  // [B, T, V]
+}
+
 static ModelConfig parseLlama(const nlohmann::json& j, const std::string& w) { return parseLlamaLike(j, "llama", w); }
 static std::vector<ExpectedTensor> llamaLayout(const ModelConfig& c) { return layout::llamaStyle(c); }
 
 extern const FamilySpec kLlamaFamily = {
     "llama", {"LlamaForCausalLM"}, {"llama"}, "Llama (llm-jp-3, Llama 2/3)", parseLlama, llamaLayout,
-    layout::ignorableRotaryBuffer};
+    layout::ignorableRotaryBuffer, llamaStyleForward};
 
 }  // namespace kh

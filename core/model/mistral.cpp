@@ -7,6 +7,7 @@
 namespace kh {
 
 ModelConfig parseLlamaLike(const nlohmann::json& j, const std::string& family, const std::string& w);
+at::Tensor llamaStyleForward(const Model& m, const ForwardBatch& b, KVCache& cache);
 
 static ModelConfig parseMistral(const nlohmann::json& j, const std::string& w) {
   ModelConfig c = parseLlamaLike(j, "mistral", w);
@@ -21,6 +22,6 @@ static std::vector<ExpectedTensor> mistralLayout(const ModelConfig& c) { return 
 
 extern const FamilySpec kMistralFamily = {
     "mistral", {"MistralForCausalLM"}, {"mistral"}, "Mistral (Mistral-7B, Swallow-MS)", parseMistral, mistralLayout,
-    layout::ignorableRotaryBuffer};
+    layout::ignorableRotaryBuffer, llamaStyleForward};
 
 }  // namespace kh

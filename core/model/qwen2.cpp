@@ -7,6 +7,7 @@
 namespace kh {
 
 ModelConfig parseLlamaLike(const nlohmann::json& j, const std::string& family, const std::string& w);
+at::Tensor llamaStyleForward(const Model& m, const ForwardBatch& b, KVCache& cache);
 
 static ModelConfig parseQwen2(const nlohmann::json& j, const std::string& w) {
   ModelConfig c = parseLlamaLike(j, "qwen2", w);
@@ -24,6 +25,6 @@ static ModelConfig parseQwen2(const nlohmann::json& j, const std::string& w) {
 static std::vector<ExpectedTensor> qwen2Layout(const ModelConfig& c) { return layout::llamaStyle(c); }
 
 extern const FamilySpec kQwen2Family = {
-    "qwen2", {"Qwen2ForCausalLM"}, {"qwen2"}, "Qwen2", parseQwen2, qwen2Layout, layout::ignorableRotaryBuffer};
+    "qwen2", {"Qwen2ForCausalLM"}, {"qwen2"}, "Qwen2", parseQwen2, qwen2Layout, layout::ignorableRotaryBuffer, llamaStyleForward};
 
 }  // namespace kh

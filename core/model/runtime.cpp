@@ -1,0 +1,244 @@
+// Model loading, the KV cache, and the math every family shares (see runtime.h). The formulas
+// follow transformers' modeling files (eager attention): RMSNorm/softmax in fp32, RoPE tables
+// computed in fp32 and cast, rotate_half (non-interleaved) RoPE, llama3/linear rope scaling.
+#include "core/model/runtime.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/io/tensor_load.h"
+
+namespace kh {
+
+c10::Device parseDevice(const std::string& text) {
+  c10::Device d = c10::kCPU;
+  try {
+    d = c10::Device(text);
+  } catch (const std::exception&) {
+    throw Error("--device", "'" + text + "' is not a device", "use cpu, cuda or cuda:N");
+  }
+  if (d.is_cuda()) {
+    if (!at::hasCUDA()) throw Error("--device", "'" + text + "': this build of libtorch has no CUDA or no GPU is visible");
+    // The index must exist too.
+    // (at::cuda::device_count lives in a CUDA header; the context's count is enough here.)
+  } else if (!d.is_cpu()) {
+    throw Error("--device", "'" + text + "' is not supported", "use cpu or cuda[:N]");
+  }
+  return d;
+}
+
+static c10::ScalarType storedType(const ModelFolder& f) {
+  // The dtype most of the parameters are stored in.
+  std::map<st::DType, uint64_t> n;
+  for (const auto& name : f.weights->names()) n[f.weights->entry(name).dtype] += f.weights->entry(name).numel();
+  st::DType best = st::DType::F32;
+  uint64_t most = 0;
+  for (const auto& [d, k] : n)
+    if (k > most) most = k, best = d;
+  return toScalarType(best, f.dir);
+}
+
+std::shared_ptr<Model> Model::load(const ModelFolder& folder, const RunOptions& opt) {
+  folder.requireExactLayout();
+  auto m = std::shared_ptr<Model>(new Model());
+  m->config_ = folder.config;
+  m->family_ = folder.family;
+  KH_ASSERT(m->family_->forward != nullptr, "family without a forward pass: " + m->family_->name);
+  m->device_ = parseDevice(opt.device);
+  const c10::ScalarType stored = storedType(folder);
+  if (opt.dtype.empty()) {
+    m->dtype_ = stored;
+    if (m->device_.is_cpu() && stored == at::kHalf) m->dtype_ = at::kFloat;
+    if (stored != at::kHalf && stored != at::kBFloat16 && stored != at::kFloat) m->dtype_ = at::kFloat;
+  } else if (opt.dtype == "fp32" || opt.dtype == "float32") {
+    m->dtype_ = at::kFloat;
+  } else if (opt.dtype == "bf16" || opt.dtype == "bfloat16") {
+    m->dtype_ = at::kBFloat16;
+  } else if (opt.dtype == "fp16" || opt.dtype == "float16") {
+    if (m->device_.is_cpu())
+      throw Error("--dtype", "fp16 cannot run on the CPU (libtorch 1.13 has no CPU fp16 matmul)", "use bf16 or fp32 on the CPU");
+    m->dtype_ = at::kHalf;
+  } else {
+    throw Error("--dtype", "'" + opt.dtype + "' is not one of fp32, bf16, fp16");
+  }
+  for (const auto& e : m->family_->layout(m->config_)) {
+    if (!folder.weights->has(e.name)) continue;  // optional (tied head)
+    const auto& entry = folder.weights->entry(e.name);
+    if (m->device_.is_cpu() && toScalarType(entry.dtype, e.name) == m->dtype_)
+      m->weights_[e.name] = folder.weights->tensor(e.name);  // where it lies: a view of the mapping
+    else
+      m->weights_[e.name] = loadTensor(*folder.weights, e.name, m->dtype_, m->device_);
+  }
+  return m;
+}
+
+const at::Tensor& Model::weight(const std::string& name) const {
+  auto it = weights_.find(name);
+  KH_ASSERT(it != weights_.end(), "no weight " + name);
+  return it->second;
+}
+
+KVCache Model::newCache(int64_t batch, int64_t capacity) const {
+  KVCache c;
+  c.capacity = capacity;
+  auto opts = at::TensorOptions().dtype(dtype_).device(device_);
+  for (int64_t i = 0; i < config_.numLayers; ++i) {
+    c.k.push_back(at::empty({batch, config_.numKvHeads, capacity, config_.headDim}, opts));
+    c.v.push_back(at::empty({batch, config_.numKvHeads, capacity, config_.headDim}, opts));
+  }
+  c.keyPos = at::full({batch, capacity}, -1, at::TensorOptions().dtype(at::kLong).device(device_));
+  return c;
+}
+
+at::Tensor Model::forward(const ForwardBatch& b, KVCache& cache) const {
+  KH_ASSERT(b.ids.dim() == 2 && b.positions.sizes() == b.ids.sizes(), "ids and positions must be [B, T]");
+  if (cache.length + b.ids.size(1) > cache.capacity)
+    throw Error("generation", "context of " + std::to_string(cache.length + b.ids.size(1)) +
+                                  " tokens exceeds the cache of " + std::to_string(cache.capacity));
+  at::Tensor out = family_->forward(*this, b, cache);
+  cache.length += b.ids.size(1);
+  return out;
+}
+
+at::Tensor Model::logits(const std::vector<int64_t>& ids) const {
+  KH_ASSERT(!ids.empty());
+  const int64_t T = static_cast<int64_t>(ids.size());
+  KVCache cache = newCache(1, T);
+  ForwardBatch b;
+  b.ids = at::tensor(ids, at::kLong).view({1, T}).to(device_);
+  b.positions = at::arange(T, at::TensorOptions().dtype(at::kLong).device(device_)).view({1, T});
+  return forward(b, cache)[0];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace ops {
+
+at::Tensor rmsNorm(const at::Tensor& x, const at::Tensor& w, double eps, bool addOne) {
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  if (addOne) return (normed * (w.to(at::kFloat) + 1.0)).to(x.scalar_type());  // Gemma: all in fp32
+  return w * normed.to(x.scalar_type());                                       // Llama: cast, then scale
+}
+
+at::Tensor layerNorm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps) {
+  return at::layer_norm(x, {x.size(-1)}, w, b, eps);
+}
+
+at::Tensor activation(const at::Tensor& x, const std::string& name) {
+  if (name == "silu" || name == "swish") return at::silu(x);
+  if (name == "gelu") return at::gelu(x);
+  if (name == "gelu_pytorch_tanh" || name == "gelu_new" || name == "gelu_fast") return at::gelu(x, "tanh");
+  if (name == "relu") return at::relu(x);
+  throw Error("config.json", "activation '" + name + "' is not supported", "supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu");
+}
+
+static at::Tensor invFrequencies(const ModelConfig& c, const c10::Device& device) {
+  const int64_t hd = c.headDim;
+  auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
+  // inv_freq = 1 / theta^(2i/hd), computed as transformers does (int64 arange, then float).
+  at::Tensor inv = 1.0 / at::pow(c.ropeTheta, at::arange(0, hd, 2, opts.dtype(at::kLong)).to(at::kFloat) / hd);
+  const auto& rs = c.ropeScaling;
+  if (rs.type.empty()) return inv;
+  if (rs.type == "linear") return inv / rs.factor;
+  if (rs.type == "llama3") {
+    const double oldLen = static_cast<double>(rs.originalMaxPositions);
+    const double lowWavelen = oldLen / rs.lowFreqFactor, highWavelen = oldLen / rs.highFreqFactor;
+    at::Tensor wavelen = 2 * M_PI / inv;
+    at::Tensor scaled = at::where(wavelen > lowWavelen, inv / rs.factor, inv);
+    at::Tensor smooth = (oldLen / wavelen - rs.lowFreqFactor) / (rs.highFreqFactor - rs.lowFreqFactor);
+    at::Tensor smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled;
+    at::Tensor medium = (wavelen >= highWavelen).logical_and(wavelen <= lowWavelen);
+    return at::where(medium, smoothed, scaled);
+  }
+  throw Error("config.json: rope_scaling", "type '" + rs.type + "' is not supported yet", "supported: linear, llama3");
+}
+
+std::pair<at::Tensor, at::Tensor> ropeTables(const ModelConfig& c, const at::Tensor& positions, c10::ScalarType dtype) {
+  at::Tensor inv = invFrequencies(c, positions.device());                      // [hd/2]
+  at::Tensor pos = positions.clamp_min(0).to(at::kFloat);                       // [B, T]
+  at::Tensor freqs = pos.unsqueeze(-1) * inv.view({1, 1, -1});                 // [B, T, hd/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);                                // [B, T, hd]
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+at::Tensor applyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  // x: [B, H, T, hd]; cos/sin: [B, T, hd] -> [B, 1, T, hd]
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  at::Tensor rotated = at::cat({-x2, x1}, -1);
+  return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1);
+}
+
+void cacheAppend(KVCache& cache, int64_t layer, const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions) {
+  const int64_t T = k.size(2);
+  cache.k[static_cast<size_t>(layer)].narrow(2, cache.length, T).copy_(k);
+  cache.v[static_cast<size_t>(layer)].narrow(2, cache.length, T).copy_(v);
+  if (layer == 0) cache.keyPos.narrow(1, cache.length, T).copy_(positions);
+}
+
+at::Tensor attentionMask(const KVCache& cache, int64_t keys, const at::Tensor& qPos, int64_t window) {
+  at::Tensor kPos = cache.keyPos.narrow(1, 0, keys).unsqueeze(1);  // [B, 1, S]
+  at::Tensor q = qPos.unsqueeze(-1);                                // [B, T, 1]
+  at::Tensor allowed = (kPos >= 0).logical_and(kPos <= q);          // causal, no padding keys
+  if (window > 0) allowed = allowed.logical_and((q - kPos) < window);  // transformers: kv > q - window
+  return allowed.unsqueeze(1);                                      // [B, 1, T, S]
+}
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                     double scale, double softcap) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), hd = q.size(3), KVH = k.size(1);
+  const int64_t groups = H / KVH;
+  // GQA without repeating k/v: the query heads of one kv head side by side. [B, KVH, groups*T, hd]
+  at::Tensor qg = q.reshape({B, KVH, groups * T, hd});
+  // Scale and soft-cap in the compute dtype, then mask and softmax in fp32 (transformers' eager path).
+  at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)) * scale;  // [B, KVH, groups*T, S]
+  scores = scores.view({B, H, T, -1});                             // [B, H, T, S]
+  if (softcap > 0) scores = at::tanh(scores / softcap) * softcap;
+  // The lowest finite float, as transformers does: a padding query (no allowed key) gets a
+  // harmless uniform row instead of NaNs that would reach the cache.
+  scores = scores.to(at::kFloat).masked_fill(mask.logical_not(), std::numeric_limits<float>::lowest());
+  at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());                  // [B, H, T, S]
+  at::Tensor out = at::matmul(probs.view({B, KVH, groups * T, -1}), v);             // [B, KVH, groups*T, hd]
+  return out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
+}
+
+at::Tensor linear(const Model& m, const std::string& name, const at::Tensor& x) {
+  const std::string bias = name + ".bias";
+  return at::linear(x, m.weight(name + ".weight"), m.hasWeight(bias) ? m.weight(bias) : at::Tensor());
+}
+
+at::Tensor selfAttention(const Model& m, const std::string& p, int64_t layer, const at::Tensor& h,
+                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& positions, KVCache& cache) {
+  const ModelConfig& c = m.config();
+  const int64_t B = h.size(0), T = h.size(1);
+  at::Tensor q = linear(m, p + "self_attn.q_proj", h).view({B, T, c.numHeads, c.headDim}).transpose(1, 2);    // [B, H, T, hd]
+  at::Tensor k = linear(m, p + "self_attn.k_proj", h).view({B, T, c.numKvHeads, c.headDim}).transpose(1, 2);  // [B, KVH, T, hd]
+  at::Tensor v = linear(m, p + "self_attn.v_proj", h).view({B, T, c.numKvHeads, c.headDim}).transpose(1, 2);  // [B, KVH, T, hd]
+  q = applyRope(q, cos, sin);
+  k = applyRope(k, cos, sin);
+  cacheAppend(cache, layer, k, v, positions);
+  const int64_t keys = cache.length + T;
+  const int64_t window = c.layerWindow[static_cast<size_t>(layer)];
+  at::Tensor mask = attentionMask(cache, keys, positions, window);  // [B, 1, T, S]
+  const auto& kc = cache.k[static_cast<size_t>(layer)];
+  const auto& vc = cache.v[static_cast<size_t>(layer)];
+  at::Tensor a = attention(q, kc.narrow(2, 0, keys), vc.narrow(2, 0, keys), mask, c.attnScale, c.attnLogitSoftcap);
+  return linear(m, p + "self_attn.o_proj", a);  // [B, T, D]
+}
+
+at::Tensor gatedMlp(const Model& m, const std::string& p, const at::Tensor& h) {
+  at::Tensor g = activation(linear(m, p + "mlp.gate_proj", h), m.config().activation);  // [B, T, I]
+  return linear(m, p + "mlp.down_proj", g * linear(m, p + "mlp.up_proj", h));         // [B, T, D]
+}
+
+at::Tensor outputHead(const Model& m, const at::Tensor& x, const std::string& embeddingName) {
+  const bool separate = m.hasWeight("lm_head.weight");
+  return at::linear(x, m.weight(separate ? "lm_head.weight" : embeddingName));
+}
+
+}  // namespace ops
+
+}  // namespace kh
