@@ -2,11 +2,14 @@
 #include "app/cli_commands.h"
 
 #include <iomanip>
+#include <csignal>
 #include <iostream>
+#include <sstream>
 #include <memory>
 
 #include "core/error.h"
 #include "core/model/inspect.h"
+#include "core/model/chat_session.h"
 #include "core/model/generate.h"
 #include "core/model/runtime.h"
 #include "core/model/tiny.h"
@@ -199,6 +202,14 @@ void addLogits(CLI::App& app, Action& run) {
   }; });
 }
 
+static std::string generationSummary(const GenerationResult& r) {
+  std::ostringstream o;
+  o << "[stop: " << stopReasonName(r.reason) << " | " << r.ids.size() << " new tokens after " << r.promptTokens
+    << " | first token " << std::fixed << std::setprecision(1) << r.timeToFirstTokenMs << " ms | "
+    << r.tokensPerSecond << " tokens/s]";
+  return o.str();
+}
+
 // Sampling flags shared by generate and chat.
 static void addSamplingFlags(CLI::App* sub, SamplingOptions& s) {
   sub->add_option("--temperature", s.temperature, "0 = greedy")->default_val(0.0);
@@ -213,13 +224,17 @@ static void addSamplingFlags(CLI::App* sub, SamplingOptions& s) {
 
 void addGenerate(CLI::App& app, Action& run) {
   struct Args {
-    std::string dir, prompt, device = "cpu", dtype;
+    std::string dir, prompt, device = "cpu", dtype, system, templ;
+    bool chat = false;
     SamplingOptions sampling;
   };
   auto a = std::make_shared<Args>();
-  auto* sub = app.add_subcommand("generate", "Continue a prompt, streaming the text");
+  auto* sub = app.add_subcommand("generate", "Continue a prompt (or answer it as a chat turn), streaming the text");
   sub->add_option("MODEL", a->dir, "Model folder")->required();
-  sub->add_option("--prompt", a->prompt, "Text to continue")->required();
+  sub->add_option("--prompt", a->prompt, "Text to continue, or the user's message with --chat")->required();
+  sub->add_flag("--chat", a->chat, "Send the prompt as a user turn through the model's chat template");
+  sub->add_option("--system", a->system, "System prompt (with --chat)");
+  sub->add_option("--template", a->templ, "Chat format override: " + chatFormatNames());
   sub->add_option("--device", a->device, "cpu, cuda or cuda:N")->default_val("cpu");
   sub->add_option("--dtype", a->dtype, "fp32 | bf16 | fp16 (default: stored; fp16 runs as fp32 on CPU)");
   addSamplingFlags(sub, a->sampling);
@@ -232,14 +247,130 @@ void addGenerate(CLI::App& app, Action& run) {
     ro.device = a->device;
     ro.dtype = a->dtype;
     auto model = Model::load(folder, ro);
-    std::vector<int> stops;
-    for (const auto& s : folder.stopTokens) stops.push_back(s.id);
-    auto ids = tok->encode(a->prompt, /*addSpecial=*/true);
-    auto r = generate(*model, *tok, ids, stops, a->sampling, [](const std::string& t) { std::cout << t << std::flush; });
+    auto print = [](const std::string& t) { std::cout << t << std::flush; };
+    GenerationResult r;
+    if (a->chat) {
+      ChatSession chat(folder, model, tok, a->templ);
+      chat.system = a->system;
+      chat.sampling = a->sampling;
+      r = chat.reply(a->prompt, print);
+    } else {
+      if (!a->system.empty() || !a->templ.empty()) throw Error("--system/--template", "only apply with --chat");
+      std::vector<int> stops;
+      for (const auto& s : folder.stopTokens) stops.push_back(s.id);
+      r = generate(*model, *tok, tok->encode(a->prompt, /*addSpecial=*/true), stops, a->sampling, print);
+    }
     std::cout << "\n";
-    std::cerr << "[" << stopReasonName(r.reason) << " | " << r.ids.size() << " new tokens after " << r.promptTokens
-              << " | first token " << std::fixed << std::setprecision(1) << r.timeToFirstTokenMs << " ms | "
-              << r.tokensPerSecond << " tokens/s]\n";
+    std::cerr << generationSummary(r) << "\n";
+  }; });
+}
+
+// Ctrl-C during an answer stops the answer, not the program.
+static std::atomic<bool> gInterrupted{false};
+extern "C" void khOnSigint(int) { gInterrupted.store(true); }
+
+static const char* kChatHelp =
+    "commands: /system TEXT (set, empty clears) | /reset | /set temperature|top_p|top_k|min_p|repetition_penalty|"
+    "max_new_tokens|seed VALUE | /show | /help | /quit (or Ctrl-D); Ctrl-C stops an answer";
+
+static void setSampling(SamplingOptions& s, const std::string& key, const std::string& value) {
+  try {
+    size_t used = 0;
+    SamplingOptions t = s;
+    if (key == "temperature") t.temperature = std::stod(value, &used);
+    else if (key == "top_p") t.topP = std::stod(value, &used);
+    else if (key == "min_p") t.minP = std::stod(value, &used);
+    else if (key == "repetition_penalty") t.repetitionPenalty = std::stod(value, &used);
+    else if (key == "top_k") t.topK = std::stoll(value, &used);
+    else if (key == "max_new_tokens") t.maxNewTokens = std::stoll(value, &used);
+    else if (key == "seed") t.seed = std::stoull(value, &used);
+    else throw Error("/set", "unknown setting '" + key + "'", kChatHelp);
+    if (used != value.size()) throw std::invalid_argument(value);
+    validateSampling(t);
+    s = t;
+  } catch (const std::logic_error&) {
+    throw Error("/set " + key, "'" + value + "' is not a number");
+  }
+}
+
+void addChat(CLI::App& app, Action& run) {
+  struct Args {
+    std::string dir, device = "cpu", dtype, system, templ;
+    SamplingOptions sampling;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("chat", "Interactive chat in the terminal (streaming; Ctrl-C stops an answer)");
+  sub->add_option("MODEL", a->dir, "Model folder")->required();
+  sub->add_option("--system", a->system, "System prompt");
+  sub->add_option("--template", a->templ, "Chat format override: " + chatFormatNames());
+  sub->add_option("--device", a->device, "cpu, cuda or cuda:N")->default_val("cpu");
+  sub->add_option("--dtype", a->dtype, "fp32 | bf16 | fp16");
+  addSamplingFlags(sub, a->sampling);
+  sub->callback([a, &run]() { run = [a]() {
+    validateSampling(a->sampling);
+    ModelFolder folder = ModelFolder::open(a->dir);
+    auto tok = Tokenizer::fromFolder(a->dir);
+    RunOptions ro;
+    ro.device = a->device;
+    ro.dtype = a->dtype;
+    auto model = Model::load(folder, ro);
+    ChatSession chat(folder, model, tok, a->templ);
+    chat.system = a->system;
+    chat.sampling = a->sampling;
+    struct sigaction sa {};
+    sa.sa_handler = khOnSigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: Ctrl-C at the prompt wakes the read
+    sigaction(SIGINT, &sa, nullptr);
+    std::cerr << "chatting with " << folder.dir << " (" << chatFormatName(chat.format()) << " format, "
+              << c10::toString(model->dtype()) << " on " << model->device() << ")\n" << kChatHelp << "\n";
+    std::string line;
+    while (true) {
+      std::cerr << "\n> " << std::flush;
+      gInterrupted = false;
+      if (!std::getline(std::cin, line)) {
+        if (gInterrupted.load() && !std::cin.eof()) {  // Ctrl-C at the prompt: keep going
+          std::cin.clear();
+          std::cerr << "\n(Ctrl-C stops an answer; /quit or Ctrl-D leaves)";
+          continue;
+        }
+        std::cerr << "\n";
+        break;
+      }
+      if (line.empty()) continue;
+      try {
+        if (line == "/quit" || line == "/exit") break;
+        if (line == "/help") { std::cerr << kChatHelp << "\n"; continue; }
+        if (line == "/reset") { chat.reset(); std::cerr << "(conversation cleared)\n"; continue; }
+        if (line == "/show") {
+          const auto& s = chat.sampling;
+          std::cerr << "system: " << (chat.system.empty() ? "(none)" : chat.system) << "\ntemperature " << s.temperature
+                    << ", top_p " << s.topP << ", top_k " << s.topK << ", min_p " << s.minP << ", repetition_penalty "
+                    << s.repetitionPenalty << ", max_new_tokens " << s.maxNewTokens << ", seed " << s.seed << ", "
+                    << chat.turns.size() / 2 << " exchanges\n";
+          continue;
+        }
+        if (line.rfind("/system", 0) == 0) {
+          chat.system = line.size() > 8 ? line.substr(8) : "";
+          std::cerr << "(system prompt " << (chat.system.empty() ? "cleared" : "set") << ")\n";
+          continue;
+        }
+        if (line.rfind("/set ", 0) == 0) {
+          std::istringstream in(line.substr(5));
+          std::string key, value;
+          in >> key >> value;
+          setSampling(chat.sampling, key, value);
+          std::cerr << "(" << key << " = " << value << ")\n";
+          continue;
+        }
+        if (line[0] == '/') throw Error(line.substr(0, line.find(' ')), "unknown command", kChatHelp);
+        auto r = chat.reply(line, [](const std::string& t) { std::cout << t << std::flush; }, &gInterrupted);
+        std::cout << "\n";
+        std::cerr << generationSummary(r) << "\n";
+      } catch (const Error& e) {
+        std::cerr << "error: " << e.what() << "\n";  // the conversation goes on
+      }
+    }
   }; });
 }
 

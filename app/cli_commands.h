@@ -14,5 +14,6 @@ void addMakeTiny(CLI::App& app, Action& run);
 void addTokenize(CLI::App& app, Action& run);
 void addLogits(CLI::App& app, Action& run);
 void addGenerate(CLI::App& app, Action& run);
+void addChat(CLI::App& app, Action& run);
 
 }  // namespace kh::cli

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   kh::cli::addTokenize(app, run);
   kh::cli::addLogits(app, run);
   kh::cli::addGenerate(app, run);
+  kh::cli::addChat(app, run);
   try {
     app.parse(argc, argv);
     at::set_num_threads(std::max(1, threads));  // Debian's libtorch starts with 1 thread
