@@ -89,6 +89,7 @@ void addMakeTiny(CLI::App& app, Action& run) {
   sub->add_option("--kv-heads", a->o.kvHeads, "Key/value heads (GPT-2: always = heads)")->default_val(2);
   sub->add_option("--intermediate", a->o.intermediate, "MLP size")->default_val(128);
   sub->add_option("--vocab", a->vocab, "Tokenizer pieces (default 768)");
+  sub->add_option("--init-std", a->o.initStd, "Standard deviation of the random matrices (larger: logits big enough to reach soft-caps)")->default_val(0.05);
   sub->add_option("--sliding-window", a->o.slidingWindow, "Window of the sliding layers (Gemma2, Mistral)")->default_val(16);
   sub->add_option("--shard-size", a->shardSize, "Split the weights into shards of this size (e.g. 200KB)");
   sub->add_flag("--force", a->o.force, "Replace an existing output folder");
