@@ -21,8 +21,8 @@ c10::Device parseDevice(const std::string& text) {
   }
   if (d.is_cuda()) {
     if (!at::hasCUDA()) throw Error("--device", "'" + text + "': this build of libtorch has no CUDA or no GPU is visible");
-    // The index must exist too.
-    // (at::cuda::device_count lives in a CUDA header; the context's count is enough here.)
+    if (d.has_index() && d.index() >= static_cast<int>(at::getNumGPUs()))
+      throw Error("--device", "'" + text + "' does not exist: " + std::to_string(at::getNumGPUs()) + " GPU(s) visible");
   } else if (!d.is_cpu()) {
     throw Error("--device", "'" + text + "' is not supported", "use cpu or cuda[:N]");
   }
