@@ -44,14 +44,15 @@ std::string readFile(const std::string& path) {
 
 std::string sourceDir() { return KH_SOURCE_DIR; }
 
-CliResult runCli(const std::vector<std::string>& args) {
+CliResult runCli(const std::vector<std::string>& args, const std::string& input) {
   TempDir io;
-  std::string outPath = io.file("out"), errPath = io.file("err");
+  std::string outPath = io.file("out"), errPath = io.file("err"), inPath = io.file("in");
+  writeFile(inPath, input);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, outPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, errPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 0, inPath.c_str(), O_RDONLY, 0);
   std::vector<std::string> all{KH_CLI_PATH};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;

@@ -28,7 +28,8 @@ struct CliResult {
   int exitCode = -1;
   std::string out, err;
 };
-// Runs kumihimo-cli with the given arguments (no shell), capturing stdout and stderr.
-CliResult runCli(const std::vector<std::string>& args);
+// Runs kumihimo-cli with the given arguments (no shell), capturing stdout and stderr; `input`
+// becomes its standard input.
+CliResult runCli(const std::vector<std::string>& args, const std::string& input = "");
 
 }  // namespace kh::test

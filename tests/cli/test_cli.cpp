@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "core/io/safetensors.h"
 #include "tests/test_util.h"
+#include <ATen/ATen.h>
 
 namespace fs = std::filesystem;
 using kh::test::runCli;
@@ -138,4 +140,52 @@ TEST(Cli, BundledDemoModelInspectsAndIsReproducible) {
   for (const char* f : {"model.safetensors", "tokenizer.model", "config.json", "tokenizer_config.json",
                         "generation_config.json", "special_tokens_map.json"})
     EXPECT_EQ(kh::test::readFile(d.file(std::string("m/") + f)), kh::test::readFile(bundled + "/" + f)) << f;
+}
+
+TEST_F(CliTiny, GenerateStreamsAndReportsWhyItStopped) {
+  auto r = runCli({"generate", model("gemma2"), "--prompt", "名前は", "--max-new-tokens", "5"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  EXPECT_NE(r.err.find("[stop: length | 5 new tokens"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tokens/s"), std::string::npos);
+  auto c = runCli({"generate", model("gemma2"), "--chat", "--system", "丁寧に", "--prompt", "こんにちは", "--max-new-tokens", "3",
+                   "--temperature", "0.7", "--seed", "4"});
+  EXPECT_EQ(c.exitCode, 0) << c.err;
+}
+
+TEST_F(CliTiny, GenerationBadInputIsNamed) {
+  expectCliError({"generate", model("llama"), "--prompt", ""}, {"--prompt", "empty"});
+  expectCliError({"generate", model("llama"), "--prompt", "x", "--temperature", "-1"}, {"--temperature"});
+  expectCliError({"generate", model("llama"), "--prompt", "x", "--top-p", "1.5"}, {"--top-p", "(0, 1]"});
+  expectCliError({"generate", model("llama"), "--prompt", "x", "--device", "cuda:7"}, {"--device", "cuda:7"});
+  expectCliError({"generate", model("llama"), "--prompt", "x", "--device", "quantum"}, {"--device", "quantum"});
+  expectCliError({"logits", model("llama"), "--ids", "1,x,3"}, {"--ids", "'x' is not a token id"});
+  expectCliError({"logits", model("llama"), "--ids", "1,99999"}, {"--ids", "outside the vocabulary"});
+  std::string longPrompt;
+  for (int i = 0; i < 5000; ++i) longPrompt += "名前";
+  expectCliError({"generate", model("llama"), "--prompt", longPrompt}, {"prompt", "do not fit the model's context of 4096"});
+}
+
+TEST_F(CliTiny, LogitsJsonAndOutFileAgree) {
+  TempDir d;
+  auto r = runCli({"logits", model("llama"), "--ids", "1,5,9", "--json", "--out", d.file("l.safetensors")});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["top"].size(), 10u);
+  auto f = kh::SafetensorsFile::open(d.file("l.safetensors"));
+  at::Tensor logits = f->tensor("logits");  // [3, V]
+  EXPECT_EQ(logits.size(0), 3);
+  EXPECT_EQ(logits[2].argmax().item<int64_t>(), j["top"][0][0].get<int64_t>());
+  EXPECT_NEAR(logits[2].max().item<double>(), j["top"][0][1].get<double>(), 1e-6);
+}
+
+TEST_F(CliTiny, InteractiveChatTakesCommandsAndKeepsGoingAfterErrors) {
+  auto r = runCli({"chat", model("gemma2"), "--max-new-tokens", "4"},
+                  "/set temperature 0.5\n/system あなたは親切です\nこんにちは\n/set top_p 7\n/show\n/reset\n/quit\n");
+  EXPECT_EQ(r.exitCode, 0) << r.err;
+  EXPECT_NE(r.err.find("gemma format"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("(temperature = 0.5)"), std::string::npos);
+  EXPECT_NE(r.err.find("[stop: length | 4 new tokens"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("error: --top-p"), std::string::npos) << "a bad /set is reported, the chat goes on";
+  EXPECT_NE(r.err.find("temperature 0.5"), std::string::npos) << "/show after the failed /set keeps the old value";
+  EXPECT_NE(r.err.find("(conversation cleared)"), std::string::npos);
 }

@@ -191,3 +191,17 @@ TEST_F(Generation, BadSettingsAndPromptsAreNamedErrors) {
   std::vector<int> tooLong(static_cast<size_t>(model_->config().maxPositions), 5);
   EXPECT_THROW(kh::generate(*model_, *tok_, tooLong, {}, {}), kh::Error);
 }
+
+TEST_F(Generation, CancelStopsBetweenTokensAndKeepsWhatWasSaid) {
+  auto prompt = tok_->encode("今日は");
+  kh::SamplingOptions o;
+  o.maxNewTokens = 100;
+  std::atomic<bool> cancel{false};
+  int chunks = 0;
+  auto r = kh::generate(*model_, *tok_, prompt, {}, o, [&](const std::string&) {
+    if (++chunks == 3) cancel = true;  // what Ctrl-C in the terminal chat does
+  }, &cancel);
+  EXPECT_EQ(r.reason, kh::StopReason::Cancelled);
+  EXPECT_LT(r.ids.size(), 20u);
+  EXPECT_FALSE(r.text.empty());
+}
