@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Golden logits for the tiny checkpoints, from an independent reference: Hugging Face
-transformers (eager attention, on the CPU, fp32 and bf16). Runs where transformers is installed
-(the GPU machines); the C++ forward pass is tested against what this writes.
+transformers (eager attention, on the CPU, fp32 and bf16) where it is installed (the GPU
+machines), else the plain python3-torch reference in reference_models.py (Debian's python3-torch
+is enough; it agrees with transformers to 1e-6 in fp32). The metadata of every file says which
+one produced it. The C++ forward pass is tested against what this writes.
 
   make_golden_logits.py MODELS_DIR OUT_DIR
 
@@ -13,8 +15,30 @@ import os
 import sys
 
 import torch
-import transformers
-from safetensors.torch import save_file
+
+try:
+    import transformers
+    from safetensors.torch import save_file
+except ImportError:  # Debian 12: python3-torch only
+    transformers = None
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import reference_models
+
+    def save_file(tensors, path, metadata):
+        """Minimal safetensors writer (header padded to 8 bytes, tensors in name order)."""
+        import json
+        import struct
+        names = {torch.float32: "F32", torch.int64: "I64"}
+        header, blobs, off = {"__metadata__": metadata}, [], 0
+        for k in sorted(tensors):
+            b = tensors[k].contiguous().numpy().tobytes()
+            header[k] = {"dtype": names[tensors[k].dtype], "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
+            blobs.append(b)
+            off += len(b)
+        h = json.dumps(header).encode()
+        h += b" " * ((8 - (8 + len(h)) % 8) % 8)
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 models_dir, out_dir = sys.argv[1], sys.argv[2]
 os.makedirs(out_dir, exist_ok=True)
@@ -29,12 +53,17 @@ for family in sorted(os.listdir(models_dir)):
         continue
     out = {"ids": torch.tensor(IDS, dtype=torch.int64)}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        model = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=dtype, attn_implementation="eager")
-        model.eval()
         with torch.no_grad():
-            logits = model(torch.tensor([IDS])).logits[0].float()
+            if transformers is not None:
+                model = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=dtype, attn_implementation="eager")
+                model.eval()
+                logits = model(torch.tensor([IDS])).logits[0].float()
+            else:
+                logits = reference_models.logits(d, IDS, dtype)
         out[f"logits_{name}"] = logits.contiguous()
-    meta = {"produced_by": f"transformers {transformers.__version__} (eager, cpu), torch {torch.__version__}",
+    who = (f"transformers {transformers.__version__} (eager, cpu)" if transformers is not None
+           else "tests/tools/reference_models.py (python3-torch)")
+    meta = {"produced_by": f"{who}, torch {torch.__version__}",
             "model": open(os.path.join(d, "MAKE_TINY_ARGS")).read().strip() if os.path.exists(os.path.join(d, "MAKE_TINY_ARGS")) else f"kumihimo-cli make-tiny {family} --seed 0"}
     save_file(out, os.path.join(out_dir, f"{family}.safetensors"), metadata=meta)
     print(family, tuple(out["logits_fp32"].shape), "fp32 vs bf16 max diff",
