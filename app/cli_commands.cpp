@@ -9,7 +9,9 @@
 
 #include "core/error.h"
 #include "core/model/inspect.h"
+#include "core/merge/executor.h"
 #include "core/model/chat_session.h"
+#include "core/model/memory.h"
 #include "core/model/generate.h"
 #include "core/model/runtime.h"
 #include "core/model/tiny.h"
@@ -372,6 +374,48 @@ void addChat(CLI::App& app, Action& run) {
         std::cerr << "error: " << e.what() << "\n";  // the conversation goes on
       }
     }
+  }; });
+}
+
+void addMerge(CLI::App& app, Action& run) {
+  struct Args {
+    std::string recipe, out, device = "cpu", budget, shard = "5GB";
+    std::optional<uint64_t> seed;
+    bool plan = false, overwrite = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("merge", "Merge models by a mergekit YAML recipe, streamed within a memory budget");
+  sub->add_option("RECIPE", a->recipe, "mergekit YAML recipe")->required();
+  sub->add_option("-o,--out", a->out, "Output model folder");
+  sub->add_option("--device", a->device, "cpu, cuda or cuda:N")->default_val("cpu");
+  sub->add_option("--memory-budget", a->budget, "Refuse to start above this peak (e.g. 8GiB)");
+  sub->add_option("--shard-size", a->shard, "Output shard size")->default_val("5GB");
+  sub->add_option("--seed", a->seed, "Seed of the random methods (DARE, DELLA); overrides random_seed");
+  sub->add_flag("--plan", a->plan, "Print the memory plan and stop");
+  sub->add_flag("--overwrite", a->overwrite, "Replace an existing output folder");
+  sub->callback([a, &run]() { run = [a]() {
+    auto recipe = merge::loadRecipe(a->recipe);
+    merge::MergeOptions o;
+    o.outDir = a->out;
+    o.device = a->device;
+    o.shardBytes = parseSize(a->shard, "--shard-size");
+    if (!a->budget.empty()) o.memoryBudget = parseSize(a->budget, "--memory-budget");
+    o.seed = a->seed;
+    o.overwrite = a->overwrite;
+    auto plan = merge::planMerge(recipe, o);
+    std::cerr << plan.describe();
+    if (a->plan) return;
+    if (a->out.empty()) throw Error("merge", "no output folder", "pass -o OUT (or --plan for the plan only)");
+    o.onProgress = [](const merge::MergeProgress& p) {
+      const int width = 30, filled = static_cast<int>(width * p.done / std::max<size_t>(1, p.total));
+      std::cerr << "\r[" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(width - filled), ' ')
+                << "] " << p.done << "/" << p.total << "  ETA " << std::fixed << std::setprecision(0) << p.etaSeconds << " s  "
+                << std::flush;
+    };
+    auto report = merge::runMerge(recipe, o);
+    std::cerr << "\n";
+    std::cout << "wrote " << a->out << " (" << report.files.size() << " weight file(s), "
+              << formatBytes(report.plan.outputBytes) << ", " << std::fixed << std::setprecision(1) << report.seconds << " s)\n";
   }; });
 }
 

@@ -15,5 +15,6 @@ void addTokenize(CLI::App& app, Action& run);
 void addLogits(CLI::App& app, Action& run);
 void addGenerate(CLI::App& app, Action& run);
 void addChat(CLI::App& app, Action& run);
+void addMerge(CLI::App& app, Action& run);
 
 }  // namespace kh::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   kh::cli::addLogits(app, run);
   kh::cli::addGenerate(app, run);
   kh::cli::addChat(app, run);
+  kh::cli::addMerge(app, run);
   try {
     app.parse(argc, argv);
     at::set_num_threads(std::max(1, threads));  // Debian's libtorch starts with 1 thread
@@ -37,6 +38,9 @@ int main(int argc, char** argv) {
   } catch (const kh::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
+  } catch (const kh::Cancelled&) {
+    std::cerr << "cancelled\n";
+    return 130;
   } catch (const std::exception& e) {
     std::cerr << "internal error: " << e.what() << "\n";
     return 3;

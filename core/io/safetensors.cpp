@@ -225,9 +225,9 @@ SafetensorsWriter::SafetensorsWriter(std::string dir, std::vector<TensorSpec> pl
       for (int b = 0; b < 8; ++b) len[b] = static_cast<uint8_t>(n >> (8 * b));
       writeAll(sh.fd, len, 8, 0, sh.partialPath);
       writeAll(sh.fd, json.data(), json.size(), 8, sh.partialPath);
+      // No ftruncate to the final size: tensors land by pwrite at their offsets, so a disk that
+      // fills up fails the write that hits it (and finish() is never reached).
       const uint64_t dataStart = 8 + json.size();
-      if (ftruncate(sh.fd, static_cast<off_t>(dataStart + off)) != 0)
-        throw Error(sh.partialPath, std::string("cannot size the file: ") + std::strerror(errno));
       for (const auto& e : entries) slots_[e.name] = Slot{s, dataStart + e.begin, e.nbytes(), false};
     }
   } catch (...) {

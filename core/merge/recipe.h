@@ -1,0 +1,71 @@
+// Merge recipes in mergekit's YAML: merge_method, base_model, models with parameters, top-level
+// parameters, per-tensor-name filters, per-layer gradient lists, dtype, out_dtype,
+// tokenizer_source and slices. Read with line numbers for every error; written back so that a
+// recipe read and written means the same thing. Never accepts a key it does not understand.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/merge/methods.h"
+
+namespace kh::merge {
+
+// A parameter value as mergekit allows it: a number, a gradient (a list interpolated over the
+// layers), or a list of {filter, value} entries chosen by tensor name (an entry without a filter
+// is the default).
+struct ParamValue {
+  struct Filtered;
+  std::vector<double> gradient;        // one entry = a plain number
+  std::vector<Filtered> filtered;      // non-empty = chosen by filter
+  bool isBool = false;                 // true/false given (normalize, rescale, ...)
+  // The value for a tensor: `layer` is its layer index (-1 for tensors outside the layers) and
+  // `layers` the number of layers. Gradients are evaluated at t = layer / (layers - 1); tensors
+  // outside the layers take the gradient's first value (embeddings) or last value (final norm,
+  // lm_head), by `late`. kh::Error when no filter matches and there is no default.
+  double resolve(const std::string& tensor, int64_t layer, int64_t layers, bool late, const std::string& where) const;
+};
+struct ParamValue::Filtered {
+  std::string filter;  // "" = default
+  ParamValue value;
+};
+
+struct RecipeModel {
+  std::string model;  // path of a model folder
+  std::map<std::string, ParamValue> parameters;
+  int line = 0;
+};
+
+struct SliceSource {
+  std::string model;
+  int64_t layerBegin = 0, layerEnd = 0;  // [begin, end)
+  std::map<std::string, ParamValue> parameters;
+};
+struct Slice {
+  std::vector<SliceSource> sources;
+  std::string baseModel;  // optional per-slice base
+};
+
+struct Recipe {
+  std::string path;  // the YAML file (for errors)
+  Method method = Method::Linear;
+  std::string baseModel;  // "" when none
+  std::vector<RecipeModel> models;
+  std::map<std::string, ParamValue> parameters;  // top level
+  std::string dtype, outDtype;                   // mergekit names: bfloat16, float16, float32
+  std::string tokenizerSource;                   // "base", "union", a model path, or ""
+  std::vector<Slice> slices;
+  std::optional<uint64_t> seed;
+};
+
+// Reads a mergekit YAML recipe. Relative model paths are resolved against the recipe's folder.
+// kh::Error("<file>:<line>", cause) for unknown keys, parameters the method does not take,
+// wrong types, a missing base model for a method that needs one, an empty model list.
+Recipe loadRecipe(const std::string& path);
+Recipe parseRecipe(const std::string& yamlText, const std::string& pathForErrors, const std::string& baseDir);
+// mergekit YAML for a recipe (what evolution writes for every candidate).
+std::string recipeToYaml(const Recipe& recipe);
+
+}  // namespace kh::merge
