@@ -1,0 +1,98 @@
+// The merge methods (mergekit semantics): one pure function per tensor that turns the base and
+// the other models' tensors into the merged tensor, in fp32 on the inputs' device. Must never
+// read files, keep state between calls, or draw randomness from anything but the explicit seed.
+//
+// Decisions (see methods.cpp for the exact formulas):
+// - Rescale (dare_*, della*, and any method given rescale: true) keeps the L1 norm of each
+//   sparsified task vector: kept = d * mask * (|d|_1 / |d * mask|_1), left unscaled when either
+//   norm is below 1e-7. This is current mergekit (rescaled_masked_tensor, RescaleNorm.l1); older
+//   versions divided by the density, and so does the DELLA paper's 1/p.
+// - Random masks come from uniformMask(seed, "<tensorName>#<model index>", numel): identical on
+//   every device and thread count; each model gets its own stream.
+// - breadcrumbs: sort |d| ascending; n_top = int(gamma n), keep = int(density n),
+//   n_bot = n - keep - n_top (when negative, n_top shrinks by that much and n_bot = 0); keep the
+//   ranks [n_bot, n - n_top). mergekit writes indices[n_bot:-n_top], which keeps nothing when
+//   n_top == 0; we keep what it means to keep.
+// - della: per row (1-D tensors are one row; N-D tensors are [shape0, rest]) rank |d| ascending,
+//   p = density - epsilon + 2 epsilon * rank / (cols - 1) (p = density for a one-column row), keep
+//   with probability p, then the L1 rescale above. Requires 0 < density - eps, density + eps <= 1.
+// - nuslerp: t = w_1 / (w_0 + w_1) (0.5 when the sum is ~0); with a base, slerp the task vectors
+//   and add the base. Flattened by default; row_wise slerps along dim 0 (mergekit's dim=0, i.e.
+//   the columns of a 2-D weight); vectors with |sin theta| < 1e-8 are lerped.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kh::merge {
+
+enum class Method {
+  Linear,
+  TaskArithmetic,
+  Ties,
+  DareTies,
+  DareLinear,
+  Breadcrumbs,
+  BreadcrumbsTies,
+  Della,
+  DellaLinear,
+  Slerp,
+  NuSlerp,
+  ModelStock,
+  Passthrough
+};
+
+// mergekit's names: "linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
+// "breadcrumbs_ties", "della", "della_linear", "slerp", "nuslerp", "model_stock", "passthrough".
+std::optional<Method> parseMethod(std::string_view mergekitName);
+const char* methodName(Method m);
+
+// Per-model parameters, already resolved for this tensor (filters and layer gradients applied).
+struct ModelParams {
+  double weight = 1.0;
+  double density = 1.0;
+  double gamma = 0.01;    // breadcrumbs: fraction of the largest |d| dropped
+  double epsilon = 0.15;  // della: half-width of the keep-probability band
+};
+
+struct MethodParams {
+  std::optional<bool> normalize, rescale;  // unset: the method's default
+  double lambda = 1.0;                     // scales the merged task vector
+  double t = 0.5;                          // slerp: 0 gives the base, 1 the other model
+  bool nuslerpFlatten = true;
+  bool nuslerpRowWise = false;
+  uint64_t seed = 0;
+  std::string tensorName;  // names errors and keys the random masks
+};
+
+// The parameter keys each method accepts, per model and global (recipe validation: an unknown
+// key is an error). Names as in mergekit recipes ("weight", "density", "normalize", "lambda", ...).
+const std::vector<std::string>& modelParamNames(Method m);
+const std::vector<std::string>& globalParamNames(Method m);
+// Whether the method needs a base model: task-vector methods, slerp and model_stock. nuslerp takes
+// one optionally; linear and passthrough ignore it.
+bool needsBase(Method m);
+bool defaultNormalize(Method m);
+bool defaultRescale(Method m);
+
+// Merges one tensor. base: undefined where the method takes none; others: the non-base models'
+// tensors in recipe order, all of one shape; params: one per other model. Returns fp32 on the
+// inputs' device. Throws kh::Error("merge <tensorName>", ...) for bad input: disagreeing shapes,
+// weights summing to zero with normalize, density outside (0, 1], a wrong number of models.
+at::Tensor mergeTensor(Method m, const at::Tensor& base, const std::vector<at::Tensor>& others,
+                       const std::vector<ModelParams>& params, const MethodParams& mp);
+
+// Counter-based uniforms in [0, 1): element i is a SplitMix64 hash of (seed, fnv1a(name), i),
+// top 24 bits, so the same (seed, name) gives the same bits anywhere. Returns fp32 [numel] on CPU.
+at::Tensor uniformMask(uint64_t seed, const std::string& name, int64_t numel);
+
+// DELLA's keep probabilities for a task vector d (any shape; see the header comment): fp32, d's
+// shape and device. Exposed for tests.
+at::Tensor dellaKeepProbabilities(const at::Tensor& d, double density, double epsilon);
+
+}  // namespace kh::merge
