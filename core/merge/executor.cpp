@@ -86,7 +86,7 @@ Resolved resolve(const Recipe& r) {
     x.otherEntries.push_back(&m);
   }
   if (!needsBase(r.method) && x.base >= 0 && r.method != Method::Slerp && r.method != Method::NuSlerp &&
-      r.method != Method::ModelStock) {
+      r.method != Method::ModelStock && r.method != Method::Passthrough) {
     // linear / passthrough with a base_model: the base takes part like any model.
     x.others.insert(x.others.begin(), x.base);
     x.otherEntries.insert(x.otherEntries.begin(), nullptr);
