@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/text/hf_tokenizer.h"
 #include "core/text/sp_loader.h"
 
 namespace kh {
@@ -246,7 +247,13 @@ TokenizerKind Tokenizer::detect(const std::string& dir, std::string* description
     return TokenizerKind::SentencePiece;
   }
   if (fs::is_regular_file(hfJson, ec)) {
-    if (description) *description = "Hugging Face tokenizer.json (not supported yet)";
+    if (description) {
+      try {
+        *description = HfTokenizerJson::load(hfJson)->description();
+      } catch (const Error& e) {
+        *description = std::string("Hugging Face tokenizer.json, cannot load: ") + e.what();
+      }
+    }
     return TokenizerKind::HfTokenizerJson;
   }
   if (description) *description = "no tokenizer.model or tokenizer.json";
@@ -258,9 +265,7 @@ std::shared_ptr<Tokenizer> Tokenizer::fromFolder(const std::string& dir) {
   const std::string modelPath = (root / "tokenizer.model").string();
   std::error_code ec;
   if (!fs::is_regular_file(modelPath, ec)) {
-    if (fs::is_regular_file(root / "tokenizer.json", ec))
-      throw Error((root / "tokenizer.json").string(), "HF tokenizer.json tokenizers are not supported yet",
-                  "only SentencePiece folders (tokenizer.model) load for now");
+    if (fs::is_regular_file(root / "tokenizer.json", ec)) return fromHfTokenizerJson(dir);
     throw Error(modelPath, "missing: no tokenizer.model in this folder",
                 "a SentencePiece model folder needs tokenizer.model");
   }
@@ -306,7 +311,21 @@ std::shared_ptr<Tokenizer> Tokenizer::fromFolder(const std::string& dir) {
   t->unkId_ = spId(api.unk_id(t->sp_->model));
   t->padId_ = spId(api.pad_id(t->sp_->model));
 
-  // ---- the JSON around it ----
+  std::map<int, AddedToken> added;  // by id
+  Tokenizer* raw = t.get();
+  t->readFolderJson(dir, n, std::move(added),
+                    [raw](const std::string& s) {
+                      return raw->sp_->api->piece_to_id(raw->sp_->model, s.data(), s.size());
+                    },
+                    false);
+  return t;
+}
+
+void Tokenizer::readFolderJson(const std::string& dir, int n, std::map<int, AddedToken> added,
+                               const std::function<int(const std::string&)>& modelLookup, bool hfJson) {
+  Tokenizer* t = this;
+  const fs::path root(dir);
+  std::error_code ec;
   try {
     const std::string cfgPath = (root / "tokenizer_config.json").string();
     const std::string mapPath = (root / "special_tokens_map.json").string();
@@ -317,7 +336,6 @@ std::shared_ptr<Tokenizer> Tokenizer::fromFolder(const std::string& dir) {
     if (!cfg.is_object()) throw Error(cfgPath, "expected a JSON object");
     if (!map.is_object()) throw Error(mapPath, "expected a JSON object");
 
-    std::map<int, AddedToken> added;  // by id
     auto addToken = [&](int id, const std::string& content, bool special, bool lstrip, bool rstrip,
                         const std::string& where) {
       // Added tokens follow the SentencePiece pieces; a far-off id would only make a huge table.
@@ -362,7 +380,7 @@ std::shared_ptr<Tokenizer> Tokenizer::fromFolder(const std::string& dir) {
     auto lookup = [&](const std::string& s) -> int {
       for (const auto& [id, tok] : added)
         if (tok.content == s) return id;
-      return api.piece_to_id(t->sp_->model, s.data(), s.size());
+      return modelLookup(s);
     };
     // Special token strings: tokenizer_config.json first, then special_tokens_map.json.
     auto specialValue = [&](const char* key, std::string* where) -> const json* {
@@ -417,15 +435,19 @@ std::shared_ptr<Tokenizer> Tokenizer::fromFolder(const std::string& dir) {
 
     const std::string tokClass = cfg.value("tokenizer_class", std::string());
     const bool t5 = tokClass.find("T5") != std::string::npos;
-    t->addBos_ = !t5;
-    t->addEos_ = t5;
+    if (!hfJson) {  // tokenizer.json folders add what their post-processor template says
+      t->addBos_ = !t5;
+      t->addEos_ = t5;
+    }
     auto readBool = [&](const char* key, bool& out) {
       if (!cfg.contains(key) || cfg[key].is_null()) return;
       if (!cfg[key].is_boolean()) throw Error(cfgPath, std::string(key) + " must be true or false");
       out = cfg[key].get<bool>();
     };
-    readBool("add_bos_token", t->addBos_);
-    readBool("add_eos_token", t->addEos_);
+    if (!hfJson) {
+      readBool("add_bos_token", t->addBos_);
+      readBool("add_eos_token", t->addEos_);
+    }
 
     if (fs::is_regular_file(jinjaPath, ec)) {
       t->chatTemplate_ = readFileBytes(jinjaPath);
@@ -464,10 +486,48 @@ std::shared_ptr<Tokenizer> Tokenizer::fromFolder(const std::string& dir) {
     // A field of the wrong JSON type somewhere in the folder's tokenizer files.
     throw Error(dir, std::string("tokenizer JSON: ") + e.what());
   }
+}
+
+std::shared_ptr<Tokenizer> Tokenizer::fromHfTokenizerJson(const std::string& dir) {
+  std::shared_ptr<Tokenizer> t(new Tokenizer());
+  t->modelPath_ = (fs::path(dir) / "tokenizer.json").string();
+  t->hf_ = HfTokenizerJson::load(t->modelPath_);
+  const HfTokenizerJson& hf = *t->hf_;
+  const std::vector<std::string>& vocab = hf.vocab();
+  t->pieces_.resize(vocab.size());
+  const bool pieceBytes = hf.decodesByteTokens();
+  for (size_t id = 0; id < vocab.size(); ++id) {
+    Piece& p = t->pieces_[id];
+    p.text = vocab[id];
+    if (hf.tokenToId(vocab[id]) != static_cast<int>(id)) p.kind = kHole;  // an added token fills it below
+    unsigned v = 0;
+    if (pieceBytes && p.kind == kNormal && p.text.size() == 6 && std::sscanf(p.text.c_str(), "<0x%2X>", &v) == 1) {
+      p.kind = kByte;
+      p.byte = static_cast<uint8_t>(v);
+    }
+  }
+  if (hf.unkId()) {
+    t->unkId_ = hf.unkId();
+    t->pieces_[static_cast<size_t>(*hf.unkId())].kind = kUnknown;
+  }
+  // The template's tokens are the bos/eos it adds (llm-jp: <s> $A); tokenizer_config.json may
+  // still name others.
+  if (!hf.templatePrefix().empty()) t->bosId_ = hf.templatePrefix().back();
+  if (!hf.templateSuffix().empty()) t->eosId_ = hf.templateSuffix().front();
+  std::map<int, AddedToken> added;
+  for (const AddedToken& a : hf.addedTokens()) added[a.id] = a;
+  const HfTokenizerJson* model = t->hf_.get();
+  t->readFolderJson(dir, static_cast<int>(vocab.size()), std::move(added),
+                    [model](const std::string& s) { return model->tokenToId(s); }, true);
+  t->addBos_ = !hf.templatePrefix().empty();
+  t->addEos_ = !hf.templateSuffix().empty();
+  for (int id : hf.templatePrefix()) t->pieces_[static_cast<size_t>(id)].special = true;
+  for (int id : hf.templateSuffix()) t->pieces_[static_cast<size_t>(id)].special = true;
   return t;
 }
 
 std::string Tokenizer::description() const {
+  if (hf_) return hf_->description();
   std::string d = describe(info_);
   if (!added_.empty()) d += ", " + std::to_string(added_.size()) + " added tokens";
   return d;
@@ -492,6 +552,7 @@ std::string Tokenizer::idToPiece(int id) const {
 
 int Tokenizer::pieceToId(std::string_view piece) const {
   if (auto it = addedByContent_.find(std::string(piece)); it != addedByContent_.end()) return added_[it->second].id;
+  if (hf_) return hf_->tokenToId(piece);
   return sp_->api->piece_to_id(sp_->model, piece.data(), piece.size());
 }
 
@@ -514,11 +575,17 @@ void Tokenizer::encodeSentencePiece(std::string_view text, std::vector<int>& out
   out.insert(out.end(), ids.begin(), ids.begin() + n);
 }
 
+void Tokenizer::encodeChunk(std::string_view text, bool atTextStart, std::vector<int>& out) const {
+  if (hf_) hf_->encode(text, atTextStart, out);
+  else encodeSentencePiece(text, out);
+}
+
 std::vector<int> Tokenizer::encode(std::string_view text, bool addSpecial) const {
   if (size_t bad = firstInvalidUtf8(text); bad != std::string_view::npos)
     throw Error("tokenizer input", "invalid UTF-8 at byte " + std::to_string(bad));
   std::vector<int> out;
-  if (addSpecial && addsBos()) out.push_back(*bosId_);
+  if (addSpecial && hf_) out = hf_->templatePrefix();
+  else if (addSpecial && addsBos()) out.push_back(*bosId_);
 
   // Split on added tokens, longest match first, and encode the text between with SentencePiece
   // (as HF's slow "legacy" tokenizers do: each stretch gets its own dummy prefix).
@@ -548,14 +615,15 @@ std::vector<int> Tokenizer::encode(std::string_view text, bool addSpecial) const
     std::string_view chunk = text.substr(chunkStart, pos - chunkStart);
     if (match->lstrip)
       while (!chunk.empty() && isSpace(chunk.back())) chunk.remove_suffix(1);
-    encodeSentencePiece(chunk, out);
+    encodeChunk(chunk, chunkStart == 0, out);
     out.push_back(match->id);
     pos += match->content.size();
     chunkStart = pos;
     skipSpaces = match->rstrip;
   }
-  encodeSentencePiece(text.substr(chunkStart), out);
-  if (addSpecial && addsEos()) out.push_back(*eosId_);
+  encodeChunk(text.substr(chunkStart), chunkStart == 0, out);
+  if (addSpecial && hf_) out.insert(out.end(), hf_->templateSuffix().begin(), hf_->templateSuffix().end());
+  else if (addSpecial && addsEos()) out.push_back(*eosId_);
   return out;
 }
 
@@ -568,6 +636,7 @@ std::string Tokenizer::decode(const std::vector<int>& ids, bool skipSpecial) con
 }
 
 std::string Tokenizer::sentencePieceDecode(const std::vector<int>& ids) const {
+  if (hf_) throw Error(modelPath_, "sentencePieceDecode on a tokenizer.json tokenizer", "use decode()");
   const sp::ShimApi& api = *sp_->api;
   std::vector<int32_t> in(ids.begin(), ids.end());
   long n = api.decode(sp_->model, in.data(), in.size(), nullptr, 0);
@@ -608,6 +677,7 @@ void StreamDecoder::flushBytes(std::string& out, bool final) {
 }
 
 std::string StreamDecoder::push(int id) {
+  if (tok_.hf_) return pushHf(id);
   const Tokenizer::Piece& p = tok_.piece(id);
   std::string out;
   if (p.kind == Tokenizer::kByte) {
@@ -647,7 +717,83 @@ std::string StreamDecoder::push(int id) {
   return out;
 }
 
+// tokenizers' decoders, one id at a time. ByteLevel: every token's characters map back to bytes
+// through GPT-2's table (a token with a character outside it gives its own UTF-8), the bytes being
+// read as UTF-8 with each maximal invalid run becoming one U+FFFD (String::from_utf8_lossy).
+// Pieces: <0xNN> tokens gather into characters (flushBytes), "▁" becomes " ", and the first token
+// loses one leading space when the decoder strips it (Metaspace prepend, Strip(1)).
+std::string StreamDecoder::pushHf(int id) {
+  const Tokenizer::Piece& p = tok_.piece(id);
+  const HfTokenizerJson& hf = *tok_.hf_;
+  std::string out;
+  if (p.kind == Tokenizer::kHole) return out;
+  if (p.special && skipSpecial_) return out;
+  if (hf.decodeStyle() == HfTokenizerJson::DecodeStyle::ByteLevel) {
+    std::string raw;
+    bool mapped = true;
+    static const auto inverse = [] {
+      std::unordered_map<std::string, uint8_t> m;
+      for (int b = 0; b < 256; ++b) m[byteLevelSymbol(static_cast<uint8_t>(b))] = static_cast<uint8_t>(b);
+      return m;
+    }();
+    for (size_t i = 0, len = 0; i < p.text.size() && mapped; i += len) {
+      utf8At(p.text, i, &len);
+      auto it = inverse.find(p.text.substr(i, len));
+      if (it == inverse.end()) mapped = false;
+      else raw += static_cast<char>(it->second);
+    }
+    bytes_ += mapped ? raw : p.text;
+    flushLossy(out, false);
+    return out;
+  }
+  const bool first = bosWs_;
+  bosWs_ = false;
+  if (p.kind == Tokenizer::kByte) {
+    bytes_ += static_cast<char>(p.byte);
+    flushBytes(out, false);
+  } else {
+    flushBytes(out, true);
+    std::string s = p.text;
+    replaceAll(s, kSpaceSymbol, " ");
+    if (first && hf.stripFirstSpace() && !s.empty() && s[0] == ' ') s.erase(0, 1);
+    out += s;
+  }
+  // Strip(1) after Fuse strips the joined text: a first byte token that was a space goes too.
+  if (first && hf.stripFirstSpace() && !out.empty() && out[0] == ' ' && p.kind == Tokenizer::kByte) out.erase(0, 1);
+  return out;
+}
+
+void StreamDecoder::flushLossy(std::string& out, bool final) {
+  size_t pos = 0, len = 0;
+  while (pos < bytes_.size()) {
+    Utf8 st = utf8At(bytes_, pos, &len);
+    if (st == Utf8::Complete) {
+      out.append(bytes_, pos, len);
+      pos += len;
+    } else if (st == Utf8::Incomplete && !final) {
+      break;
+    } else {
+      // The maximal prefix of a valid sequence is replaced as one (from_utf8_lossy).
+      size_t k = 1;
+      while (pos + k < bytes_.size()) {
+        size_t l2 = 0;
+        Utf8 s2 = utf8At(std::string_view(bytes_).substr(pos, k + 1), 0, &l2);
+        if (s2 != Utf8::Incomplete) break;
+        ++k;
+      }
+      out += kReplacement;
+      pos += k;
+    }
+  }
+  bytes_.erase(0, pos);
+}
+
 std::string StreamDecoder::finish() {
+  if (tok_.hf_ && tok_.hf_->decodeStyle() == HfTokenizerJson::DecodeStyle::ByteLevel) {
+    std::string out;
+    flushLossy(out, true);
+    return out;
+  }
   std::string out;
   flushBytes(out, true);
   return out;

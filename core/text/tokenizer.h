@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +16,8 @@
 namespace kh {
 
 enum class TokenizerKind { None, SentencePiece, HfTokenizerJson };
+
+class HfTokenizerJson;  // core/text/hf_tokenizer.h
 
 struct AddedToken {
   int id;
@@ -40,7 +44,8 @@ class Tokenizer {
  public:
   // Loads from a Hugging Face model folder: tokenizer.model (SentencePiece) plus, when present,
   // tokenizer_config.json, special_tokens_map.json, added_tokens.json, chat_template.jinja.
-  // A folder with only tokenizer.json throws kh::Error (HF tokenizer.json not supported yet).
+  // A folder with only tokenizer.json loads it instead (core/text/hf_tokenizer.h: byte-level BPE,
+  // Unigram with Metaspace); bos/eos to add then come from its TemplateProcessing post-processor.
   static std::shared_ptr<Tokenizer> fromFolder(const std::string& dir);
   // Detect without loading (for `inspect`): which kind the folder holds, and a short description.
   static TokenizerKind detect(const std::string& dir, std::string* description = nullptr);
@@ -49,7 +54,7 @@ class Tokenizer {
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
-  TokenizerKind kind() const { return TokenizerKind::SentencePiece; }
+  TokenizerKind kind() const { return hf_ ? TokenizerKind::HfTokenizerJson : TokenizerKind::SentencePiece; }
   std::string description() const;  // e.g. "sentencepiece unigram, 512 pieces, byte fallback"
   int vocabSize() const;            // max id + 1 over SP pieces and added tokens
   // Text to ids. Splits on added tokens (longest first), encodes the text between them with
@@ -77,7 +82,7 @@ class Tokenizer {
   const SentencePieceModelInfo& modelInfo() const { return info_; }
   const std::string& modelPath() const { return modelPath_; }
   // The shim's own decode of ids that are all SentencePiece pieces (no added-token handling):
-  // the reference that decode() is tested against.
+  // the reference that decode() is tested against. kh::Error for a tokenizer.json tokenizer.
   std::string sentencePieceDecode(const std::vector<int>& ids) const;
 
  private:
@@ -92,10 +97,18 @@ class Tokenizer {
   };
   std::string tokenText(const std::optional<int>& id) const;
   void encodeSentencePiece(std::string_view text, std::vector<int>& out) const;
+  // The text between added tokens: SentencePiece, or the tokenizer.json model.
+  void encodeChunk(std::string_view text, bool atTextStart, std::vector<int>& out) const;
+  static std::shared_ptr<Tokenizer> fromHfTokenizerJson(const std::string& dir);
+  // tokenizer_config.json, special_tokens_map.json, added_tokens.json, chat templates: fills
+  // added_, the special ids and flags on top of the model's `modelPieces` pieces.
+  void readFolderJson(const std::string& dir, int modelPieces, std::map<int, AddedToken> added,
+                      const std::function<int(const std::string&)>& modelLookup, bool hfJson);
   const Piece& piece(int id) const;  // throws kh::Error when out of range
 
   struct ShimModel;
   std::unique_ptr<ShimModel> sp_;
+  std::unique_ptr<HfTokenizerJson> hf_;  // set instead of sp_ for tokenizer.json folders
   SentencePieceModelInfo info_;
   std::string modelPath_;
   std::vector<Piece> pieces_;  // by id, SP pieces then added tokens beyond them
@@ -119,6 +132,8 @@ class StreamDecoder {
 
  private:
   void flushBytes(std::string& out, bool final);
+  std::string pushHf(int id);
+  void flushLossy(std::string& out, bool final);
   const Tokenizer& tok_;
   bool skipSpecial_;
   // SentencePiece's decoder state: whether a leading "▁" may still be the dummy prefix

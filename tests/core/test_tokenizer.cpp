@@ -326,16 +326,17 @@ TEST(TokenizerErrors, MissingTokenizerModelNamesTheFile) {
   EXPECT_EQ(kh::Tokenizer::detect(dir.path()), kh::TokenizerKind::None);
 }
 
-TEST(TokenizerErrors, TokenizerJsonOnlyIsNotSupportedYet) {
+TEST(TokenizerErrors, MalformedTokenizerJsonNamesIt) {
   TempDir dir;
-  writeFile(dir.file("tokenizer.json"), R"({"model": {"type": "BPE"}})");
-  EXPECT_EQ(kh::Tokenizer::detect(dir.path()), kh::TokenizerKind::HfTokenizerJson);
+  writeFile(dir.file("tokenizer.json"), R"({"model": {"type": "BPE"}})");  // no vocab
+  std::string description;
+  EXPECT_EQ(kh::Tokenizer::detect(dir.path(), &description), kh::TokenizerKind::HfTokenizerJson);
+  EXPECT_NE(description.find("cannot load"), std::string::npos) << description;
   try {
     kh::Tokenizer::fromFolder(dir.path());
     FAIL() << "no error";
   } catch (const kh::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("tokenizer.json tokenizers are not supported yet"), std::string::npos)
-        << e.what();
+    EXPECT_EQ(e.where(), dir.file("tokenizer.json")) << e.what();
   }
 }
 

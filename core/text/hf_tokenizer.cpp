@@ -1,0 +1,712 @@
+// Hugging Face tokenizer.json: parsing, the hand-coded pre-tokenizer regexes, byte-level BPE and
+// Unigram (Viterbi) as in the `tokenizers` library (tokenizers/src/models/{bpe,unigram}). Must
+// never include torch; configurations it does not implement are refused, never approximated.
+#include "core/text/hf_tokenizer.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace kh {
+
+using nlohmann::json;
+
+namespace {
+
+struct CodeRange {
+  uint32_t lo, hi;
+};
+#include "core/text/unicode_classes.inc"
+
+template <size_t N>
+bool inRanges(const CodeRange (&r)[N], uint32_t cp) {
+  size_t lo = 0, hi = N;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (cp < r[mid].lo) hi = mid;
+    else if (cp > r[mid].hi) lo = mid + 1;
+    else return true;
+  }
+  return false;
+}
+
+// Decodes valid UTF-8 (the caller checked it) into code points and their byte offsets.
+void decodeUtf8(std::string_view s, std::vector<uint32_t>& cps, std::vector<size_t>& offs) {
+  cps.clear();
+  offs.clear();
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
+    for (size_t k = 1; k < n && i + k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    cps.push_back(cp);
+    offs.push_back(i);
+    i += n;
+  }
+  offs.push_back(s.size());
+}
+
+std::string encodeUtf8(uint32_t cp) {
+  std::string o;
+  if (cp < 0x80) {
+    o += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    o += static_cast<char>(0xC0 | (cp >> 6));
+    o += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    o += static_cast<char>(0xE0 | (cp >> 12));
+    o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    o += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    o += static_cast<char>(0xF0 | (cp >> 18));
+    o += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    o += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    o += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return o;
+}
+
+struct ByteTable {
+  std::string symbol[256];
+  std::unordered_map<std::string, uint8_t> byteOf;
+  ByteTable() {
+    // bytes_to_unicode(): printable Latin-1 bytes stand for themselves, the rest get 256 + n.
+    int n = 0;
+    for (int b = 0; b < 256; ++b) {
+      bool keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      symbol[b] = encodeUtf8(keep ? static_cast<uint32_t>(b) : static_cast<uint32_t>(256 + n++));
+      byteOf[symbol[b]] = static_cast<uint8_t>(b);
+    }
+  }
+};
+const ByteTable& byteTable() {
+  static const ByteTable t;
+  return t;
+}
+
+// A member of a JSON object, or null when absent (const operator[] must not see a missing key).
+const json& fld(const json& o, const std::string& key) {
+  static const json null;
+  if (!o.is_object()) return null;
+  auto it = o.find(key);
+  return it == o.end() ? null : *it;
+}
+
+const std::string kMetaspace = "\xE2\x96\x81";  // "▁"
+
+const char* const kGpt2Regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+const char* const kQwen2Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+    "\\s+(?!\\S)|\\s+";
+const char* const kLlama3Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+std::string replaceAllCopy(std::string s, const std::string& from, const std::string& to) {
+  if (from.empty()) return s;
+  for (size_t p = 0; (p = s.find(from, p)) != std::string::npos; p += to.size()) s.replace(p, from.size(), to);
+  return s;
+}
+
+}  // namespace
+
+bool isUnicodeLetter(uint32_t cp) { return inRanges(kLetterRanges, cp); }
+bool isUnicodeNumber(uint32_t cp) { return inRanges(kNumberRanges, cp); }
+bool isUnicodeSpace(uint32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+         cp == 0x3000;
+}
+
+const std::string& byteLevelSymbol(uint8_t b) { return byteTable().symbol[b]; }
+
+// ---- pre-tokenizer regexes, by hand ------------------------------------------------------------
+//
+// Each alternative is tried in order at the current position, as a backtracking regex engine
+// does; the first that matches gives the piece.
+
+std::vector<std::string_view> splitPreTokens(std::string_view text, PreTokenizerPattern pattern) {
+  std::vector<uint32_t> c;
+  std::vector<size_t> off;
+  decodeUtf8(text, c, off);
+  const size_t n = c.size();
+  auto L = [&](size_t i) { return i < n && isUnicodeLetter(c[i]); };
+  auto N = [&](size_t i) { return i < n && isUnicodeNumber(c[i]); };
+  auto S = [&](size_t i) { return i < n && isUnicodeSpace(c[i]); };
+  auto other = [&](size_t i) { return i < n && !isUnicodeSpace(c[i]) && !isUnicodeLetter(c[i]) && !isUnicodeNumber(c[i]); };
+  auto nl = [&](size_t i) { return i < n && (c[i] == '\r' || c[i] == '\n'); };
+  const bool gpt2 = pattern == PreTokenizerPattern::Gpt2;
+
+  // 's|'t|'re|'ve|'m|'ll|'d (case-insensitive for Qwen2/Llama3): length in code points or 0.
+  auto contraction = [&](size_t i) -> size_t {
+    if (c[i] != '\'' || i + 1 >= n) return 0;
+    auto lower = [&](size_t k) -> uint32_t {
+      if (k >= n) return 0;
+      uint32_t x = c[k];
+      if (!gpt2 && x >= 'A' && x <= 'Z') x += 32;
+      return x;
+    };
+    uint32_t a = lower(i + 1), b = lower(i + 2);
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+    return 0;
+  };
+  // \s+(?!\S) then \s+ at i (c[i] is whitespace): the run minus its last character when a
+  // non-space follows and the run is longer than one, else the whole run.
+  auto spaces = [&](size_t i) -> size_t {
+    size_t k = i;
+    while (S(k)) ++k;
+    if (k < n && k - i >= 2) return k - 1;
+    return k;
+  };
+
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < n) {
+    size_t j = 0;  // end of the piece
+    if (size_t len = contraction(i)) {
+      j = i + len;
+    } else if (gpt2) {
+      size_t k = (c[i] == ' ') ? i + 1 : i;  // optional leading space
+      if (L(k)) {
+        while (L(k)) ++k;
+        j = k;
+      } else if (N(k)) {
+        while (N(k)) ++k;
+        j = k;
+      } else if (other(k)) {
+        while (other(k)) ++k;
+        j = k;
+      } else {
+        j = spaces(i);
+      }
+    } else {
+      if (L(i)) {  // [^\r\n\p{L}\p{N}]?\p{L}+ without the optional character
+        j = i;
+        while (L(j)) ++j;
+      } else if (!nl(i) && !N(i) && L(i + 1)) {  // ... with it
+        j = i + 1;
+        while (L(j)) ++j;
+      } else if (N(i)) {  // \p{N} or \p{N}{1,3}
+        j = i + 1;
+        if (pattern == PreTokenizerPattern::Llama3)
+          while (j < i + 3 && N(j)) ++j;
+      } else if (other(i) || (c[i] == ' ' && other(i + 1))) {  //  ?[^\s\p{L}\p{N}]+[\r\n]*
+        j = (c[i] == ' ') ? i + 1 : i;
+        while (other(j)) ++j;
+        while (nl(j)) ++j;
+      } else {  // c[i] is whitespace
+        size_t k = i;
+        size_t lastNl = n;
+        while (S(k)) {
+          if (nl(k)) lastNl = k;
+          ++k;
+        }
+        if (lastNl != n) j = lastNl + 1;  // \s*[\r\n]+
+        else j = spaces(i);
+      }
+    }
+    if (j <= i) j = i + 1;  // cannot happen; keeps the loop finite
+    out.push_back(text.substr(off[i], off[j] - off[i]));
+    i = j;
+  }
+  return out;
+}
+
+// ---- loading ---------------------------------------------------------------------------------
+
+std::unique_ptr<HfTokenizerJson> HfTokenizerJson::load(const std::string& path) {
+  std::unique_ptr<HfTokenizerJson> t(new HfTokenizerJson());
+  t->path_ = path;
+  auto fail = [&](const std::string& cause, const std::string& hint = {}) -> Error { return Error(path, cause, hint); };
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw fail("cannot read file");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  json j;
+  try {
+    j = json::parse(ss.str());
+  } catch (const json::exception& e) {
+    throw fail(std::string("invalid JSON: ") + e.what());
+  }
+  if (!j.is_object() || !j.contains("model") || !fld(j, "model").is_object())
+    throw fail("no \"model\" object", "a Hugging Face tokenizer.json has model, normalizer, pre_tokenizer, decoder");
+  try {
+    // ---- model ----
+    const json& m = fld(j, "model");
+    const std::string type = m.value("type", std::string());
+    t->byteFallback_ = m.contains("byte_fallback") && fld(m, "byte_fallback").is_boolean() && fld(m, "byte_fallback").get<bool>();
+    auto setToken = [&](const std::string& tok, int id) {
+      if (id < 0 || id > (1 << 24)) throw fail("model vocab id " + std::to_string(id) + " out of range");
+      if (static_cast<size_t>(id) >= t->vocab_.size()) t->vocab_.resize(static_cast<size_t>(id) + 1);
+      t->vocab_[static_cast<size_t>(id)] = tok;
+      t->ids_[tok] = id;
+      t->longestPiece_ = std::max(t->longestPiece_, tok.size());
+    };
+    if (type == "BPE") {
+      t->type_ = ModelType::Bpe;
+      if (!fld(m, "vocab").is_object()) throw fail("model.vocab must be an object of token -> id for BPE");
+      for (auto it = fld(m, "vocab").begin(); it != fld(m, "vocab").end(); ++it) setToken(it.key(), it.value().get<int>());
+      if (m.contains("dropout") && !fld(m, "dropout").is_null() && fld(m, "dropout").get<double>() != 0.0)
+        throw fail("BPE dropout is not supported", "set model.dropout to null for inference");
+      for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
+        if (m.contains(k) && !m[k].is_null() && !m[k].get<std::string>().empty())
+          throw fail(std::string("BPE ") + k + " is not supported");
+      t->ignoreMerges_ = m.value("ignore_merges", false);
+      t->fuseUnk_ = m.value("fuse_unk", false);
+      if (m.contains("unk_token") && fld(m, "unk_token").is_string()) {
+        auto it = t->ids_.find(fld(m, "unk_token").get<std::string>());
+        if (it != t->ids_.end()) t->unkId_ = it->second;
+      }
+      const json& merges = m.value("merges", json::array());
+      if (!merges.is_array()) throw fail("model.merges must be a list");
+      int rank = 0;
+      for (const json& e : merges) {
+        std::string a, b;
+        if (e.is_string()) {
+          const std::string s = e.get<std::string>();
+          size_t sp = s.find(' ');
+          if (sp == std::string::npos || sp == 0 || sp + 1 >= s.size() || s.find(' ', sp + 1) != std::string::npos)
+            throw fail("malformed merge " + std::to_string(rank) + " '" + s + "'", "merges are \"left right\" strings");
+          a = s.substr(0, sp);
+          b = s.substr(sp + 1);
+        } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
+          a = e[0].get<std::string>();
+          b = e[1].get<std::string>();
+        } else {
+          throw fail("malformed merge " + std::to_string(rank) + ": " + e.dump(), "merges are \"left right\" or [left, right]");
+        }
+        if (!t->ids_.count(a) || !t->ids_.count(b) || !t->ids_.count(a + b))
+          throw fail("merge " + std::to_string(rank) + " '" + a + " " + b + "' uses a token missing from the vocab");
+        t->mergeRank_.emplace(a + " " + b, rank);
+        ++rank;
+      }
+    } else if (type == "Unigram") {
+      t->type_ = ModelType::Unigram;
+      if (!fld(m, "vocab").is_array()) throw fail("model.vocab must be a list of [piece, score] for Unigram");
+      int id = 0;
+      t->minScore_ = std::numeric_limits<double>::infinity();
+      for (const json& e : fld(m, "vocab")) {
+        if (!e.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_number())
+          throw fail("Unigram vocab entry " + std::to_string(id) + " is not [piece, score]");
+        setToken(e[0].get<std::string>(), id);
+        t->scores_.push_back(e[1].get<double>());
+        t->minScore_ = std::min(t->minScore_, t->scores_.back());
+        ++id;
+      }
+      if (m.contains("unk_id") && fld(m, "unk_id").is_number_integer()) {
+        int u = fld(m, "unk_id").get<int>();
+        if (u < 0 || u >= id) throw fail("Unigram unk_id " + std::to_string(u) + " is outside the vocab");
+        t->unkId_ = u;
+      }
+      t->fuseUnk_ = true;
+    } else {
+      throw fail("model type '" + type + "' is not supported", "supported: BPE (byte-level or byte fallback), Unigram");
+    }
+    for (int b = 0; b < 256; ++b) {
+      char name[8];
+      std::snprintf(name, sizeof name, "<0x%02X>", b);
+      auto it = t->ids_.find(name);
+      if (it != t->ids_.end()) t->byteIds_[static_cast<size_t>(b)] = it->second;
+    }
+
+    // ---- normalizer ----
+    std::vector<const json*> norms;
+    if (j.contains("normalizer") && !fld(j, "normalizer").is_null()) {
+      const json& nz = fld(j, "normalizer");
+      if (nz.value("type", std::string()) == "Sequence") {
+        for (const json& e : fld(nz, "normalizers")) norms.push_back(&e);
+      } else {
+        norms.push_back(&nz);
+      }
+    }
+    for (const json* e : norms) {
+      const std::string nt = e->value("type", std::string());
+      if (nt == "Prepend") {
+        t->normalizer_.push_back({NormStep::Prepend, fld(*e, "prepend").get<std::string>(), ""});
+      } else if (nt == "Replace") {
+        const json& p = fld(*e, "pattern");
+        if (!p.is_object() || !p.contains("String"))
+          throw fail("normalizer Replace with a regex pattern is not supported", "only {\"String\": ...} patterns");
+        t->normalizer_.push_back({NormStep::Replace, fld(p, "String").get<std::string>(), fld(*e, "content").get<std::string>()});
+      } else if (nt == "NFC") {
+        t->normalizer_.push_back({NormStep::NfcCheck, "", ""});
+      } else {
+        throw fail("normalizer '" + nt + "' is not supported",
+                   "supported: null, Prepend, Replace (string), NFC (on text it leaves unchanged) and a Sequence of "
+                   "them; NFD/NFKC/NFKD/Lowercase/BertNormalizer are not");
+      }
+    }
+
+    // ---- pre-tokenizer ----
+    auto readMetaspace = [&](const json& e) {
+      t->pre_ = Pre::Metaspace;
+      t->replacement_ = e.value("replacement", kMetaspace);
+      std::string scheme = "always";
+      if (e.contains("prepend_scheme")) scheme = fld(e, "prepend_scheme").get<std::string>();
+      else if (e.contains("add_prefix_space")) scheme = fld(e, "add_prefix_space").get<bool>() ? "always" : "never";
+      if (scheme == "always") t->prepend_ = Prepend::Always;
+      else if (scheme == "first") t->prepend_ = Prepend::First;
+      else if (scheme == "never") t->prepend_ = Prepend::Never;
+      else throw fail("Metaspace prepend_scheme '" + scheme + "' is unknown");
+      t->metaspaceSplit_ = e.value("split", true);
+    };
+    if (j.contains("pre_tokenizer") && !fld(j, "pre_tokenizer").is_null()) {
+      const json& p = fld(j, "pre_tokenizer");
+      const std::string pt = p.value("type", std::string());
+      auto patternOf = [&](const json& split) {
+        const json& pat = fld(split, "pattern");
+        if (!pat.is_object() || !pat.contains("Regex"))
+          throw fail("Split pre-tokenizer without a Regex pattern is not supported");
+        const std::string r = fld(pat, "Regex").get<std::string>();
+        if (split.value("behavior", std::string()) != "Isolated" || split.value("invert", false))
+          throw fail("Split pre-tokenizer: only behavior Isolated, invert false is supported");
+        if (r == kQwen2Regex) return PreTokenizerPattern::Qwen2;
+        if (r == kLlama3Regex) return PreTokenizerPattern::Llama3;
+        if (r == kGpt2Regex) return PreTokenizerPattern::Gpt2;
+        throw fail("Split pre-tokenizer regex is not one we implement: " + r,
+                   "known: the GPT-2, Qwen2 and Llama-3 patterns");
+      };
+      if (pt == "ByteLevel") {
+        t->pre_ = Pre::ByteLevel;
+        t->byteLevel_ = true;
+        t->addPrefixSpace_ = p.value("add_prefix_space", false);
+        if (!p.value("use_regex", true)) t->pre_ = Pre::None;
+        t->pattern_ = PreTokenizerPattern::Gpt2;
+        t->preName_ = t->pre_ == Pre::ByteLevel ? "ByteLevel (GPT-2 regex)" : "ByteLevel (no regex)";
+      } else if (pt == "Sequence" && fld(p, "pretokenizers").is_array() && fld(p, "pretokenizers").size() == 2 &&
+                 fld(p, "pretokenizers")[0].value("type", std::string()) == "Split" &&
+                 fld(p, "pretokenizers")[1].value("type", std::string()) == "ByteLevel" &&
+                 !fld(p, "pretokenizers")[1].value("use_regex", true)) {
+        t->pre_ = Pre::Split;
+        t->pattern_ = patternOf(fld(p, "pretokenizers")[0]);
+        t->byteLevel_ = true;
+        t->addPrefixSpace_ = fld(p, "pretokenizers")[1].value("add_prefix_space", false);
+        t->preName_ = t->pattern_ == PreTokenizerPattern::Qwen2    ? "Split (Qwen2 regex) + ByteLevel"
+                      : t->pattern_ == PreTokenizerPattern::Llama3 ? "Split (Llama-3 regex) + ByteLevel"
+                                                                   : "Split (GPT-2 regex) + ByteLevel";
+      } else if (pt == "Metaspace") {
+        readMetaspace(p);
+        t->preName_ = "Metaspace";
+      } else {
+        throw fail("pre_tokenizer '" + pt + "' (" + p.dump().substr(0, 200) + ") is not supported",
+                   "supported: ByteLevel, Sequence[Split(regex), ByteLevel(use_regex false)], Metaspace, null");
+      }
+    }
+    if (t->byteLevel_ && t->type_ != ModelType::Bpe) throw fail("ByteLevel pre-tokenizer with a non-BPE model");
+
+    // ---- decoder ----
+    bool decByteLevel = false, decPieces = false;
+    if (j.contains("decoder") && !fld(j, "decoder").is_null()) {
+      const json& d = fld(j, "decoder");
+      std::vector<const json*> steps;
+      if (d.value("type", std::string()) == "Sequence") {
+        for (const json& e : fld(d, "decoders")) steps.push_back(&e);
+      } else {
+        steps.push_back(&d);
+      }
+      std::vector<std::string> names;
+      for (const json* e : steps) {
+        const std::string dt = e->value("type", std::string());
+        names.push_back(dt);
+        if (dt == "ByteLevel") {
+          decByteLevel = true;
+        } else if (dt == "Metaspace") {
+          decPieces = true;
+          if (e->value("replacement", kMetaspace) != t->replacement_ && t->pre_ == Pre::Metaspace)
+            throw fail("Metaspace decoder and pre-tokenizer disagree on the replacement");
+          std::string scheme = e->contains("prepend_scheme") ? fld(*e, "prepend_scheme").get<std::string>()
+                               : (e->contains("add_prefix_space") && !fld(*e, "add_prefix_space").get<bool>()) ? "never"
+                                                                                                          : "always";
+          t->stripFirstSpace_ = scheme != "never";
+        } else if (dt == "Replace") {
+          const json& p = fld(*e, "pattern");
+          if (!p.is_object() || p.value("String", std::string()) != kMetaspace || fld(*e, "content") != " ")
+            throw fail("decoder Replace other than \"▁\" -> \" \" is not supported");
+          decPieces = true;
+        } else if (dt == "ByteFallback" || dt == "Fuse") {
+          decPieces = true;
+          if (dt == "ByteFallback") t->decodeBytes_ = true;
+        } else if (dt == "Strip") {
+          // Strip works per token: only after Fuse is that the whole text.
+          if (std::find(names.begin(), names.end(), "Fuse") == names.end())
+            throw fail("decoder Strip without a Fuse before it is not supported");
+          if (fld(*e, "content") != " " || e->value("start", 0) != 1 || e->value("stop", 0) != 0)
+            throw fail("decoder Strip other than (\" \", start 1, stop 0) is not supported");
+          t->stripFirstSpace_ = true;
+          decPieces = true;
+        } else {
+          throw fail("decoder '" + dt + "' is not supported",
+                     "supported: ByteLevel, Metaspace, Replace(▁→space), ByteFallback, Fuse, Strip(1 space)");
+        }
+      }
+      for (const std::string& nm : names) t->decoderName_ += (t->decoderName_.empty() ? "" : "+") + nm;
+    }
+    if (decByteLevel && decPieces) throw fail("decoder mixes ByteLevel with piece decoders; not supported");
+    if (decByteLevel) t->decodeStyle_ = DecodeStyle::ByteLevel;
+    else if (decPieces) t->decodeStyle_ = DecodeStyle::Pieces;
+    else throw fail("no decoder (tokens would be joined with spaces); not supported", "expected ByteLevel or Metaspace");
+    if (t->byteLevel_ != decByteLevel) throw fail("ByteLevel pre-tokenizer and decoder must come together");
+
+    // ---- added tokens ----
+    if (j.contains("added_tokens") && !fld(j, "added_tokens").is_null()) {
+      for (const json& a : fld(j, "added_tokens")) {
+        if (!a.is_object() || !fld(a, "id").is_number_integer() || !fld(a, "content").is_string())
+          throw fail("added_tokens entry needs an integer id and a string content: " + a.dump());
+        if (a.value("single_word", false))
+          throw fail("added token '" + fld(a, "content").get<std::string>() + "' has single_word true; not supported");
+        AddedToken at{fld(a, "id").get<int>(), fld(a, "content").get<std::string>(), a.value("special", false),
+                      a.value("lstrip", false), a.value("rstrip", false)};
+        if (at.content.empty()) throw fail("added token " + std::to_string(at.id) + " has empty content");
+        if (at.id < 0 || at.id > (1 << 24)) throw fail("added token id " + std::to_string(at.id) + " out of range");
+        if (static_cast<size_t>(at.id) >= t->vocab_.size()) t->vocab_.resize(static_cast<size_t>(at.id) + 1);
+        t->vocab_[static_cast<size_t>(at.id)] = at.content;
+        t->added_.push_back(at);
+      }
+    }
+
+    // ---- post-processor ----
+    if (j.contains("post_processor") && !fld(j, "post_processor").is_null()) {
+      const json& pp = fld(j, "post_processor");
+      std::vector<const json*> procs;
+      if (pp.value("type", std::string()) == "Sequence") {
+        for (const json& e : fld(pp, "processors")) procs.push_back(&e);
+      } else {
+        procs.push_back(&pp);
+      }
+      for (const json* e : procs) {
+        const std::string ptype = e->value("type", std::string());
+        if (ptype == "ByteLevel") continue;  // only adjusts offsets
+        if (ptype != "TemplateProcessing")
+          throw fail("post_processor '" + ptype + "' is not supported", "supported: TemplateProcessing, ByteLevel");
+        bool seenA = false;
+        for (const json& item : fld(*e, "single")) {
+          if (item.contains("Sequence")) {
+            seenA = true;
+            continue;
+          }
+          if (!item.contains("SpecialToken")) throw fail("TemplateProcessing item not understood: " + item.dump());
+          const std::string name = fld(fld(item, "SpecialToken"), "id").get<std::string>();
+          const json& st = fld(*e, "special_tokens");
+          if (!st.contains(name)) throw fail("TemplateProcessing special token '" + name + "' is not in special_tokens");
+          for (const json& id : fld(fld(st, name), "ids")) (seenA ? t->suffix_ : t->prefix_).push_back(id.get<int>());
+        }
+      }
+    }
+  } catch (const json::exception& e) {
+    throw fail(std::string("unexpected JSON shape: ") + e.what());
+  }
+  for (int id : t->prefix_)
+    if (id < 0 || static_cast<size_t>(id) >= t->vocab_.size()) throw fail("template token id " + std::to_string(id) + " out of range");
+  for (int id : t->suffix_)
+    if (id < 0 || static_cast<size_t>(id) >= t->vocab_.size()) throw fail("template token id " + std::to_string(id) + " out of range");
+  return t;
+}
+
+int HfTokenizerJson::tokenToId(std::string_view token) const {
+  auto it = ids_.find(std::string(token));
+  return it == ids_.end() ? -1 : it->second;
+}
+
+std::string HfTokenizerJson::description() const {
+  std::string d = std::string("Hugging Face tokenizer.json ") + (type_ == ModelType::Bpe ? "BPE" : "Unigram") + ", " +
+                  std::to_string(ids_.size()) + " tokens";
+  if (byteLevel_) d += ", byte-level";
+  if (byteFallback_) d += ", byte fallback";
+  if (!preName_.empty()) d += ", pre-tokenizer " + preName_;
+  return d;
+}
+
+// ---- encoding --------------------------------------------------------------------------------
+
+void HfTokenizerJson::pushUnknown(std::string_view chars, std::vector<int>& out, size_t fuseFrom) const {
+  if (byteFallback_) {
+    bool all = true;
+    for (char ch : chars) all = all && byteIds_[static_cast<unsigned char>(ch)] >= 0;
+    if (all) {
+      for (char ch : chars) out.push_back(byteIds_[static_cast<unsigned char>(ch)]);
+      return;
+    }
+  }
+  if (!unkId_)
+    throw Error(path_, "text '" + std::string(chars) + "' has no token and the model has no unk token");
+  if (fuseUnk_ && out.size() > fuseFrom && out.back() == *unkId_) return;  // within one word only
+  out.push_back(*unkId_);
+}
+
+void HfTokenizerJson::encodeWord(const std::string& word, std::vector<int>& out) const {
+  if (word.empty()) return;
+  if (ignoreMerges_) {
+    if (auto it = ids_.find(word); it != ids_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  // Symbols: one per character (byte-level symbols are characters too).
+  std::vector<std::string> sym;
+  std::vector<uint32_t> cps;
+  std::vector<size_t> offs;
+  decodeUtf8(word, cps, offs);
+  for (size_t i = 0; i < cps.size(); ++i) sym.push_back(word.substr(offs[i], offs[i + 1] - offs[i]));
+  // Merge the lowest-ranked adjacent pair (leftmost on ties) until none applies.
+  std::string key;
+  while (sym.size() > 1) {
+    int best = std::numeric_limits<int>::max();
+    size_t at = 0;
+    for (size_t i = 0; i + 1 < sym.size(); ++i) {
+      key = sym[i];
+      key += ' ';
+      key += sym[i + 1];
+      auto it = mergeRank_.find(key);
+      if (it != mergeRank_.end() && it->second < best) {
+        best = it->second;
+        at = i;
+      }
+    }
+    if (best == std::numeric_limits<int>::max()) break;
+    sym[at] += sym[at + 1];
+    sym.erase(sym.begin() + static_cast<std::ptrdiff_t>(at) + 1);
+  }
+  const size_t wordStart = out.size();
+  for (const std::string& s : sym) {
+    auto it = ids_.find(s);
+    if (it != ids_.end()) out.push_back(it->second);
+    else pushUnknown(s, out, wordStart);
+  }
+}
+
+void HfTokenizerJson::encodeUnigram(const std::string& text, std::vector<int>& out) const {
+  if (text.empty()) return;
+  std::vector<uint32_t> cps;
+  std::vector<size_t> offs;
+  decodeUtf8(text, cps, offs);
+  const size_t n = cps.size();
+  const double unkScore = minScore_ - 10.0;  // tokenizers' kUnkPenalty
+  // best[k]: best score of a segmentation of the first k characters; -1 token id marks unknown.
+  std::vector<double> best(n + 1, -std::numeric_limits<double>::infinity());
+  std::vector<size_t> from(n + 1, 0);
+  std::vector<int> tok(n + 1, -1);
+  best[0] = 0;
+  std::string piece;
+  for (size_t i = 0; i < n; ++i) {
+    if (best[i] == -std::numeric_limits<double>::infinity()) continue;
+    bool single = false;
+    for (size_t k = i + 1; k <= n && offs[k] - offs[i] <= longestPiece_; ++k) {
+      piece.assign(text, offs[i], offs[k] - offs[i]);
+      auto it = ids_.find(piece);
+      if (it == ids_.end() || static_cast<size_t>(it->second) >= scores_.size()) continue;
+      if (k == i + 1) single = true;
+      double s = best[i] + scores_[static_cast<size_t>(it->second)];
+      if (s > best[k]) {
+        best[k] = s;
+        from[k] = i;
+        tok[k] = it->second;
+      }
+    }
+    if (!single) {
+      double s = best[i] + unkScore;
+      if (s > best[i + 1]) {
+        best[i + 1] = s;
+        from[i + 1] = i;
+        tok[i + 1] = -1;
+      }
+    }
+  }
+  std::vector<std::pair<size_t, int>> path;  // (start char, token or -1)
+  for (size_t k = n; k > 0; k = from[k]) path.emplace_back(from[k], tok[k]);
+  std::reverse(path.begin(), path.end());
+  // Runs of unknown characters are fused, then byte fallback or unk.
+  for (size_t p = 0; p < path.size();) {
+    if (path[p].second >= 0) {
+      out.push_back(path[p].second);
+      ++p;
+      continue;
+    }
+    size_t q = p;
+    while (q < path.size() && path[q].second < 0) ++q;
+    size_t endChar = q < path.size() ? path[q].first : n;
+    std::string_view run(text.data() + offs[path[p].first], offs[endChar] - offs[path[p].first]);
+    if (byteFallback_) {
+      pushUnknown(run, out, out.size());
+    } else {
+      if (!unkId_) throw Error(path_, "text '" + std::string(run) + "' has no token and the model has no unk_id");
+      out.push_back(*unkId_);
+    }
+    p = q;
+  }
+}
+
+void HfTokenizerJson::encode(std::string_view text, bool atTextStart, std::vector<int>& out) const {
+  if (text.empty()) return;
+  std::string s(text);
+  for (const NormStep& st : normalizer_) {
+    if (st.kind == NormStep::Prepend) {
+      if (!s.empty()) s = st.a + s;
+    } else if (st.kind == NormStep::Replace) {
+      s = replaceAllCopy(std::move(s), st.a, st.b);
+    } else {
+      std::vector<uint32_t> cps;
+      std::vector<size_t> offs;
+      decodeUtf8(s, cps, offs);
+      for (size_t i = 0; i < cps.size(); ++i)
+        if (cps[i] >= 0x80 && inRanges(kNfcUnstableRanges, cps[i])) {
+          char hex[16];
+          std::snprintf(hex, sizeof hex, "U+%04X", cps[i]);
+          throw Error("tokenizer input", std::string("character ") + hex + " at byte " + std::to_string(offs[i]) +
+                          " may change under NFC normalization, which is not implemented",
+                      path_ + " asks for NFC: give text in precomposed (NFC) form without combining marks");
+        }
+    }
+  }
+  if (s.empty()) return;
+
+  std::vector<std::string> words;
+  switch (pre_) {
+    case Pre::None:
+    case Pre::ByteLevel:
+    case Pre::Split: {
+      if (byteLevel_ && addPrefixSpace_ && s[0] != ' ') s.insert(s.begin(), ' ');
+      std::vector<std::string_view> parts;
+      if (pre_ == Pre::None) parts.push_back(s);
+      else parts = splitPreTokens(s, pattern_);
+      for (std::string_view p : parts) {
+        if (!byteLevel_) {
+          words.emplace_back(p);
+          continue;
+        }
+        std::string w;
+        for (char ch : p) w += byteTable().symbol[static_cast<unsigned char>(ch)];
+        words.push_back(std::move(w));
+      }
+      break;
+    }
+    case Pre::Metaspace: {
+      s = replaceAllCopy(std::move(s), " ", replacement_);
+      bool prepend = prepend_ == Prepend::Always || (prepend_ == Prepend::First && atTextStart);
+      if (prepend && s.compare(0, replacement_.size(), replacement_) != 0) s = replacement_ + s;
+      if (!metaspaceSplit_) {
+        words.push_back(s);
+        break;
+      }
+      // Split before each replacement character (MergedWithNext).
+      size_t start = 0;
+      for (size_t p = s.find(replacement_, 1); p != std::string::npos; p = s.find(replacement_, p + 1)) {
+        if (p > start) words.push_back(s.substr(start, p - start));
+        start = p;
+      }
+      words.push_back(s.substr(start));
+      break;
+    }
+  }
+  for (const std::string& w : words) {
+    if (type_ == ModelType::Bpe) encodeWord(w, out);
+    else encodeUnigram(w, out);
+  }
+}
+
+}  // namespace kh
