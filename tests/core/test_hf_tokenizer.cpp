@@ -174,6 +174,27 @@ TEST(HfTokenizerBpe, MergesAsPairsGiveTheSameIds) {
   for (const Case& c : kBpeCases) EXPECT_EQ(tok->encode(c.text, false), c.ids) << c.text;
 }
 
+// Longer texts, ids as printed by tests/tools/hf_tokenizer_reference.py with tokenizers 0.23.2
+// (tests/golden/hf_tokenizer/reference_tokenizers_0.23.2.jsonl holds the first part of its output).
+TEST(HfTokenizerBpe, LongerTextsMatchTokenizersLibrary) {
+  auto tok = load("bpe_bytelevel");
+  const std::pair<const char*, Ids> cases[] = {
+      {"日本の日本語です。", {266, 268, 266, 232, 170, 158, 267, 167, 267, 153, 227, 128, 130}},
+      {"a  b\n\n\tc   ", {97, 32, 32, 98, 270, 9, 99, 269, 32}},
+      {"  leading", {32, 32, 108, 101, 97, 100, 259, 103}},
+      {"Hi 😀!🎉", {72, 105, 32, 240, 159, 152, 128, 33, 240, 159, 142, 137}},
+      {"mixed ASCII と 日本語 123 and emoji 👍🏽",
+       {109, 105, 120, 101, 100, 32, 65, 83, 67, 73, 73, 32, 267, 168, 32, 266, 232, 170, 158, 32, 49, 50, 51, 260,
+        110, 100, 32, 101, 109, 111, 106, 105, 32, 240, 159, 145, 141, 240, 159, 143, 189}},
+      {" ", {32}},
+      {"\r\n", {13, 10}},
+  };
+  for (const auto& [text, ids] : cases) EXPECT_EQ(tok->encode(text, false), ids) << text;
+  auto uni = load("unigram_metaspace");
+  EXPECT_EQ(uni->encode("日本の猫は😀です", true),
+            (Ids{1, 266, 271, 234, 143, 174, 272, 243, 162, 155, 131, 230, 132, 170, 230, 132, 156}));
+}
+
 TEST(HfTokenizerPreTokenizer, Qwen2Gpt2AndLlama3Splits) {
   using P = kh::PreTokenizerPattern;
   using V = std::vector<std::string_view>;

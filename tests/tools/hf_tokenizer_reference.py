@@ -3,7 +3,7 @@
 # text, the ids with and without special tokens and the decode; the C++ test's expectations must
 # equal these. Run from the repository root: python3 tests/tools/hf_tokenizer_reference.py
 import json
-from tokenizers import Tokenizer
+from tokenizers import Regex, Tokenizer, pre_tokenizers
 
 CASES = {
     "bpe_bytelevel": [
@@ -24,3 +24,32 @@ for folder, texts in CASES.items():
                           "decode": tok.decode(enc.ids, skip_special_tokens=True),
                           "decode_keep": tok.decode(with_special, skip_special_tokens=False)},
                          ensure_ascii=False))
+
+# ---- pre-tokenizer splits, variants and longer texts (HfTokenizerPreTokenizer, *Variant, *Library tests) ----
+Q=r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+L3=Q.replace(r"\p{N}|",r"\p{N}{1,3}|")
+G=r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+for name,pat,texts in [("Qwen2",Q,["a  b","x \n\n y","IT'S","!!\n\nx","。日本","12345","カタカナとひらがな、漢字"]),("Llama3",L3,["12345"]),("Gpt2",G,["IT'S","it's 2024年","x \n\n y","。日本","Hi 😀!  "])]:
+    s=pre_tokenizers.Split(Regex(pat),"isolated")
+    for t in texts: print(name, json.dumps(t,ensure_ascii=False), json.dumps([p for p,_ in s.pre_tokenize_str(t)],ensure_ascii=False))
+j=json.load(open("tests/golden/hf_tokenizer/bpe_bytelevel/tokenizer.json"))
+j["normalizer"]=None
+j["pre_tokenizer"]={"type":"ByteLevel","add_prefix_space":False,"trim_offsets":True,"use_regex":True}
+t=Tokenizer.from_str(json.dumps(j))
+for x in ["Hello world","in the","2024","x \n\n y 日本"]: print("gpt2", json.dumps(x,ensure_ascii=False), t.encode(x,add_special_tokens=False).ids, json.dumps(t.decode(t.encode(x,add_special_tokens=False).ids),ensure_ascii=False))
+j["pre_tokenizer"]["add_prefix_space"]=True
+print("prefix", Tokenizer.from_str(json.dumps(j)).encode("the",add_special_tokens=False).ids)
+b=Tokenizer.from_file("tests/golden/hf_tokenizer/bpe_bytelevel/tokenizer.json")
+for ids in [[72,240,159],[240,159,72]]: print("lossy", ids, json.dumps(b.decode(ids)))
+print("nfc", b.encode("cafe\u0301",add_special_tokens=False).ids)
+for x in ["日本の日本語です。", "a  b\n\n\tc   ", "  leading", "Hi 😀!🎉", "mixed ASCII と 日本語 123 and emoji 👍🏽", " ", "\r\n"]:
+    print("bpe", json.dumps(x,ensure_ascii=False), b.encode(x,add_special_tokens=False).ids)
+u=json.load(open("tests/golden/hf_tokenizer/unigram_metaspace/tokenizer.json"))
+u["pre_tokenizer"]["prepend_scheme"]="always"
+print("always", Tokenizer.from_str(json.dumps(u)).encode("the</s>the",add_special_tokens=False).ids)
+u["model"]["byte_fallback"]=False
+u["decoder"]={"type":"Metaspace","replacement":"▁","prepend_scheme":"always","split":True}
+tu=Tokenizer.from_str(json.dumps(u))
+print("nobf", tu.encode("日本😀🎉",add_special_tokens=False).ids, json.dumps(tu.decode([260,261])))
+uu=Tokenizer.from_file("tests/golden/hf_tokenizer/unigram_metaspace/tokenizer.json")
+print("uni", uu.encode("日本の猫は😀です").ids, json.dumps(uu.decode([260,2,273,274,275])))
