@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <queue>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -283,7 +284,7 @@ std::unique_ptr<HfTokenizerJson> HfTokenizerJson::load(const std::string& path) 
         }
         if (!t->ids_.count(a) || !t->ids_.count(b) || !t->ids_.count(a + b))
           throw fail("merge " + std::to_string(rank) + " '" + a + " " + b + "' uses a token missing from the vocab");
-        t->mergeRank_.emplace(a + " " + b, rank);
+        t->merges_.emplace(pairKey(t->ids_.at(a), t->ids_.at(b)), std::make_pair(rank, t->ids_.at(a + b)));
         ++rank;
       }
     } else if (type == "Unigram") {
@@ -547,37 +548,53 @@ void HfTokenizerJson::encodeWord(const std::string& word, std::vector<int>& out)
       return;
     }
   }
-  // Symbols: one per character (byte-level symbols are characters too).
-  std::vector<std::string> sym;
+  // Symbols as in tokenizers' Word: one per character, an unknown character becoming its
+  // <0xNN> byte tokens (byte fallback) or unk (consecutive ones fused when fuse_unk).
+  std::vector<int> sym;
   std::vector<uint32_t> cps;
   std::vector<size_t> offs;
   decodeUtf8(word, cps, offs);
-  for (size_t i = 0; i < cps.size(); ++i) sym.push_back(word.substr(offs[i], offs[i + 1] - offs[i]));
-  // Merge the lowest-ranked adjacent pair (leftmost on ties) until none applies.
-  std::string key;
-  while (sym.size() > 1) {
-    int best = std::numeric_limits<int>::max();
-    size_t at = 0;
-    for (size_t i = 0; i + 1 < sym.size(); ++i) {
-      key = sym[i];
-      key += ' ';
-      key += sym[i + 1];
-      auto it = mergeRank_.find(key);
-      if (it != mergeRank_.end() && it->second < best) {
-        best = it->second;
-        at = i;
-      }
-    }
-    if (best == std::numeric_limits<int>::max()) break;
-    sym[at] += sym[at + 1];
-    sym.erase(sym.begin() + static_cast<std::ptrdiff_t>(at) + 1);
+  for (size_t i = 0; i < cps.size(); ++i) {
+    std::string_view ch(word.data() + offs[i], offs[i + 1] - offs[i]);
+    if (auto it = ids_.find(std::string(ch)); it != ids_.end()) sym.push_back(it->second);
+    else pushUnknown(ch, sym, 0);
   }
-  const size_t wordStart = out.size();
-  for (const std::string& s : sym) {
-    auto it = ids_.find(s);
-    if (it != ids_.end()) out.push_back(it->second);
-    else pushUnknown(s, out, wordStart);
+  // Merge the lowest-ranked adjacent pair, leftmost on ties, until none applies: a heap of
+  // candidate pairs over a linked list of symbols (O(n log n), as tokenizers' merge_all).
+  struct Cand {
+    int rank;
+    size_t pos;
+    int left, right;
+    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  const size_t n = sym.size();
+  std::vector<size_t> prev(n), next(n);
+  std::vector<bool> alive(n, true);
+  for (size_t i = 0; i < n; ++i) {
+    prev[i] = i - 1;  // wraps to SIZE_MAX for the first
+    next[i] = i + 1;  // n for the last
   }
+  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+  auto consider = [&](size_t a) {
+    if (a >= n || next[a] >= n) return;
+    auto it = merges_.find(pairKey(sym[a], sym[next[a]]));
+    if (it != merges_.end()) heap.push({it->second.first, a, sym[a], sym[next[a]]});
+  };
+  for (size_t i = 0; i + 1 < n; ++i) consider(i);
+  while (!heap.empty()) {
+    Cand c = heap.top();
+    heap.pop();
+    const size_t b = next[c.pos];
+    if (!alive[c.pos] || b >= n || sym[c.pos] != c.left || sym[b] != c.right) continue;  // stale
+    sym[c.pos] = merges_.at(pairKey(c.left, c.right)).second;
+    alive[b] = false;
+    next[c.pos] = next[b];
+    if (next[b] < n) prev[next[b]] = c.pos;
+    if (prev[c.pos] < n) consider(prev[c.pos]);
+    consider(c.pos);
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (alive[i]) out.push_back(sym[i]);
 }
 
 void HfTokenizerJson::encodeUnigram(const std::string& text, std::vector<int>& out) const {

@@ -77,7 +77,8 @@ class HfTokenizerJson {
   std::vector<double> scores_;  // Unigram
   double minScore_ = 0;
   size_t longestPiece_ = 0;
-  std::unordered_map<std::string, int> mergeRank_;  // "left right" -> rank (BPE)
+  static uint64_t pairKey(int a, int b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
+  std::unordered_map<uint64_t, std::pair<int, int>> merges_;  // (left id, right id) -> (rank, merged id)
   bool ignoreMerges_ = false;
   bool byteFallback_ = false;
   bool fuseUnk_ = false;

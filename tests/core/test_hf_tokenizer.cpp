@@ -195,6 +195,19 @@ TEST(HfTokenizerBpe, LongerTextsMatchTokenizersLibrary) {
             (Ids{1, 266, 271, 234, 143, 174, 272, 243, 162, 155, 131, 230, 132, 170, 230, 132, 156}));
 }
 
+TEST(HfTokenizerBpe, LongPreTokenMergesInLinearishTime) {
+  // 20000 CJK characters are one Qwen2 pre-token (60000 byte symbols): a quadratic merge loop
+  // would take minutes; the heap takes milliseconds.
+  auto tok = load("bpe_bytelevel");
+  std::string text;
+  for (int i = 0; i < 10000; ++i) text += "日本";
+  Ids ids = tok->encode(text, false);
+  ASSERT_EQ(ids.size(), 10000u);
+  EXPECT_EQ(ids.front(), 266);
+  EXPECT_EQ(ids.back(), 266);
+  EXPECT_EQ(tok->decode(ids), text);
+}
+
 TEST(HfTokenizerPreTokenizer, Qwen2Gpt2AndLlama3Splits) {
   using P = kh::PreTokenizerPattern;
   using V = std::vector<std::string_view>;
