@@ -4,6 +4,7 @@
 // tests/tools/hf_tokenizer_reference.py prints the `tokenizers` library's ids for the same texts.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -293,6 +294,63 @@ TEST(HfTokenizerUnigram, PrependAlwaysAndNoByteFallback) {
   auto tok = Variant(j).load();
   EXPECT_EQ(tok->encode("日本😀🎉", false), (Ids{266, 0})) << "a run of unknown characters is one <unk>";
   EXPECT_EQ(tok->decode({260, 261}), "the cat");
+}
+
+// Llama-2-style tokenizer.json: BPE with byte fallback, no pre-tokenizer, the normalizer
+// prepending "▁" and turning spaces into "▁", the Replace/ByteFallback/Fuse/Strip decoder.
+json llamaStyleJson() {
+  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    vocab[name] = 3 + b;
+  }
+  int id = 259;
+  for (const char* t : {"▁", "t", "h", "e", "▁t", "he", "▁the", "日", "本", "日本"}) vocab[t] = id++;
+  json added = json::array();
+  for (int i = 0; i < 3; ++i)
+    added.push_back({{"id", i}, {"content", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>"}, {"single_word", false},
+                     {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}});
+  return {
+      {"added_tokens", added},
+      {"normalizer",
+       {{"type", "Sequence"},
+        {"normalizers",
+         {{{"type", "Prepend"}, {"prepend", "▁"}},
+          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}}}}}},
+      {"pre_tokenizer", nullptr},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"pair", json::array()},
+        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders",
+         {{{"type", "Replace"}, {"pattern", {{"String", "▁"}}}, {"content", " "}},
+          {{"type", "ByteFallback"}},
+          {{"type", "Fuse"}},
+          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+      {"model",
+       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", "<unk>"}, {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr}, {"fuse_unk", true}, {"byte_fallback", true}, {"vocab", vocab},
+        {"merges", {"▁ t", "h e", "▁t he", "日 本"}}}},
+  };
+}
+
+TEST(HfTokenizerBpe, LlamaStyleByteFallbackBpe) {
+  auto tok = Variant(llamaStyleJson()).load();
+  // "▁the▁日本😀": ▁ t (0), h e (1), ▁t he (2), 日 本 (3); 😀 is not in the vocab: F0 9F 98 80.
+  const Ids ids{265, 259, 268, 243, 162, 155, 131};
+  EXPECT_EQ(tok->encode("the 日本😀", false), ids);
+  Ids withBos = ids;
+  withBos.insert(withBos.begin(), 1);
+  EXPECT_EQ(tok->encode("the 日本😀", true), withBos);
+  EXPECT_EQ(tok->decode(withBos), "the 日本😀");
+  EXPECT_EQ(tok->decode(withBos, false), "<s> the 日本😀");
+  EXPECT_EQ(streamDecode(*tok, withBos, true), "the 日本😀");
+  // Each stretch between added tokens gets its own "▁" (Prepend runs per stretch).
+  EXPECT_EQ(tok->encode("the</s>the", false), (Ids{265, 2, 265}));
 }
 
 TEST(HfTokenizerErrors, RefusedConfigurationsNameTokenizerJson) {

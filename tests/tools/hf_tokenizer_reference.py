@@ -53,3 +53,31 @@ tu=Tokenizer.from_str(json.dumps(u))
 print("nobf", tu.encode("日本😀🎉",add_special_tokens=False).ids, json.dumps(tu.decode([260,261])))
 uu=Tokenizer.from_file("tests/golden/hf_tokenizer/unigram_metaspace/tokenizer.json")
 print("uni", uu.encode("日本の猫は😀です").ids, json.dumps(uu.decode([260,2,273,274,275])))
+
+# ---- Llama-2-style BPE with byte fallback (llamaStyleJson() in the C++ test) ----
+lv = {"<unk>": 0, "<s>": 1, "</s>": 2}
+for b in range(256):
+    lv["<0x%02X>" % b] = 3 + b
+for i, t in enumerate(["▁", "t", "h", "e", "▁t", "he", "▁the", "日", "本", "日本"]):
+    lv[t] = 259 + i
+llama = {
+    "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
+                      "normalized": False, "special": True} for i, c in enumerate(["<unk>", "<s>", "</s>"])],
+    "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                                                        {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+    "pre_tokenizer": None,
+    "post_processor": {"type": "TemplateProcessing",
+                       "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                       "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+    "decoder": {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+    "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+              "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "vocab": lv,
+              "merges": ["▁ t", "h e", "▁t he", "日 本"]},
+}
+lt = Tokenizer.from_str(json.dumps(llama))
+e = lt.encode("the 日本😀").ids
+print("llama", lt.encode("the 日本😀", add_special_tokens=False).ids, e, json.dumps(lt.decode(e), ensure_ascii=False),
+      json.dumps(lt.decode(e, skip_special_tokens=False), ensure_ascii=False),
+      lt.encode("the</s>the", add_special_tokens=False).ids)
