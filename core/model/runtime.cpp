@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/io/tensor_load.h"
@@ -47,22 +48,7 @@ std::shared_ptr<Model> Model::load(const ModelFolder& folder, const RunOptions& 
   m->family_ = folder.family;
   KH_ASSERT(m->family_->forward != nullptr, "family without a forward pass: " + m->family_->name);
   m->device_ = parseDevice(opt.device);
-  const c10::ScalarType stored = storedType(folder);
-  if (opt.dtype.empty()) {
-    m->dtype_ = stored;
-    if (m->device_.is_cpu() && stored == at::kHalf) m->dtype_ = at::kFloat;
-    if (stored != at::kHalf && stored != at::kBFloat16 && stored != at::kFloat) m->dtype_ = at::kFloat;
-  } else if (opt.dtype == "fp32" || opt.dtype == "float32") {
-    m->dtype_ = at::kFloat;
-  } else if (opt.dtype == "bf16" || opt.dtype == "bfloat16") {
-    m->dtype_ = at::kBFloat16;
-  } else if (opt.dtype == "fp16" || opt.dtype == "float16") {
-    if (m->device_.is_cpu())
-      throw Error("--dtype", "fp16 cannot run on the CPU (libtorch 1.13 has no CPU fp16 matmul)", "use bf16 or fp32 on the CPU");
-    m->dtype_ = at::kHalf;
-  } else {
-    throw Error("--dtype", "'" + opt.dtype + "' is not one of fp32, bf16, fp16");
-  }
+  m->dtype_ = computeDtype(storedType(folder), m->device_, opt.dtype);
   for (const auto& e : m->family_->layout(m->config_)) {
     if (!folder.weights->has(e.name)) continue;  // optional (tied head)
     const auto& entry = folder.weights->entry(e.name);
@@ -72,6 +58,62 @@ std::shared_ptr<Model> Model::load(const ModelFolder& folder, const RunOptions& 
       m->weights_[e.name] = loadTensor(*folder.weights, e.name, m->dtype_, m->device_);
   }
   return m;
+}
+
+c10::ScalarType Model::computeDtype(c10::ScalarType stored, c10::Device device, const std::string& requested) {
+  if (requested.empty()) {
+    if (device.is_cpu() && stored == at::kHalf) return at::kFloat;
+    if (stored != at::kHalf && stored != at::kBFloat16 && stored != at::kFloat) return at::kFloat;
+    return stored;
+  }
+  if (requested == "fp32" || requested == "float32") return at::kFloat;
+  if (requested == "bf16" || requested == "bfloat16") return at::kBFloat16;
+  if (requested == "fp16" || requested == "float16") {
+    if (device.is_cpu())
+      throw Error("--dtype", "fp16 cannot run on the CPU (libtorch 1.13 has no CPU fp16 matmul)", "use bf16 or fp32 on the CPU");
+    return at::kHalf;
+  }
+  throw Error("--dtype", "'" + requested + "' is not one of fp32, bf16, fp16");
+}
+
+static void checkWeight(const std::string& name, const at::Tensor& t, const std::vector<int64_t>& shape, c10::Device device,
+                        c10::ScalarType dtype) {
+  if (!t.defined()) throw Error(name, "weight is undefined");
+  if (t.sizes() != c10::IntArrayRef(shape) || t.scalar_type() != dtype || t.device() != device) {
+    std::ostringstream o;
+    o << "weight is " << t.sizes() << " " << t.scalar_type() << " on " << t.device() << ", expected "
+      << c10::IntArrayRef(shape) << " " << dtype << " on " << device;
+    throw Error(name, o.str());
+  }
+}
+
+std::shared_ptr<Model> Model::fromWeights(const ModelFolder& folder, std::unordered_map<std::string, at::Tensor> weights,
+                                          c10::Device device, c10::ScalarType dtype) {
+  auto m = std::shared_ptr<Model>(new Model());
+  m->config_ = folder.config;
+  m->family_ = folder.family;
+  KH_ASSERT(m->family_->forward != nullptr, "family without a forward pass: " + m->family_->name);
+  m->device_ = device;
+  m->dtype_ = dtype;
+  for (const auto& e : m->family_->layout(m->config_)) {
+    auto it = weights.find(e.name);
+    if (it == weights.end()) {
+      if (e.optional) continue;
+      throw Error(e.name, "missing from the weights of the model");
+    }
+    checkWeight(e.name, it->second, e.shape, device, dtype);
+    m->weights_[e.name] = std::move(it->second);
+    weights.erase(it);
+  }
+  if (!weights.empty()) throw Error(weights.begin()->first, "is not a tensor of " + m->family_->name + " models");
+  return m;
+}
+
+void Model::setWeight(const std::string& name, at::Tensor value) {
+  auto it = weights_.find(name);
+  if (it == weights_.end()) throw Error(name, "the model has no such weight");
+  checkWeight(name, value, it->second.sizes().vec(), device_, dtype_);
+  it->second = std::move(value);
 }
 
 const at::Tensor& Model::weight(const std::string& name) const {

@@ -41,6 +41,12 @@ class Model {
   // upcast to fp32: libtorch 1.13 has no CPU fp16 matmul); CUDA keeps the stored dtype. Refuses a
   // folder whose weights do not match its config (names the tensor, expected and found shape).
   static std::shared_ptr<Model> load(const ModelFolder& folder, const RunOptions& options = {});
+  // A model of `folder`'s config and family with the given weights (every required tensor of the
+  // layout, each of the layout's shape, `dtype`, on `device`): e.g. a merge built in memory.
+  static std::shared_ptr<Model> fromWeights(const ModelFolder& folder, std::unordered_map<std::string, at::Tensor> weights,
+                                            c10::Device device, c10::ScalarType dtype);
+  // The compute dtype load() picks for weights stored in `stored` (requested: RunOptions::dtype).
+  static c10::ScalarType computeDtype(c10::ScalarType stored, c10::Device device, const std::string& requested);
 
   const ModelConfig& config() const { return config_; }
   const FamilySpec& family() const { return *family_; }
@@ -48,6 +54,8 @@ class Model {
   c10::ScalarType dtype() const { return dtype_; }
   const at::Tensor& weight(const std::string& name) const;
   bool hasWeight(const std::string& name) const { return weights_.count(name) != 0; }
+  // Replaces an existing weight; kh::Error unless `value` has its shape, dtype and device.
+  void setWeight(const std::string& name, at::Tensor value);
 
   KVCache newCache(int64_t batch, int64_t capacity) const;
   // Runs the batch, appends its keys/values to `cache`, returns logits [B, T, V] in fp32.
