@@ -1,0 +1,119 @@
+// merge_bench: three generated models of the llm-jp-3-3.7b shape (bf16) merged with ties and
+// dare_ties to disk. Prints wall time as a ratio to the I/O floor measured in the same run
+// (reading every input and writing one output of the same size with plain file copies) and the
+// merge's peak RSS (its own child process). Asserts nothing.
+// Usage: merge_bench [--layers N (28 = full 3.78 B; default 4 for a one-minute run)] [--keep DIR]
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "core/merge/executor.h"
+#include "core/model/tiny.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Plain copy of a file to `to` (or /dev/null), in 8 MiB blocks: the I/O floor's unit.
+void copyFile(const std::string& from, const std::string& to) {
+  FILE* in = std::fopen(from.c_str(), "rb");
+  FILE* out = std::fopen(to.c_str(), "wb");
+  std::vector<char> buf(8 << 20);
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), in)) > 0) std::fwrite(buf.data(), 1, n, out);
+  std::fflush(out);
+  if (to != "/dev/null") fsync(fileno(out));
+  std::fclose(in);
+  std::fclose(out);
+}
+
+std::vector<std::string> weightFiles(const std::string& dir) {
+  std::vector<std::string> r;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") r.push_back(e.path().string());
+  return r;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t layers = 4;
+  std::string keep;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--layers")) layers = std::atoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--keep")) keep = argv[i + 1];
+  }
+  const std::string dir = keep.empty() ? (fs::temp_directory_path() / "kh-merge-bench").string() : keep;
+  fs::create_directories(dir);
+  for (int m = 0; m < 3; ++m) {
+    const std::string md = dir + "/m" + std::to_string(m);
+    if (fs::exists(md + "/config.json")) continue;
+    kh::TinyOptions o;  // llm-jp-3-3.7b: hidden 3072, 24 heads, MLP 8192, vocab 99584, untied, bf16
+    o.family = "llama";
+    o.layers = layers;
+    o.hidden = 3072;
+    o.heads = 24;
+    o.kvHeads = 24;
+    o.intermediate = 8192;
+    o.vocab = 99584;
+    o.withTokenizer = false;
+    o.seed = static_cast<uint64_t>(m + 1);
+    o.initStd = 0.02;
+    o.force = true;
+    std::cout << "generating " << md << " ..." << std::endl;
+    kh::makeTinyCheckpoint(md, o);
+  }
+  uint64_t inputBytes = 0;
+  for (int m = 0; m < 3; ++m)
+    for (const auto& f : weightFiles(dir + "/m" + std::to_string(m))) inputBytes += fs::file_size(f);
+  // I/O floor: read every input, write one output-sized file (warm page cache, as for the merge).
+  for (int m = 0; m < 3; ++m)
+    for (const auto& f : weightFiles(dir + "/m" + std::to_string(m))) copyFile(f, "/dev/null");
+  auto t0 = Clock::now();
+  for (int m = 0; m < 3; ++m)
+    for (const auto& f : weightFiles(dir + "/m" + std::to_string(m))) copyFile(f, "/dev/null");
+  for (const auto& f : weightFiles(dir + "/m0")) copyFile(f, dir + "/floor-copy.bin");
+  const double floor = since(t0);
+  fs::remove(dir + "/floor-copy.bin");
+  std::printf("\nlayers %lld, inputs %.2f GB, I/O floor %.2f s\n\n", static_cast<long long>(layers), inputBytes / 1e9, floor);
+  std::printf("%-10s %10s %10s %14s\n", "method", "wall s", "vs floor", "peak RSS MiB");
+  for (const char* method : {"ties", "dare_ties"}) {
+    const std::string recipe = dir + "/" + method + ".yaml";
+    std::ofstream(recipe) << "merge_method: " << method << "\nbase_model: " << dir << "/m0\nmodels:\n"
+                          << "  - model: " << dir << "/m1\n    parameters: {weight: 0.5, density: 0.5}\n"
+                          << "  - model: " << dir << "/m2\n    parameters: {weight: 0.5, density: 0.5}\n"
+                          << "dtype: bfloat16\n";
+    const std::string out = dir + "/out-" + method;
+    fs::remove_all(out);
+    auto t1 = Clock::now();
+    pid_t pid = fork();
+    if (pid == 0) {
+      try {
+        kh::merge::MergeOptions o;
+        o.outDir = out;
+        kh::merge::runMerge(kh::merge::loadRecipe(recipe), o);
+        _exit(0);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "merge failed: %s\n", e.what());
+        _exit(1);
+      }
+    }
+    int status = 0;
+    struct rusage ru {};
+    wait4(pid, &status, 0, &ru);
+    const double wall = since(t1);
+    std::printf("%-10s %10.2f %9.2fx %14.0f%s\n", method, wall, wall / floor, ru.ru_maxrss / 1024.0,
+                WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "" : "  (FAILED)");
+    fs::remove_all(out);
+  }
+  if (keep.empty()) fs::remove_all(dir);
+  return 0;
+}
