@@ -213,6 +213,31 @@ static std::string generationSummary(const GenerationResult& r) {
   return o.str();
 }
 
+// The model every inference command runs: folder, tokenizer and weights on the chosen device.
+struct ModelArgs {
+  std::string dir, device = "cpu", dtype;
+};
+static void addModelArgs(CLI::App* sub, ModelArgs& m) {
+  sub->add_option("MODEL", m.dir, "Model folder")->required();
+  sub->add_option("--device", m.device, "cpu, cuda or cuda:N")->default_val("cpu");
+  sub->add_option("--dtype", m.dtype, "fp32 | bf16 | fp16 (default: stored; fp16 runs as fp32 on CPU)");
+}
+struct LoadedModel {
+  ModelFolder folder;
+  std::shared_ptr<Tokenizer> tokenizer;
+  std::shared_ptr<Model> model;
+};
+static LoadedModel loadModel(const ModelArgs& m) {
+  LoadedModel l;
+  l.folder = ModelFolder::open(m.dir);
+  l.tokenizer = Tokenizer::fromFolder(m.dir);
+  RunOptions ro;
+  ro.device = m.device;
+  ro.dtype = m.dtype;
+  l.model = Model::load(l.folder, ro);
+  return l;
+}
+
 // Sampling flags shared by generate and chat.
 static void addSamplingFlags(CLI::App* sub, SamplingOptions& s) {
   sub->add_option("--temperature", s.temperature, "0 = greedy")->default_val(0.0);
@@ -227,29 +252,23 @@ static void addSamplingFlags(CLI::App* sub, SamplingOptions& s) {
 
 void addGenerate(CLI::App& app, Action& run) {
   struct Args {
-    std::string dir, prompt, device = "cpu", dtype, system, templ;
+    ModelArgs m;
+    std::string prompt, system, templ;
     bool chat = false;
     SamplingOptions sampling;
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("generate", "Continue a prompt (or answer it as a chat turn), streaming the text");
-  sub->add_option("MODEL", a->dir, "Model folder")->required();
+  addModelArgs(sub, a->m);
   sub->add_option("--prompt", a->prompt, "Text to continue, or the user's message with --chat")->required();
   sub->add_flag("--chat", a->chat, "Send the prompt as a user turn through the model's chat template");
   sub->add_option("--system", a->system, "System prompt (with --chat)");
   sub->add_option("--template", a->templ, "Chat format override: " + chatFormatNames());
-  sub->add_option("--device", a->device, "cpu, cuda or cuda:N")->default_val("cpu");
-  sub->add_option("--dtype", a->dtype, "fp32 | bf16 | fp16 (default: stored; fp16 runs as fp32 on CPU)");
   addSamplingFlags(sub, a->sampling);
   sub->callback([a, &run]() { run = [a]() {
     validateSampling(a->sampling);
     if (a->prompt.empty()) throw Error("--prompt", "is empty", "give some text to continue");
-    ModelFolder folder = ModelFolder::open(a->dir);
-    auto tok = Tokenizer::fromFolder(a->dir);
-    RunOptions ro;
-    ro.device = a->device;
-    ro.dtype = a->dtype;
-    auto model = Model::load(folder, ro);
+    auto [folder, tok, model] = loadModel(a->m);
     auto print = [](const std::string& t) { std::cout << t << std::flush; };
     GenerationResult r;
     if (a->chat) {
@@ -298,25 +317,19 @@ static void setSampling(SamplingOptions& s, const std::string& key, const std::s
 
 void addChat(CLI::App& app, Action& run) {
   struct Args {
-    std::string dir, device = "cpu", dtype, system, templ;
+    ModelArgs m;
+    std::string system, templ;
     SamplingOptions sampling;
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("chat", "Interactive chat in the terminal (streaming; Ctrl-C stops an answer)");
-  sub->add_option("MODEL", a->dir, "Model folder")->required();
+  addModelArgs(sub, a->m);
   sub->add_option("--system", a->system, "System prompt");
   sub->add_option("--template", a->templ, "Chat format override: " + chatFormatNames());
-  sub->add_option("--device", a->device, "cpu, cuda or cuda:N")->default_val("cpu");
-  sub->add_option("--dtype", a->dtype, "fp32 | bf16 | fp16");
   addSamplingFlags(sub, a->sampling);
   sub->callback([a, &run]() { run = [a]() {
     validateSampling(a->sampling);
-    ModelFolder folder = ModelFolder::open(a->dir);
-    auto tok = Tokenizer::fromFolder(a->dir);
-    RunOptions ro;
-    ro.device = a->device;
-    ro.dtype = a->dtype;
-    auto model = Model::load(folder, ro);
+    auto [folder, tok, model] = loadModel(a->m);
     ChatSession chat(folder, model, tok, a->templ);
     chat.system = a->system;
     chat.sampling = a->sampling;
