@@ -24,21 +24,7 @@ except ImportError:  # Debian 12: python3-torch only
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import reference_models
 
-    def save_file(tensors, path, metadata):
-        """Minimal safetensors writer (header padded to 8 bytes, tensors in name order)."""
-        import json
-        import struct
-        names = {torch.float32: "F32", torch.int64: "I64"}
-        header, blobs, off = {"__metadata__": metadata}, [], 0
-        for k in sorted(tensors):
-            b = tensors[k].contiguous().numpy().tobytes()
-            header[k] = {"dtype": names[tensors[k].dtype], "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
-            blobs.append(b)
-            off += len(b)
-        h = json.dumps(header).encode()
-        h += b" " * ((8 - (8 + len(h)) % 8) % 8)
-        with open(path, "wb") as f:
-            f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    save_file = reference_models.save_safetensors
 
 models_dir, out_dir = sys.argv[1], sys.argv[2]
 os.makedirs(out_dir, exist_ok=True)

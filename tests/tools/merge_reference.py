@@ -9,26 +9,19 @@ Usage: /usr/bin/python3 tests/tools/merge_reference.py [out_dir]
 import json
 import math
 import os
-import struct
 import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_models  # noqa: E402  (the shared safetensors writer)
 
 F64 = torch.float64
 
 
 def save_file(tensors, path, metadata):
-    """Minimal safetensors writer: 8-byte length, JSON header padded to 8 bytes, raw data."""
-    header, blobs, off = {"__metadata__": metadata}, [], 0
-    for k in sorted(tensors):
-        b = tensors[k].to(torch.float32).contiguous().numpy().tobytes()
-        header[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - (8 + len(h)) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    """Writes every tensor as F32 with the test tools' one minimal writer (reference_models.py)."""
+    reference_models.save_safetensors({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata)
 
 
 # ---- sparsifiers over a flat list of values -------------------------------------------------

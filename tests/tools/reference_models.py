@@ -34,6 +34,22 @@ def load_safetensors(path):
     return out
 
 
+def save_safetensors(tensors, path, metadata):
+    """Minimal safetensors writer for the test tools: 8-byte length, JSON header padded with
+    spaces to a multiple of 8, raw little-endian data in name order. F32 and I64 only."""
+    names = {torch.float32: "F32", torch.int64: "I64"}
+    header, blobs, off = {"__metadata__": metadata}, [], 0
+    for k in sorted(tensors):
+        b = tensors[k].contiguous().numpy().tobytes()
+        header[k] = {"dtype": names[tensors[k].dtype], "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - (8 + len(h)) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
 def load_weights(d):
     idx = os.path.join(d, "model.safetensors.index.json")
     files = sorted(set(json.load(open(idx))["weight_map"].values())) if os.path.exists(idx) else ["model.safetensors"]
