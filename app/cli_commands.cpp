@@ -193,7 +193,7 @@ void addLogits(CLI::App& app, Action& run) {
       std::cout << nlohmann::ordered_json{{"top", top}}.dump() << "\n";
       return;
     }
-    auto tok = Tokenizer::detect(a->dir) == TokenizerKind::SentencePiece ? Tokenizer::fromFolder(a->dir) : nullptr;
+    const auto& tok = folder.tokenizer;  // optional here: pieces are shown when there is one
     std::cout << "next-token logits after " << ids.size() << " ids (" << c10::toString(model->dtype()) << " on "
               << model->device() << "):\n";
     for (const auto& t : top) {
@@ -230,7 +230,7 @@ struct LoadedModel {
 static LoadedModel loadModel(const ModelArgs& m) {
   LoadedModel l;
   l.folder = ModelFolder::open(m.dir);
-  l.tokenizer = Tokenizer::fromFolder(m.dir);
+  l.tokenizer = l.folder.requireTokenizer();
   RunOptions ro;
   ro.device = m.device;
   ro.dtype = m.dtype;

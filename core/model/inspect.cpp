@@ -81,8 +81,9 @@ ordered_json inspectModel(const ModelFolder& m, const InspectOptions& opt) {
                                                         : "none";
   tj["description"] = desc;
   tj["files"] = m.tokenizerFiles;
-  if (kind == TokenizerKind::SentencePiece) {
-    auto tok = Tokenizer::fromFolder(m.dir);
+  if (!m.tokenizer && kind != TokenizerKind::None) tj["error"] = m.tokenizerError;
+  if (m.tokenizer) {
+    const auto& tok = m.tokenizer;
     tj["description"] = tok->description();
     tj["vocab_size"] = tok->vocabSize();
     ordered_json special = ordered_json::object();
@@ -191,6 +192,7 @@ std::string formatInspectReport(const ordered_json& r) {
   const auto& t = r["tokenizer"];
   std::string tokLine = t["description"].get<std::string>();
   if (tokLine.empty()) tokLine = t["kind"].get<std::string>();
+  if (t.contains("error")) tokLine += "  (cannot load: " + t["error"].get<std::string>() + ")";
   line("Tokenizer", tokLine);
   if (t.contains("special")) {
     std::string sp;

@@ -79,8 +79,18 @@ ModelFolder ModelFolder::open(const std::string& dirIn) {
                         "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt"})
     if (std::filesystem::is_regular_file(m.dir + "/" + f, ec)) m.tokenizerFiles.push_back(f);
 
-  std::shared_ptr<Tokenizer> tok;
-  if (Tokenizer::detect(m.dir) == TokenizerKind::SentencePiece) tok = Tokenizer::fromFolder(m.dir);
+  // A tokenizer that cannot be loaded does not stop inspect or merge; commands that need it ask
+  // requireTokenizer(), which repeats the reason.
+  if (Tokenizer::detect(m.dir) != TokenizerKind::None) {
+    try {
+      m.tokenizer = Tokenizer::fromFolder(m.dir);
+    } catch (const Error& e) {
+      m.tokenizerError = e.what();
+    }
+  } else {
+    m.tokenizerError = m.dir + ": no tokenizer (tokenizer.model or tokenizer.json)";
+  }
+  const std::shared_ptr<Tokenizer>& tok = m.tokenizer;
   auto add = [&](int id, const std::string& source) {
     for (const auto& s : m.stopTokens)
       if (s.id == id) return;
@@ -98,6 +108,11 @@ ModelFolder ModelFolder::open(const std::string& dirIn) {
     }
   }
   return m;
+}
+
+std::shared_ptr<Tokenizer> ModelFolder::requireTokenizer() const {
+  if (!tokenizer) throw Error(dir, "cannot load the tokenizer: " + tokenizerError);
+  return tokenizer;
 }
 
 void ModelFolder::requireExactLayout() const {

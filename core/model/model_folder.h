@@ -12,6 +12,8 @@
 
 namespace kh {
 
+class Tokenizer;
+
 struct LayoutReport {
   std::vector<std::string> missing;     // expected, not in the checkpoint
   std::vector<std::string> unexpected;  // in the checkpoint, not expected
@@ -39,12 +41,18 @@ struct ModelFolder {
   LayoutReport layout;
   std::vector<std::string> tokenizerFiles;  // which of the known tokenizer files are present
   std::vector<StopToken> stopTokens;        // every id generation must stop on
+  // The folder's tokenizer, loaded once (SentencePiece or tokenizer.json); null when the folder
+  // has none or it cannot be loaded, and then `tokenizerError` says why.
+  std::shared_ptr<Tokenizer> tokenizer;
+  std::string tokenizerError;
 
   // Throws kh::Error for a missing/invalid config, unknown architecture, unreadable or unsafe
   // weights. A layout mismatch does not throw: see `layout` (loaders refuse it, inspect shows it).
   static ModelFolder open(const std::string& dir);
   // kh::Error naming the folder and the first mismatches when the layout is not exact.
   void requireExactLayout() const;
+  // The tokenizer, or kh::Error naming the folder and why there is none.
+  std::shared_ptr<Tokenizer> requireTokenizer() const;
 };
 
 }  // namespace kh

@@ -11,6 +11,7 @@
 #include "core/io/safetensors.h"
 #include "core/model/config.h"
 #include "core/model/model_folder.h"
+#include "core/text/tokenizer.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -323,4 +324,29 @@ TEST(ModelFolder, GenerationConfigStopIdsWin) {
   EXPECT_EQ(m.stopTokens[0].id, 2);
   EXPECT_EQ(m.stopTokens[1].id, 5);
   EXPECT_EQ(m.stopTokens[1].source, "generation_config.json");
+}
+
+TEST(ModelFolder, TokenizerJsonFolderGetsItsEndOfTurnStopAndLoadsOnce) {
+  // A Qwen2-style folder whose only tokenizer is tokenizer.json: <|im_end|> must be a stop id.
+  TempDir d;
+  writeShardedLlama(d.path());
+  std::filesystem::copy_file(kh::test::sourceDir() + "/tests/golden/hf_tokenizer/bpe_bytelevel/tokenizer.json",
+                             d.file("tokenizer.json"));
+  auto m = kh::ModelFolder::open(d.path());
+  ASSERT_TRUE(m.tokenizer) << m.tokenizerError;
+  const int imEnd = m.tokenizer->pieceToId("<|im_end|>");
+  ASSERT_GE(imEnd, 0);
+  bool found = false;
+  for (const auto& s : m.stopTokens) found |= s.id == imEnd && s.source == "chat template end of turn";
+  EXPECT_TRUE(found);
+  EXPECT_EQ(m.requireTokenizer().get(), m.tokenizer.get());
+}
+
+TEST(ModelFolder, UnloadableTokenizerDoesNotStopOpeningButIsNamedWhenNeeded) {
+  TempDir d;
+  writeShardedLlama(d.path());
+  kh::test::writeFile(d.file("tokenizer.json"), R"({"model": {"type": "WordPiece", "vocab": {}}})");
+  auto m = kh::ModelFolder::open(d.path());  // inspect and merge still work
+  EXPECT_FALSE(m.tokenizer);
+  expectError([&] { m.requireTokenizer(); }, {d.path(), "cannot load the tokenizer", "tokenizer.json"});
 }
