@@ -420,15 +420,18 @@ void addMerge(CLI::App& app, Action& run) {
     if (a->plan) return;
     if (a->out.empty()) throw Error("merge", "no output folder", "pass -o OUT (or --plan for the plan only)");
     o.onProgress = [](const merge::MergeProgress& p) {
-      const int width = 30, filled = static_cast<int>(width * p.done / std::max<size_t>(1, p.total));
+      const int width = 30, filled = static_cast<int>(width * p.fraction);
       std::cerr << "\r[" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(width - filled), ' ')
-                << "] " << p.done << "/" << p.total << "  ETA " << std::fixed << std::setprecision(0) << p.etaSeconds << " s  "
+                << "] " << p.done << "/" << p.total << " tensors  ETA " << std::fixed << std::setprecision(0) << p.etaSeconds << " s  "
                 << std::flush;
     };
     auto report = merge::runMerge(recipe, o);
     std::cerr << "\n";
     std::cout << "wrote " << a->out << " (" << report.files.size() << " weight file(s), "
               << formatBytes(report.plan.outputBytes) << ", " << std::fixed << std::setprecision(1) << report.seconds << " s)\n";
+    if (report.measuredRamPeak > 0)
+      std::cout << "peak RAM " << formatBytes(report.measuredRamPeak) << " measured, " << formatBytes(report.plan.ramPeak)
+                << " planned\n";
   }; });
 }
 

@@ -100,6 +100,14 @@ void MappedFile::willNeed(uint64_t offset, uint64_t length) const {
   madvise(data_ + start, std::min(size_ - start, length + (offset - start)), MADV_WILLNEED);
 }
 
+void MappedFile::release(uint64_t offset, uint64_t length) const {
+  if (!data_ || length == 0 || offset >= size_) return;
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t start = offset / page * page;
+  const uint64_t end = std::min(size_, offset + length);
+  madvise(data_ + start, end - start, MADV_DONTNEED);  // advisory: a failure only keeps the pages
+}
+
 // ---------------------------------------------------------------------------------------------
 // SafetensorsFile
 
@@ -261,6 +269,21 @@ void SafetensorsWriter::write(const std::string& name, const void* data, uint64_
                           std::to_string(s.nbytes));
   writeAll(shards_[s.file].fd, data, nbytes, s.offset, shards_[s.file].partialPath);
   s.written = true;
+}
+
+void SafetensorsWriter::writePart(const std::string& name, uint64_t offset, const void* data, uint64_t nbytes) {
+  KH_ASSERT(!finished_, "write after finish");
+  auto it = slots_.find(name);
+  if (it == slots_.end()) throw Error(dir_, "tensor '" + name + "' is not in the output plan");
+  Slot& s = it->second;
+  if (s.written) throw Error(dir_, "tensor '" + name + "' written twice");
+  if (offset != s.filled || offset + nbytes > s.nbytes)
+    throw Error(dir_, "tensor '" + name + "': part at byte " + std::to_string(offset) + " (+" + std::to_string(nbytes) +
+                          ") does not follow the " + std::to_string(s.filled) + " bytes written of " +
+                          std::to_string(s.nbytes));
+  writeAll(shards_[s.file].fd, data, nbytes, s.offset + offset, shards_[s.file].partialPath);
+  s.filled += nbytes;
+  s.written = s.filled == s.nbytes;
 }
 
 void SafetensorsWriter::write(const std::string& name, const at::Tensor& t) {

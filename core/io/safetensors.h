@@ -34,6 +34,10 @@ class MappedFile {
   const std::string& path() const { return path_; }
   // Tells the kernel we will read [offset, offset + length) soon, in order.
   void willNeed(uint64_t offset, uint64_t length) const;
+  // Drops this process's pages of [offset, offset + length) (rounded out to whole pages): they stay
+  // in the page cache, leave our RSS, and fault back in on the next read. Streaming readers call it
+  // after each chunk so that a merge's RSS never holds more than one chunk of every input.
+  void release(uint64_t offset, uint64_t length) const;
 
  private:
   MappedFile() = default;
@@ -95,6 +99,9 @@ class SafetensorsWriter {
   const std::vector<std::string>& files() const { return fileNames_; }  // final names, in order
   void write(const std::string& name, const void* data, uint64_t nbytes);
   void write(const std::string& name, const at::Tensor& t);  // dtype and shape must match the plan
+  // Streams one tensor in consecutive parts: each call appends `nbytes` at byte `offset` of the
+  // tensor, which must equal the bytes already written; the tensor counts as written when full.
+  void writePart(const std::string& name, uint64_t offset, const void* data, uint64_t nbytes);
   // Checks every tensor was written, flushes, renames into place. Returns the final file paths.
   std::vector<std::string> finish();
   void abandon();  // removes the partial files now
@@ -104,6 +111,7 @@ class SafetensorsWriter {
     size_t file;
     uint64_t offset;  // absolute, in the file
     uint64_t nbytes;
+    uint64_t filled = 0;  // bytes written so far (writePart)
     bool written = false;
   };
   struct Shard {

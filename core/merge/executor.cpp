@@ -17,6 +17,7 @@
 #include "core/model/model_folder.h"
 #include "core/model/runtime.h"
 #include "core/merge/resolved.h"
+#include "core/merge/scratch.h"
 
 namespace kh::merge {
 
@@ -36,19 +37,52 @@ uint64_t numelOf(const std::vector<int64_t>& s) {
   return n;
 }
 
-MemoryPlan planFor(const Resolved& x, const MergeOptions& o) {
+// The plan follows mergeRows: one chunk of rows at a time (kChunkElements, or the whole tensor
+// when smaller). Inside ScratchScope the memory a chunk holds is a fixed number of chunk-sized
+// fp32 buffers, a + b * (models besides the base), per method. The constants were measured
+// (`merge --plan` against the "peak RAM measured" line of `merge`, for 1 to 4 models, 4 MiB
+// chunks) and MergePlan.MeasuredPeakIsWithin20PercentOfThePlan checks them on other shapes.
+// Plus 8 MiB of fixed overhead. On an accelerator the fp32 buffers live there, and the host holds
+// the chunk's mapped input rows and its converted output.
+struct Buffers {
+  double a, b;
+};
+Buffers buffersPerChunk(Method m) {
+  switch (m) {
+    case Method::Linear: return {2.2, 0};
+    case Method::Passthrough: return {1.4, 0};
+    case Method::TaskArithmetic: return {3.6, 1.05};
+    case Method::Ties: return {8.4, 1.25};
+    case Method::DareTies: return {9.8, 1.0};
+    case Method::DareLinear: return {6.8, 1.0};
+    case Method::Breadcrumbs: return {5.6, 1.35};
+    case Method::BreadcrumbsTies: return {8.8, 1.35};
+    case Method::Della: return {11.2, 1.2};
+    case Method::DellaLinear: return {10.0, 1.0};
+    case Method::Slerp: return {7.0, 0};
+    case Method::NuSlerp: return {8.0, 0};
+    case Method::ModelStock: return {5.5, 0.8};
+  }
+  return {20.0, 2.0};
+}
+constexpr uint64_t kFixedOverhead = 8ull << 20;
+
+MemoryPlan planFor(const Resolved& x, const Recipe& r, const MergeOptions& o) {
   MemoryPlan p;
   const bool onCpu = parseDevice(o.device).is_cpu();
-  const uint64_t inputs = (x.base >= 0 ? 1u : 0u) + x.others.size();
   for (const auto& [name, shape] : x.outputs) {
-    const uint64_t n = numelOf(shape);
-    // fp32 copies of every input, one task vector (and mask) per other model, the fp32 result and
-    // a few same-sized temporaries of the method, then the result in the output dtype.
-    const uint64_t working = n * 4 * (inputs + 2 * x.others.size() + 3);
-    const uint64_t out = n * st::dtypeSize(x.outDtype);
-    p.outputBytes += out;
-    const uint64_t ram = onCpu ? working + out : 2 * out;
-    const uint64_t dev = onCpu ? 0 : working + out;
+    const MethodParams mp =
+        detail::methodParamsFor(r, name, detail::layerOf(name), x.refFolder().config.numLayers, 0);
+    const RowGrid g = rowGrid(r.method, mp, shape);
+    const uint64_t n = static_cast<uint64_t>(std::min(g.rows, g.rowsPerChunk) * g.cols);
+    uint64_t inBytes = 0;
+    for (const auto& f : x.folders) inBytes = std::max<uint64_t>(inBytes, st::dtypeSize(f.weights->entry(name).dtype));
+    const Buffers bf = buffersPerChunk(r.method);
+    const uint64_t working = static_cast<uint64_t>(static_cast<double>(n * 4) * (bf.a + bf.b * static_cast<double>(x.others.size())));
+    const uint64_t host = n * inBytes + n * st::dtypeSize(x.outDtype);  // mapped rows, converted output
+    p.outputBytes += numelOf(shape) * st::dtypeSize(x.outDtype);
+    const uint64_t ram = (onCpu ? working : host) + kFixedOverhead;
+    const uint64_t dev = onCpu ? 0 : working;
     if (std::max(ram, dev) > std::max(p.ramPeak, p.devicePeak)) p.largestTensor = name;
     p.ramPeak = std::max(p.ramPeak, ram);
     p.devicePeak = std::max(p.devicePeak, dev);
@@ -77,7 +111,7 @@ std::string MemoryPlan::describe() const {
   return o.str();
 }
 
-MemoryPlan planMerge(const Recipe& recipe, const MergeOptions& options) { return planFor(detail::resolve(recipe), options); }
+MemoryPlan planMerge(const Recipe& recipe, const MergeOptions& options) { return planFor(detail::resolve(recipe), recipe, options); }
 
 MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
   using Clock = std::chrono::steady_clock;
@@ -88,13 +122,16 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
   if (fs::exists(out, ec) && !o.overwrite) throw Error(o.outDir, "already exists", "pass --overwrite to replace it");
   Resolved x = detail::resolve(r);
   MergeReport report;
-  report.plan = planFor(x, o);
+  report.plan = planFor(x, r, o);
   const uint64_t peak = std::max(report.plan.ramPeak, report.plan.devicePeak);
   if (o.memoryBudget > 0 && peak > o.memoryBudget)
     throw Error("--memory-budget", "the merge needs " + formatBytes(peak) + " (tensor " + report.plan.largestTensor +
                                        "), above the budget of " + formatBytes(o.memoryBudget),
                 "raise the budget, or merge on a device with more memory");
   const c10::Device device = parseDevice(o.device);
+  ScratchScope scratch;  // chunk buffers come from fixed free lists: a predictable peak
+  resetPeakRss();
+  const uint64_t rssAtStart = currentRss();
   const uint64_t seed = o.seed ? *o.seed : r.seed.value_or(0);
 
   const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
@@ -111,23 +148,53 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
     wo.metadata = {{"format", "pt"}, {"merged_by", "kumihimo"}};
     SafetensorsWriter writer(work.string(), plan, wo);
     const auto outType = toScalarType(x.outDtype, o.outDir);
+    // Progress in elements read (every pass over every input), reported at most ~20 times a second.
+    std::vector<detail::TensorParams> params;
+    double totalReads = 0, reads = 0;
+    for (const auto& [name, shape] : x.outputs) {
+      params.push_back(detail::tensorParams(r, x, name, seed));
+      const int inputs = static_cast<int>(x.others.size()) + (x.base >= 0 ? 1 : 0);
+      totalReads += static_cast<double>(numelOf(shape)) * inputs * mergePasses(r.method, params.back().models, params.back().method);
+    }
+    auto lastReport = Clock::now() - std::chrono::seconds(1);
+    auto progress = [&](size_t done, const std::string& name, bool force) {
+      if (!o.onProgress) return;
+      const auto now = Clock::now();
+      if (!force && now - lastReport < std::chrono::milliseconds(50)) return;
+      lastReport = now;
+      MergeProgress p;
+      p.done = done;
+      p.total = x.outputs.size();
+      p.tensor = name;
+      p.fraction = totalReads > 0 ? std::min(1.0, reads / totalReads) : 1.0;
+      p.elapsedSeconds = std::chrono::duration<double>(now - t0).count();
+      p.etaSeconds = p.fraction > 0 ? p.elapsedSeconds / p.fraction * (1.0 - p.fraction) : 0.0;
+      o.onProgress(p);
+    };
     size_t done = 0;
     for (const auto& [name, shape] : x.outputs) {
       if (o.cancel && o.cancel->load()) throw Cancelled();
-      detail::TensorInputs in = detail::loadInputs(x, name, shape, device);
-      detail::TensorParams tp = detail::tensorParams(r, x, name, seed);
-      at::Tensor merged = mergeTensor(r.method, in.base, in.others, tp.models, tp.method);
-      writer.write(name, merged.to(outType).to(at::kCPU).contiguous());
+      const detail::TensorParams& tp = params[done];
+      detail::RowReader reader(x, name, shape, device);
+      uint64_t filled = 0;
+      if (numelOf(shape) == 0) writer.write(name, nullptr, 0);
+      mergeRows(
+          r.method, x.base >= 0, x.others.size(), shape,
+          [&](int input, int64_t r0, int64_t r1) {
+            if (o.cancel && o.cancel->load()) throw Cancelled();
+            at::Tensor t = reader.rows(input, r0, r1);
+            reads += static_cast<double>(t.numel());
+            progress(done, name, false);
+            return t;
+          },
+          [&](int64_t, int64_t, const at::Tensor& merged) {
+            at::Tensor c = merged.to(outType).to(at::kCPU).contiguous();
+            writer.writePart(name, filled, c.data_ptr(), c.nbytes());
+            filled += c.nbytes();
+          },
+          tp.models, tp.method);
       ++done;
-      if (o.onProgress) {
-        MergeProgress p;
-        p.done = done;
-        p.total = x.outputs.size();
-        p.tensor = name;
-        p.elapsedSeconds = std::chrono::duration<double>(Clock::now() - t0).count();
-        p.etaSeconds = p.elapsedSeconds / static_cast<double>(done) * static_cast<double>(p.total - done);
-        o.onProgress(p);
-      }
+      progress(done, name, done == x.outputs.size());
     }
     auto files = writer.finish();
     // Config (dtype updated), generation config, tokenizer files, and the recipe that made it.
@@ -158,6 +225,8 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
     throw;
   }
   report.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const uint64_t peakNow = peakRss();
+  report.measuredRamPeak = peakNow > rssAtStart ? peakNow - rssAtStart : 0;
   return report;
 }
 

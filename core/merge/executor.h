@@ -18,6 +18,7 @@ namespace kh::merge {
 struct MergeProgress {
   size_t done = 0, total = 0;
   std::string tensor;
+  double fraction = 0;  // of all the reading and merging to do
   double elapsedSeconds = 0, etaSeconds = 0;
 };
 
@@ -49,6 +50,7 @@ struct MergeReport {
   MemoryPlan plan;
   std::vector<std::string> files;  // written weight files
   double seconds = 0;
+  uint64_t measuredRamPeak = 0;    // growth of this process's peak RSS during the merge (0: unknown)
 };
 
 MergeReport runMerge(const Recipe& recipe, const MergeOptions& options);

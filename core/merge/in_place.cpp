@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -48,9 +49,7 @@ InPlaceMerger::InPlaceMerger(const Recipe& recipe, const InPlaceOptions& options
   for (size_t i = 0; i < x_->outputs.size(); ++i) {
     const auto& name = x_->outputs[i].first;
     params_.push_back(detail::tensorParams(recipe_, *x_, name, seed));
-    detail::TensorInputs in = inputsOf(i);
-    at::Tensor merged = mergeTensor(recipe_.method, in.base, in.others, params_[i].models, params_[i].method);
-    weights[name] = merged.to(outType).to(dtype).contiguous();
+    weights[name] = mergeOne(i, params_[i], outType, dtype);
   }
   model_ = Model::fromWeights(x_->refFolder(), std::move(weights), device, dtype);
 }
@@ -63,16 +62,37 @@ size_t InPlaceMerger::cachedTensors() const {
   return n;
 }
 
-detail::TensorInputs InPlaceMerger::inputsOf(size_t i) {
-  if (cache_[i]) return *cache_[i];
+// Merges output tensor i by the executor's code path (mergeRows, chunk by chunk, cast to the
+// output dtype), from the cached fp32 inputs or straight from the mapped files.
+at::Tensor InPlaceMerger::mergeOne(size_t i, const detail::TensorParams& tp, c10::ScalarType outType,
+                                   c10::ScalarType dtype) {
   const auto& [name, shape] = x_->outputs[i];
-  detail::TensorInputs in = detail::loadInputs(*x_, name, shape, parseDevice(options_.device));
-  const uint64_t n = bytesOf(in);
-  if (options_.cacheBytes > 0 && cachedBytes_ + n <= options_.cacheBytes) {
-    cache_[i] = std::make_unique<detail::TensorInputs>(in);
-    cachedBytes_ += n;
+  const c10::Device device = parseDevice(options_.device);
+  int64_t numel = 1;
+  for (auto d : shape) numel *= d;
+  const int64_t rows = shape.size() > 1 ? shape[0] : 1, cols = rows > 0 ? numel / std::max<int64_t>(rows, 1) : 0;
+  const uint64_t inputs = x_->others.size() + (x_->base >= 0 ? 1u : 0u);
+  const uint64_t need = static_cast<uint64_t>(numel) * 4 * inputs;
+  if (!cache_[i] && options_.cacheBytes > 0 && cachedBytes_ + need <= options_.cacheBytes) {
+    cache_[i] = std::make_unique<detail::TensorInputs>(detail::loadInputs(*x_, name, shape, device));
+    cachedBytes_ += bytesOf(*cache_[i]);
   }
-  return in;
+  std::optional<detail::RowReader> reader;
+  if (!cache_[i]) reader.emplace(*x_, name, shape, device);
+  const detail::TensorInputs* cached = cache_[i].get();
+  at::Tensor out = at::empty({rows, cols}, at::TensorOptions().dtype(dtype).device(device));
+  mergeRows(
+      recipe_.method, x_->base >= 0, x_->others.size(), shape,
+      [&](int input, int64_t r0, int64_t r1) {
+        if (!cached) return reader->rows(input, r0, r1);
+        const at::Tensor& t = input < 0 ? cached->base : cached->others[static_cast<size_t>(input)];
+        return t.reshape({rows, cols}).narrow(0, r0, r1 - r0);
+      },
+      [&](int64_t r0, int64_t r1, const at::Tensor& merged) {
+        out.narrow(0, r0, r1 - r0).copy_(merged.to(outType).to(dtype));
+      },
+      tp.models, tp.method);
+  return out.view(shape);
 }
 
 size_t InPlaceMerger::apply(const Recipe& r) {
@@ -86,9 +106,7 @@ size_t InPlaceMerger::apply(const Recipe& r) {
   std::vector<std::pair<size_t, at::Tensor>> rewritten;
   for (size_t i = 0; i < x_->outputs.size(); ++i) {
     if (next[i] == params_[i]) continue;
-    detail::TensorInputs in = inputsOf(i);
-    at::Tensor merged = mergeTensor(r.method, in.base, in.others, next[i].models, next[i].method);
-    rewritten.emplace_back(i, merged.to(outType).to(model_->dtype()).contiguous());
+    rewritten.emplace_back(i, mergeOne(i, next[i], outType, model_->dtype()));
   }
   for (auto& [i, t] : rewritten) model_->setWeight(x_->outputs[i].first, std::move(t));
   params_ = std::move(next);

@@ -5,6 +5,8 @@
 // bit, Model::load of runMerge's output on the same device.
 #pragma once
 
+#include <c10/core/ScalarType.h>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -52,7 +54,7 @@ class InPlaceMerger {
   size_t cachedTensors() const;
 
  private:
-  detail::TensorInputs inputsOf(size_t i);
+  at::Tensor mergeOne(size_t i, const detail::TensorParams& tp, c10::ScalarType outType, c10::ScalarType dtype);
 
   Recipe recipe_;
   InPlaceOptions options_;

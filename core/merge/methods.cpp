@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -94,68 +95,6 @@ uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
-// masked scaled so that its L1 norm equals d's (mergekit's RescaleNorm.l1); unscaled when
-// either norm is below 1e-7.
-at::Tensor rescaleL1(const at::Tensor& d, const at::Tensor& masked) {
-  const double before = d.abs().sum().item<double>();
-  const double after = masked.abs().sum().item<double>();
-  if (before < 1e-7 || after < 1e-7) return masked;
-  return masked * (before / after);
-}
-
-// d: any shape, fp32. Keeps the int(density n) largest |d|.
-at::Tensor magnitudeMask(const at::Tensor& d, double density) {
-  const int64_t n = d.numel();
-  const int64_t k = static_cast<int64_t>(density * static_cast<double>(n));
-  auto mask = at::zeros({n}, d.options());  // [n] f32
-  if (k > 0) {
-    auto idx = std::get<1>(at::topk(d.abs().reshape({-1}), k, 0, /*largest=*/true, /*sorted=*/false));  // [k]
-    mask.index_fill_(0, idx, 1.0);
-  }
-  return mask.view(d.sizes());
-}
-
-// d: any shape, fp32. Breadcrumbs: drops the n_top largest and the n_bot smallest |d|.
-at::Tensor outlierMask(const at::Tensor& d, double density, double gamma) {
-  const int64_t n = d.numel();
-  const int64_t keep = static_cast<int64_t>(density * static_cast<double>(n));
-  int64_t nTop = static_cast<int64_t>(gamma * static_cast<double>(n));
-  int64_t nBot = n - keep - nTop;
-  if (nBot < 0) {
-    nTop += nBot;
-    nBot = 0;
-  }
-  auto order = std::get<1>(at::sort(d.abs().reshape({-1}), /*stable=*/true, 0, /*descending=*/false));  // [n]
-  auto mask = at::zeros({n}, d.options());
-  if (n - nTop > nBot) mask.index_fill_(0, order.slice(0, nBot, n - nTop), 1.0);
-  return mask.view(d.sizes());
-}
-
-at::Tensor randomMask(const at::Tensor& d, const at::Tensor& keepProb, const MethodParams& mp, size_t model) {
-  auto u = uniformMask(mp.seed, mp.tensorName + "#" + std::to_string(model), d.numel())
-               .to(d.device())
-               .view(d.sizes());  // d's shape, f32
-  return (u < keepProb).to(at::kFloat);
-}
-
-// The sparsified task vector of model i (fp32, d's shape).
-at::Tensor sparsify(Sparsifier s, const at::Tensor& d, const ModelParams& p, bool rescale, const MethodParams& mp,
-                    size_t model) {
-  if (s == Sparsifier::None || p.density >= 1.0) return d;
-  at::Tensor mask;
-  switch (s) {
-    case Sparsifier::Magnitude: mask = magnitudeMask(d, p.density); break;
-    case Sparsifier::MagnitudeOutliers: mask = outlierMask(d, p.density, p.gamma); break;
-    case Sparsifier::Random: mask = randomMask(d, at::full({}, p.density, d.options()), mp, model); break;
-    case Sparsifier::DellaMagprune:
-      mask = randomMask(d, dellaKeepProbabilities(d, p.density, p.epsilon), mp, model);
-      break;
-    case Sparsifier::None: break;
-  }
-  auto masked = d * mask;
-  return rescale ? rescaleL1(d, masked) : masked;
-}
-
 void checkModelParams(Method m, const std::vector<ModelParams>& params, const MethodParams& mp) {
   const Sparsifier s = sparsifierOf(m);
   for (size_t i = 0; i < params.size(); ++i) {
@@ -177,81 +116,309 @@ void checkModelParams(Method m, const std::vector<ModelParams>& params, const Me
   }
 }
 
-at::Tensor mergeTaskArithmetic(Method m, const at::Tensor& base, const std::vector<at::Tensor>& others,
-                               const std::vector<ModelParams>& params, const MethodParams& mp) {
-  const bool normalize = mp.normalize.value_or(defaultNormalize(m));
-  const bool rescale = mp.rescale.value_or(defaultRescale(m));
-  const Sparsifier s = sparsifierOf(m);
-  auto b = toF32(base);  // [...] f32
-  std::vector<at::Tensor> weighted;  // X_i = w_i * sparsify(theta_i - base): [...] f32 each
-  weighted.reserve(others.size());
-  for (size_t i = 0; i < others.size(); ++i) {
-    auto d = toF32(others[i]) - b;
-    weighted.push_back(sparsify(s, d, params[i], rescale, mp, i) * params[i].weight);
+// ---------------------------------------------------------------------------------------------
+// Rank cuts over a whole tensor, from its chunks.
+
+// The fp32 bits of non-negative values as int32: ordered like the values.
+at::Tensor bitsOf(const at::Tensor& a) { return a.contiguous().view(at::kInt); }
+
+// Adds to `hist` the count of each key of `bits` (int32, contiguous): with wantBin < 0 the key is
+// bits >> 16 (32768 keys for non-negative values); otherwise only elements whose high half equals
+// wantBin count, keyed by their low 16 bits.
+void histogram(const at::Tensor& bits, int32_t wantBin, std::vector<int64_t>& hist) {
+  const int64_t n = bits.numel();
+  if (n == 0) return;
+  if (bits.device().is_cpu()) {
+    const int32_t* p = bits.data_ptr<int32_t>();
+    std::vector<std::vector<int64_t>> local(static_cast<size_t>(at::get_num_threads()));
+    at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
+      auto& h = local[static_cast<size_t>(at::get_thread_num())];
+      if (h.empty()) h.assign(hist.size(), 0);
+      if (wantBin < 0) {
+        for (int64_t i = begin; i < end; ++i) ++h[static_cast<uint32_t>(p[i]) >> 16];
+      } else {
+        for (int64_t i = begin; i < end; ++i)
+          if ((p[i] >> 16) == wantBin) ++h[static_cast<uint32_t>(p[i]) & 0xFFFFu];
+      }
+    });
+    for (const auto& h : local)
+      for (size_t k = 0; k < h.size(); ++k) hist[k] += h[k];
+    return;
   }
-  at::Tensor mixed, divisor;
-  if (usesSignConsensus(m)) {
-    // s = sign(sum X_i), >= 0 counts as +; X_i is kept where sign(X_i) == s (zeros never are).
-    auto total = weighted[0].clone();
-    for (size_t i = 1; i < weighted.size(); ++i) total.add_(weighted[i]);
-    auto majority = at::where(total >= 0, at::ones_like(total), -at::ones_like(total));  // [...] f32
-    mixed = at::zeros_like(b);
-    divisor = at::zeros_like(b);
-    for (size_t i = 0; i < weighted.size(); ++i) {
-      auto keep = (at::sign(weighted[i]) == majority).to(at::kFloat);
-      mixed.add_(weighted[i] * keep);
-      divisor.add_(keep * params[i].weight);
-    }
-    divisor.masked_fill_(divisor == 0, 1.0);
-    if (normalize) mixed.div_(divisor);
-  } else {
-    mixed = weighted[0].clone();
-    double wsum = params[0].weight;
-    for (size_t i = 1; i < weighted.size(); ++i) {
-      mixed.add_(weighted[i]);
-      wsum += params[i].weight;
-    }
-    if (normalize) {
-      if (std::abs(wsum) < 1e-8)
-        fail(mp, "the weights sum to zero and normalize is on", "set normalize: false or change the weights");
-      mixed.div_(wsum);
-    }
-  }
-  if (mp.lambda != 1.0) mixed.mul_(mp.lambda);
-  return b + mixed;
+  at::Tensor keys = at::bitwise_right_shift(bits.reshape({-1}), 16);
+  if (wantBin >= 0) keys = at::bitwise_and(bits.reshape({-1}).masked_select(keys == wantBin), 0xFFFF);
+  auto counts = at::bincount(keys.to(at::kLong), {}, static_cast<int64_t>(hist.size())).to(at::kCPU).contiguous();
+  const int64_t* c = counts.data_ptr<int64_t>();
+  for (size_t k = 0; k < hist.size(); ++k) hist[k] += c[k];
 }
 
-at::Tensor mergeLinear(const std::vector<at::Tensor>& others, const std::vector<ModelParams>& params,
-                       const MethodParams& mp) {
-  auto acc = toF32(others[0]) * params[0].weight;  // [...] f32
-  double wsum = params[0].weight;
-  for (size_t i = 1; i < others.size(); ++i) {
-    acc.add_(toF32(others[i]), params[i].weight);
-    wsum += params[i].weight;
+// "The ascending stable rank of a >= r" for a tensor of n non-negative values seen chunk by chunk
+// in index order: equal values rank by index. Two histogram passes find the value at rank r
+// exactly (addHigh over every chunk, endHigh, addLow over every chunk, endLow); then keep() marks
+// the chunks, again in order, after restart().
+class RankCut {
+ public:
+  RankCut() = default;
+  RankCut(int64_t n, int64_t r) : n_(n), r_(std::clamp<int64_t>(r, 0, n)) {}
+  bool trivial() const { return r_ <= 0 || r_ >= n_; }
+  void addHigh(const at::Tensor& a) {
+    if (trivial()) return;
+    if (hist_.empty()) hist_.assign(32768, 0);
+    histogram(bitsOf(a), -1, hist_);
   }
-  if (mp.normalize.value_or(true)) {
-    if (std::abs(wsum) < 1e-8)
-      fail(mp, "the weights sum to zero and normalize is on", "set normalize: false or change the weights");
-    acc.div_(wsum);
+  void endHigh() {
+    if (trivial()) return;
+    int64_t cum = 0;
+    for (size_t b = 0; b < hist_.size(); ++b) {
+      if (cum + hist_[b] > r_) {
+        bin_ = static_cast<int32_t>(b);
+        below_ = cum;
+        break;
+      }
+      cum += hist_[b];
+    }
+    hist_.assign(65536, 0);
   }
-  return acc;
+  void addLow(const at::Tensor& a) {
+    if (!trivial()) histogram(bitsOf(a), bin_, hist_);
+  }
+  void endLow() {
+    if (trivial()) return;
+    const int64_t r = r_ - below_;
+    int64_t cum = 0;
+    for (size_t l = 0; l < hist_.size(); ++l) {
+      if (cum + hist_[l] > r) {
+        threshold_ = (bin_ << 16) | static_cast<int32_t>(l);
+        quota_ = r - cum;
+        break;
+      }
+      cum += hist_[l];
+    }
+    hist_.clear();
+  }
+  void restart() { seen_ = 0; }
+  // bool, a's shape: the elements of this chunk whose rank is at least r.
+  at::Tensor keep(const at::Tensor& a) {
+    if (r_ <= 0) return at::ones(a.sizes(), a.options().dtype(at::kBool));
+    if (r_ >= n_) return at::zeros(a.sizes(), a.options().dtype(at::kBool));
+    auto bits = bitsOf(a);
+    auto kept = bits > threshold_;
+    auto eq = bits == threshold_;
+    // The first quota_ elements equal to the threshold (by index) rank below r; they are usually
+    // few, so only their positions are materialised.
+    auto pos = at::nonzero(eq.reshape({-1})).reshape({-1});  // [equal] int64, ascending
+    const int64_t equal = pos.numel();
+    if (equal > 0) {
+      const int64_t skip = std::clamp<int64_t>(quota_ - seen_, 0, equal);
+      if (skip < equal) kept.reshape({-1}).index_fill_(0, pos.slice(0, skip), true);
+      seen_ += equal;
+    }
+    return kept;
+  }
+
+ private:
+  int64_t n_ = 0, r_ = 0;
+  std::vector<int64_t> hist_;
+  int32_t bin_ = 0, threshold_ = 0;
+  int64_t below_ = 0, quota_ = 0, seen_ = 0;
+};
+
+double sumD(const at::Tensor& t) { return t.sum(at::kDouble).item<double>(); }
+
+template <class F>
+void eachChunk(const RowGrid& g, F f) {
+  for (int64_t r0 = 0; r0 < g.rows; r0 += g.rowsPerChunk) f(r0, std::min(g.rows, r0 + g.rowsPerChunk));
 }
+
+
+// Task-arithmetic family: sparsified, weighted task vectors, with or without sign consensus.
+// The rank cuts and L1 norms take passes of their own before the final one.
+struct SparsePlan {
+  Sparsifier s = Sparsifier::None;
+  bool normalize = false, rescale = false;
+  std::vector<bool> sparse;            // per model: sparsified at all (density < 1)
+  std::vector<RankCut> keepFrom, dropFrom;  // magnitude: rank >= n - k; breadcrumbs: [nBot, n - nTop)
+  bool select = false, norms = false;
+};
+
+SparsePlan sparsePlan(Method m, const RowGrid& g, const std::vector<ModelParams>& params, const MethodParams& mp) {
+  SparsePlan p;
+  p.s = sparsifierOf(m);
+  p.normalize = mp.normalize.value_or(defaultNormalize(m));
+  p.rescale = mp.rescale.value_or(defaultRescale(m));
+  const int64_t n = g.rows * g.cols;
+  p.keepFrom.resize(params.size());
+  p.dropFrom.resize(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const bool sp = p.s != Sparsifier::None && params[i].density < 1.0;
+    p.sparse.push_back(sp);
+    if (!sp) continue;
+    p.norms = p.norms || p.rescale;
+    const int64_t keep = static_cast<int64_t>(params[i].density * static_cast<double>(n));
+    if (p.s == Sparsifier::Magnitude) {
+      p.keepFrom[i] = RankCut(n, n - keep);
+      p.dropFrom[i] = RankCut(n, n);
+    } else if (p.s == Sparsifier::MagnitudeOutliers) {
+      int64_t nTop = static_cast<int64_t>(params[i].gamma * static_cast<double>(n));
+      int64_t nBot = n - keep - nTop;
+      if (nBot < 0) {
+        nTop += nBot;
+        nBot = 0;
+      }
+      p.keepFrom[i] = RankCut(n, nBot);
+      p.dropFrom[i] = RankCut(n, n - nTop);
+    }
+    p.select = p.select || !p.keepFrom[i].trivial() || !p.dropFrom[i].trivial();
+  }
+  return p;
+}
+
+// The float mask of model i's task-vector chunk d (rows from r0), or undefined for "keep all".
+at::Tensor chunkMask(SparsePlan& p, size_t i, const at::Tensor& d, int64_t r0, const std::vector<ModelParams>& params,
+                     const MethodParams& mp) {
+  if (!p.sparse[i]) return {};
+  auto random = [&](const at::Tensor& keepProb) {
+    auto u = uniformMask(mp.seed, mp.tensorName + "#" + std::to_string(i), d.numel(), r0 * d.size(1))
+                 .to(d.device())
+                 .view(d.sizes());  // [r, cols] f32
+    return (u < keepProb).to(at::kFloat);
+  };
+  switch (p.s) {
+    case Sparsifier::Magnitude: return p.keepFrom[i].keep(d.abs()).to(at::kFloat);
+    case Sparsifier::MagnitudeOutliers: {
+      auto a = d.abs();
+      return (p.keepFrom[i].keep(a) & ~p.dropFrom[i].keep(a)).to(at::kFloat);
+    }
+    case Sparsifier::Random: return random(at::full({}, params[i].density, d.options()));
+    case Sparsifier::DellaMagprune: return random(dellaKeepProbabilities(d, params[i].density, params[i].epsilon));
+    case Sparsifier::None: break;
+  }
+  return {};
+}
+
+void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, const RowSink& sink,
+                             const std::vector<ModelParams>& params, const MethodParams& mp) {
+  SparsePlan p = sparsePlan(m, g, params, mp);
+  const size_t k = params.size();
+  std::vector<double> lIn(k, 0.0), lOut(k, 0.0), scale(k, 1.0);
+  auto restart = [&] {
+    for (size_t i = 0; i < k; ++i) {
+      p.keepFrom[i].restart();
+      p.dropFrom[i].restart();
+    }
+  };
+  if (p.select) {
+    eachChunk(g, [&](int64_t r0, int64_t r1) {
+      auto b = src(-1, r0, r1);
+      for (size_t i = 0; i < k; ++i) {
+        if (!p.sparse[i]) continue;
+        auto a = (src(static_cast<int>(i), r0, r1) - b).abs();  // [r, cols] f32
+        p.keepFrom[i].addHigh(a);
+        p.dropFrom[i].addHigh(a);
+        if (p.norms) lIn[i] += sumD(a);
+      }
+    });
+    for (size_t i = 0; i < k; ++i) {
+      p.keepFrom[i].endHigh();
+      p.dropFrom[i].endHigh();
+    }
+    eachChunk(g, [&](int64_t r0, int64_t r1) {
+      auto b = src(-1, r0, r1);
+      for (size_t i = 0; i < k; ++i) {
+        if (!p.sparse[i]) continue;
+        auto a = (src(static_cast<int>(i), r0, r1) - b).abs();
+        p.keepFrom[i].addLow(a);
+        p.dropFrom[i].addLow(a);
+      }
+    });
+    for (size_t i = 0; i < k; ++i) {
+      p.keepFrom[i].endLow();
+      p.dropFrom[i].endLow();
+    }
+  }
+  if (p.norms) {
+    restart();
+    eachChunk(g, [&](int64_t r0, int64_t r1) {
+      auto b = src(-1, r0, r1);
+      for (size_t i = 0; i < k; ++i) {
+        if (!p.sparse[i]) continue;
+        auto d = src(static_cast<int>(i), r0, r1) - b;
+        if (!p.select) lIn[i] += sumD(d.abs());
+        lOut[i] += sumD((d * chunkMask(p, i, d, r0, params, mp)).abs());
+      }
+    });
+    // mergekit's RescaleNorm.l1: unscaled when either norm is below 1e-7.
+    for (size_t i = 0; i < k; ++i)
+      if (p.sparse[i] && lIn[i] >= 1e-7 && lOut[i] >= 1e-7) scale[i] = lIn[i] / lOut[i];
+  }
+  restart();
+  double wsum = 0;
+  for (const auto& q : params) wsum += q.weight;
+  const bool consensus = usesSignConsensus(m);
+  eachChunk(g, [&](int64_t r0, int64_t r1) {
+    auto b = src(-1, r0, r1);         // [r, cols] f32
+    std::vector<at::Tensor> weighted;  // X_i = w_i * sparsify(theta_i - base)
+    weighted.reserve(k);
+    for (size_t i = 0; i < k; ++i) {
+      auto d = src(static_cast<int>(i), r0, r1) - b;
+      if (p.sparse[i]) {
+        d = d * chunkMask(p, i, d, r0, params, mp);
+        if (p.rescale) d = d * scale[i];
+      }
+      weighted.push_back(d * params[i].weight);
+    }
+    at::Tensor mixed;
+    if (consensus) {
+      // s = sign(sum X_i), >= 0 counts as +; X_i is kept where sign(X_i) == s (zeros never are).
+      auto total = weighted[0].clone();
+      for (size_t i = 1; i < k; ++i) total.add_(weighted[i]);
+      auto majority = at::where(total >= 0, at::ones_like(total), -at::ones_like(total));
+      mixed = at::zeros_like(b);
+      auto divisor = at::zeros_like(b);
+      for (size_t i = 0; i < k; ++i) {
+        auto keep = (at::sign(weighted[i]) == majority).to(at::kFloat);
+        mixed.add_(weighted[i] * keep);
+        divisor.add_(keep * params[i].weight);
+      }
+      divisor.masked_fill_(divisor == 0, 1.0);
+      if (p.normalize) mixed.div_(divisor);
+    } else {
+      mixed = weighted[0].clone();
+      for (size_t i = 1; i < k; ++i) mixed.add_(weighted[i]);
+      if (p.normalize) mixed.div_(wsum);
+    }
+    if (mp.lambda != 1.0) mixed.mul_(mp.lambda);
+    sink(r0, r1, b + mixed);
+  });
+}
+
+// Sums of products over the whole tensor (fp64): s[i][j] = sum x_i * x_j for the given rows.
+struct Grams {
+  std::vector<std::vector<double>> s;
+  explicit Grams(size_t n) : s(n, std::vector<double>(n, 0.0)) {}
+  void add(const std::vector<at::Tensor>& xs) {
+    for (size_t i = 0; i < xs.size(); ++i)
+      for (size_t j = i; j < xs.size(); ++j) s[i][j] += sumD(xs[i] * xs[j]);
+  }
+};
 
 // mergekit's slerp: flattened, lerp when |cos| > 0.9995.
-at::Tensor mergeSlerp(const at::Tensor& base, const at::Tensor& other, double t) {
-  auto v0 = toF32(base);   // [...] f32
-  auto v1 = toF32(other);  // [...] f32
-  const double n0 = v0.norm().item<double>(), n1 = v1.norm().item<double>();
-  const double dot = (v0 * v1).sum().item<double>() / ((n0 > 1e-8 ? n0 : 1.0) * (n1 > 1e-8 ? n1 : 1.0));
-  if (std::abs(dot) > 0.9995) return v0 * (1.0 - t) + v1 * t;
-  const double theta0 = std::acos(dot);
-  const double sin0 = std::sin(theta0);
-  const double s0 = std::sin(theta0 - theta0 * t) / sin0;
-  const double s1 = std::sin(theta0 * t) / sin0;
-  return v0 * s0 + v1 * s1;
+void slerpRows(const RowGrid& g, const RowSource& src, const RowSink& sink, double t) {
+  Grams gr(2);
+  eachChunk(g, [&](int64_t r0, int64_t r1) { gr.add({src(-1, r0, r1), src(0, r0, r1)}); });
+  const double n0 = std::sqrt(gr.s[0][0]), n1 = std::sqrt(gr.s[1][1]);
+  const double dot = gr.s[0][1] / ((n0 > 1e-8 ? n0 : 1.0) * (n1 > 1e-8 ? n1 : 1.0));
+  double s0 = 1.0 - t, s1 = t;
+  if (std::abs(dot) <= 0.9995) {
+    const double theta0 = std::acos(dot);
+    const double sin0 = std::sin(theta0);
+    s0 = std::sin(theta0 - theta0 * t) / sin0;
+    s1 = std::sin(theta0 * t) / sin0;
+  }
+  eachChunk(g, [&](int64_t r0, int64_t r1) { sink(r0, r1, src(-1, r0, r1) * s0 + src(0, r0, r1) * s1); });
 }
 
-// mergekit's nuslerp(t, v0, v1, dim, flatten) over fp32 v0, v1 of one shape.
+// mergekit's nuslerp(t, v0, v1, dim, flatten) over fp32 v0, v1 of one shape (one chunk's vectors).
 at::Tensor nuslerp(double t, at::Tensor v0, at::Tensor v1, bool rowWise, bool flatten) {
   const auto outShape = v0.sizes().vec();
   const bool transposed = !flatten && rowWise && v0.dim() > 1;
@@ -273,31 +440,131 @@ at::Tensor nuslerp(double t, at::Tensor v0, at::Tensor v1, bool rowWise, bool fl
   return res.contiguous().view(outShape);
 }
 
-at::Tensor mergeModelStock(const at::Tensor& base, const std::vector<at::Tensor>& others) {
-  auto b = toF32(base);  // [...] f32
-  std::vector<at::Tensor> offsets;  // [n] f32 each
-  auto avg = at::zeros_like(b);
-  for (const auto& o : others) {
-    auto x = toF32(o);
-    avg.add_(x);
-    offsets.push_back((x - b).reshape({-1}));
+void nuslerpRows(const RowGrid& g, at::IntArrayRef shape, bool hasBase, const RowSource& src, const RowSink& sink,
+                 double t, const MethodParams& mp) {
+  auto vectors = [&](int64_t r0, int64_t r1) -> std::pair<at::Tensor, at::Tensor> {
+    if (!hasBase) return {src(0, r0, r1), src(1, r0, r1)};
+    auto b = src(-1, r0, r1);
+    return {src(0, r0, r1) - b, src(1, r0, r1) - b};
+  };
+  auto finish = [&](int64_t r0, int64_t r1, const at::Tensor& v) { sink(r0, r1, hasBase ? src(-1, r0, r1) + v : v); };
+  if (mp.nuslerpFlatten || shape.empty()) {
+    Grams gr(2);
+    eachChunk(g, [&](int64_t r0, int64_t r1) {
+      auto [v0, v1] = vectors(r0, r1);
+      gr.add({v0, v1});
+    });
+    const double cos = std::clamp(
+        gr.s[0][1] / (std::max(std::sqrt(gr.s[0][0]), 1e-7) * std::max(std::sqrt(gr.s[1][1]), 1e-7)), -1.0, 1.0);
+    const double theta = std::acos(cos), sinTheta = std::sin(theta);
+    double a = 1.0 - t, c = t;
+    if (std::abs(sinTheta) >= 1e-8) {
+      a = std::sin(theta * (1.0 - t)) / sinTheta;
+      c = std::sin(theta * t) / sinTheta;
+    }
+    eachChunk(g, [&](int64_t r0, int64_t r1) {
+      auto [v0, v1] = vectors(r0, r1);
+      finish(r0, r1, v0 * a + v1 * c);
+    });
+    return;
   }
-  avg.div_(static_cast<double>(others.size()));
-  auto cosSum = at::zeros({}, b.options());
+  eachChunk(g, [&](int64_t r0, int64_t r1) {
+    auto [v0, v1] = vectors(r0, r1);
+    at::Tensor v;
+    if (mp.nuslerpRowWise && shape.size() > 1) {  // one chunk holds the whole tensor
+      v = nuslerp(t, v0.reshape(shape), v1.reshape(shape), true, false).reshape(v0.sizes());
+    } else {  // vectors along the last dimension, whole within a chunk of rows
+      const int64_t last = shape.back();
+      v = nuslerp(t, v0.reshape({-1, last}), v1.reshape({-1, last}), false, false).reshape(v0.sizes());
+    }
+    finish(r0, r1, v);
+  });
+}
+
+// model_stock: t = N c / (1 + (N - 1) c), c the mean pairwise cosine of the task vectors.
+void modelStockRows(const RowGrid& g, size_t n, const RowSource& src, const RowSink& sink) {
+  Grams gr(n);
+  eachChunk(g, [&](int64_t r0, int64_t r1) {
+    auto b = src(-1, r0, r1);
+    std::vector<at::Tensor> offsets;
+    for (size_t i = 0; i < n; ++i) offsets.push_back(src(static_cast<int>(i), r0, r1) - b);
+    gr.add(offsets);
+  });
+  double cosSum = 0;
   int64_t pairs = 0;
-  for (size_t i = 0; i < offsets.size(); ++i)
-    for (size_t j = i + 1; j < offsets.size(); ++j) {
-      auto normProduct = (offsets[i].norm() * offsets[j].norm()).clamp_min(1e-6);
-      cosSum.add_(((offsets[i] * offsets[j]).sum() / normProduct).clamp(-1.0, 1.0));
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = i + 1; j < n; ++j) {
+      const double normProduct = std::max(std::sqrt(gr.s[i][i]) * std::sqrt(gr.s[j][j]), 1e-6);
+      cosSum += std::clamp(gr.s[i][j] / normProduct, -1.0, 1.0);
       ++pairs;
     }
-  auto c = cosSum / static_cast<double>(pairs);  // [] f32
-  const double n = static_cast<double>(others.size());
-  auto t = (c * n) / (c * (n - 1.0) + 1.0);
-  return avg * t + b * (1.0 - t);
+  const double c = cosSum / static_cast<double>(pairs);
+  const double nn = static_cast<double>(n);
+  const double t = (c * nn) / (c * (nn - 1.0) + 1.0);
+  eachChunk(g, [&](int64_t r0, int64_t r1) {
+    auto b = src(-1, r0, r1);
+    auto avg = src(0, r0, r1).clone();
+    for (size_t i = 1; i < n; ++i) avg.add_(src(static_cast<int>(i), r0, r1));
+    avg.div_(nn);
+    sink(r0, r1, avg * t + b * (1.0 - t));
+  });
+}
+
+void linearRows(const RowGrid& g, size_t n, const RowSource& src, const RowSink& sink,
+                const std::vector<ModelParams>& params, const MethodParams& mp) {
+  double wsum = 0;
+  for (const auto& q : params) wsum += q.weight;
+  const bool normalize = mp.normalize.value_or(true);
+  eachChunk(g, [&](int64_t r0, int64_t r1) {
+    auto acc = src(0, r0, r1) * params[0].weight;  // [r, cols] f32
+    for (size_t i = 1; i < n; ++i) acc.add_(src(static_cast<int>(i), r0, r1), params[i].weight);
+    if (normalize) acc.div_(wsum);
+    sink(r0, r1, acc);
+  });
+}
+
+// Everything about the inputs that can be checked without reading them.
+void validate(Method m, bool hasBase, size_t others, const std::vector<ModelParams>& params, const MethodParams& mp) {
+  if (params.size() != others)
+    fail(mp, std::to_string(others) + " models but " + std::to_string(params.size()) + " parameter sets");
+  if (needsBase(m) && !hasBase)
+    fail(mp, std::string(methodName(m)) + " needs a base model", "set base_model in the recipe");
+  checkModelParams(m, params, mp);
+  const size_t total = others + (hasBase ? 1 : 0);
+  switch (m) {
+    case Method::Passthrough:
+      if (others != 1)
+        fail(mp, "passthrough takes exactly one model, got " + std::to_string(others),
+             "a passthrough slice names a single source model");
+      break;
+    case Method::Slerp:
+      if (others != 1) fail(mp, "slerp merges exactly two models (the base and one other), got " + std::to_string(total));
+      break;
+    case Method::NuSlerp:
+      if (others != 2)
+        fail(mp, "nuslerp merges exactly two models (plus an optional base), got " + std::to_string(others) +
+                     (hasBase ? " besides the base" : ""));
+      break;
+    case Method::ModelStock:
+      if (total < 3) fail(mp, "model_stock needs at least three models counting the base, got " + std::to_string(total));
+      break;
+    default:
+      if (others == 0) fail(mp, std::string(methodName(m)) + " needs at least one model besides the base");
+      break;
+  }
+  const bool normalized = m == Method::Linear ? mp.normalize.value_or(true)
+                                              : (isTaskArithmetic(m) && !usesSignConsensus(m) &&
+                                                 mp.normalize.value_or(defaultNormalize(m)));
+  if (normalized) {
+    double wsum = 0;
+    for (const auto& q : params) wsum += q.weight;
+    if (std::abs(wsum) < 1e-8)
+      fail(mp, "the weights sum to zero and normalize is on", "set normalize: false or change the weights");
+  }
 }
 
 }  // namespace
+
 
 std::optional<Method> parseMethod(std::string_view name) {
   for (const auto& mi : kMethods)
@@ -347,67 +614,95 @@ bool defaultRescale(Method m) {
   return m == Method::DareTies || m == Method::DareLinear || m == Method::Della || m == Method::DellaLinear;
 }
 
-at::Tensor mergeTensor(Method m, const at::Tensor& base, const std::vector<at::Tensor>& others,
-                       const std::vector<ModelParams>& params, const MethodParams& mp) {
-  if (params.size() != others.size())
-    fail(mp, std::to_string(others.size()) + " models but " + std::to_string(params.size()) + " parameter sets");
-  const bool hasBase = base.defined();
-  if (needsBase(m) && !hasBase)
-    fail(mp, std::string(methodName(m)) + " needs a base model", "set base_model in the recipe");
-  // Shapes: every input matches the first one given.
-  {
-    const at::Tensor& ref = hasBase ? base : (others.empty() ? base : others[0]);
-    const std::string refName = hasBase ? "the base" : "model 1";
-    for (size_t i = 0; i < others.size(); ++i)
-      if (ref.defined() && others[i].sizes() != ref.sizes())
-        fail(mp,
-             "model " + std::to_string(i + 1) + " has shape " + shapeString(others[i].sizes()) + " but " + refName +
-                 " has " + shapeString(ref.sizes()),
-             "the models must share one architecture and vocabulary size");
+RowGrid rowGrid(Method m, const MethodParams& mp, at::IntArrayRef shape) {
+  RowGrid g;
+  if (shape.size() == 1) {
+    g.cols = shape[0];
+  } else if (shape.size() > 1) {
+    g.rows = shape[0];
+    g.cols = 1;
+    for (size_t i = 1; i < shape.size(); ++i) g.cols *= shape[i];
   }
-  checkModelParams(m, params, mp);
-  const size_t total = others.size() + (hasBase ? 1 : 0);
+  const bool whole = m == Method::NuSlerp && !mp.nuslerpFlatten && mp.nuslerpRowWise && shape.size() > 1;
+  g.rowsPerChunk = whole ? g.rows : std::max<int64_t>(1, kChunkElements / std::max<int64_t>(1, g.cols));
+  g.rowsPerChunk = std::max<int64_t>(1, std::min(g.rowsPerChunk, g.rows));
+  return g;
+}
+
+int mergePasses(Method m, const std::vector<ModelParams>& params, const MethodParams& mp) {
+  switch (m) {
+    case Method::Slerp:
+    case Method::ModelStock: return 2;
+    case Method::NuSlerp: return mp.nuslerpFlatten ? 2 : 1;
+    default: break;
+  }
+  if (!isTaskArithmetic(m)) return 1;
+  const Sparsifier s = sparsifierOf(m);
+  bool sparse = false;
+  for (const auto& p : params) sparse = sparse || (s != Sparsifier::None && p.density < 1.0);
+  const bool select = sparse && (s == Sparsifier::Magnitude || s == Sparsifier::MagnitudeOutliers);
+  const bool norms = sparse && mp.rescale.value_or(defaultRescale(m));
+  return 1 + (select ? 2 : 0) + (norms ? 1 : 0);
+}
+
+void mergeRows(Method m, bool hasBase, size_t others, at::IntArrayRef shape, const RowSource& source,
+               const RowSink& sink, const std::vector<ModelParams>& params, const MethodParams& mp) {
+  validate(m, hasBase, others, params, mp);
+  const RowGrid g = rowGrid(m, mp, shape);
+  if (g.rows * g.cols == 0) return;
   switch (m) {
     case Method::Passthrough:
-      if (others.size() != 1)
-        fail(mp, "passthrough takes exactly one model, got " + std::to_string(others.size()),
-             "a passthrough slice names a single source model");
-      return toF32(others[0]);
-    case Method::Linear:
-      if (others.empty()) fail(mp, "linear needs at least one model");
-      return mergeLinear(others, params, mp);
-    case Method::Slerp:
-      if (others.size() != 1)
-        fail(mp, "slerp merges exactly two models (the base and one other), got " + std::to_string(total));
-      return mergeSlerp(base, others[0], mp.t);
+      eachChunk(g, [&](int64_t r0, int64_t r1) { sink(r0, r1, source(0, r0, r1)); });
+      return;
+    case Method::Linear: return linearRows(g, others, source, sink, params, mp);
+    case Method::Slerp: return slerpRows(g, source, sink, mp.t);
     case Method::NuSlerp: {
-      if (others.size() != 2)
-        fail(mp, "nuslerp merges exactly two models (plus an optional base), got " + std::to_string(others.size()) +
-                     (hasBase ? " besides the base" : ""));
       const double wsum = params[0].weight + params[1].weight;
       const double t = std::abs(wsum) < 1e-6 ? 0.5 : params[1].weight / wsum;
-      if (!hasBase) return nuslerp(t, toF32(others[0]), toF32(others[1]), mp.nuslerpRowWise, mp.nuslerpFlatten);
-      auto b = toF32(base);
-      return b + nuslerp(t, toF32(others[0]) - b, toF32(others[1]) - b, mp.nuslerpRowWise, mp.nuslerpFlatten);
+      return nuslerpRows(g, shape, hasBase, source, sink, t, mp);
     }
-    case Method::ModelStock:
-      if (total < 3)
-        fail(mp, "model_stock needs at least three models counting the base, got " + std::to_string(total));
-      return mergeModelStock(base, others);
-    default:
-      if (others.empty()) fail(mp, std::string(methodName(m)) + " needs at least one model besides the base");
-      return mergeTaskArithmetic(m, base, others, params, mp);
+    case Method::ModelStock: return modelStockRows(g, others, source, sink);
+    default: return mergeTaskArithmeticRows(m, g, source, sink, params, mp);
   }
 }
 
-at::Tensor uniformMask(uint64_t seed, const std::string& name, int64_t numel) {
-  KH_ASSERT(numel >= 0, "negative numel");
+at::Tensor mergeTensor(Method m, const at::Tensor& base, const std::vector<at::Tensor>& others,
+                       const std::vector<ModelParams>& params, const MethodParams& mp) {
+  const bool hasBase = base.defined();
+  // Shapes: every input matches the first one given.
+  const at::Tensor& ref = hasBase ? base : (others.empty() ? base : others[0]);
+  const std::string refName = hasBase ? "the base" : "model 1";
+  for (size_t i = 0; i < others.size(); ++i)
+    if (ref.defined() && others[i].sizes() != ref.sizes())
+      fail(mp,
+           "model " + std::to_string(i + 1) + " has shape " + shapeString(others[i].sizes()) + " but " + refName +
+               " has " + shapeString(ref.sizes()),
+           "the models must share one architecture and vocabulary size");
+  validate(m, hasBase, others.size(), params, mp);
+  const RowGrid g = rowGrid(m, mp, ref.sizes());
+  auto rows = [&](const at::Tensor& t) { return toF32(t).reshape({g.rows, g.cols}); };
+  at::Tensor b = hasBase ? rows(base) : at::Tensor();
+  std::vector<at::Tensor> xs;
+  for (const auto& o : others) xs.push_back(rows(o));
+  at::Tensor out = at::empty({g.rows, g.cols}, ref.options().dtype(at::kFloat));
+  mergeRows(
+      m, hasBase, others.size(), ref.sizes(),
+      [&](int input, int64_t r0, int64_t r1) {
+        return (input < 0 ? b : xs[static_cast<size_t>(input)]).narrow(0, r0, r1 - r0);
+      },
+      [&](int64_t r0, int64_t r1, const at::Tensor& merged) { out.narrow(0, r0, r1 - r0).copy_(merged); }, params,
+      mp);
+  return out.view(ref.sizes());
+}
+
+at::Tensor uniformMask(uint64_t seed, const std::string& name, int64_t numel, int64_t offset) {
+  KH_ASSERT(numel >= 0 && offset >= 0, "negative numel or offset");
   const uint64_t key = splitMix64(seed ^ splitMix64(fnv1a(name)));
   auto out = at::empty({numel}, at::kFloat);  // [numel] f32
   float* p = out.data_ptr<float>();
   at::parallel_for(0, numel, 1 << 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const uint64_t h = splitMix64(key + static_cast<uint64_t>(i) * 0xd1b54a32d192ed03ull);
+      const uint64_t h = splitMix64(key + static_cast<uint64_t>(offset + i) * 0xd1b54a32d192ed03ull);
       p[i] = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);  // 24 bits: exact in fp32, < 1
     }
   });

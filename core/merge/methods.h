@@ -19,11 +19,21 @@
 // - nuslerp: t = w_1 / (w_0 + w_1) (0.5 when the sum is ~0); with a base, slerp the task vectors
 //   and add the base. Flattened by default; row_wise slerps along dim 0 (mergekit's dim=0, i.e.
 //   the columns of a 2-D weight); vectors with |sin theta| < 1e-8 are lerped.
+// - Chunks: every method runs over row chunks of at most kChunkElements (a tensor is seen as
+//   [shape[0], rest]; 1-D as one row). Whole-tensor statistics (top-k thresholds, L1 norms for the
+//   rescale, slerp's and nuslerp's angles, model_stock's cosines) are gathered in extra passes
+//   over the chunks first, accumulated in fp64. So the peak memory is a few chunks, whatever the
+//   tensor's size. The chunks depend on the shape alone, so every caller gets the same bits.
+// - Magnitude ranks (ties' top-k, breadcrumbs' cut-offs) order |d| ascending with ties broken by
+//   element index (a stable sort): top-k keeps, among equal magnitudes at the threshold, the
+//   later elements. The thresholds are found exactly by a two-level radix histogram of the fp32
+//   bits of |d| (16 high bits, then 16 low bits within the boundary bin).
 #pragma once
 
 #include <ATen/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -87,9 +97,33 @@ bool defaultRescale(Method m);
 at::Tensor mergeTensor(Method m, const at::Tensor& base, const std::vector<at::Tensor>& others,
                        const std::vector<ModelParams>& params, const MethodParams& mp);
 
+// How a merge walks one tensor: viewed as rows x cols, in chunks of rowsPerChunk rows.
+constexpr int64_t kChunkElements = int64_t{1} << 20;
+struct RowGrid {
+  int64_t rows = 1, cols = 1, rowsPerChunk = 1;
+  int64_t chunks() const { return rows == 0 ? 0 : (rows + rowsPerChunk - 1) / rowsPerChunk; }
+  int64_t chunkElements() const { return rowsPerChunk * cols; }
+};
+// Depends on the shape alone, except for nuslerp row_wise, whose vectors span every row (one chunk).
+RowGrid rowGrid(Method m, const MethodParams& mp, at::IntArrayRef shape);
+// How many times mergeRows reads each input's rows (statistics passes plus the final one).
+int mergePasses(Method m, const std::vector<ModelParams>& params, const MethodParams& mp);
+
+// input -1 is the base, i >= 0 the i-th other model. Returns fp32 [r1 - r0, cols] on the merge
+// device; may be a view (it is never written to).
+using RowSource = std::function<at::Tensor(int input, int64_t r0, int64_t r1)>;
+// Receives the merged rows [r0, r1) as fp32 [r1 - r0, cols], in order.
+using RowSink = std::function<void(int64_t r0, int64_t r1, const at::Tensor& merged)>;
+
+// The streaming form of mergeTensor: same checks, same results, bounded memory. `shape` is the
+// tensor's shape; every input has it.
+void mergeRows(Method m, bool hasBase, size_t others, at::IntArrayRef shape, const RowSource& source,
+               const RowSink& sink, const std::vector<ModelParams>& params, const MethodParams& mp);
+
 // Counter-based uniforms in [0, 1): element i is a SplitMix64 hash of (seed, fnv1a(name), i),
 // top 24 bits, so the same (seed, name) gives the same bits anywhere. Returns fp32 [numel] on CPU.
-at::Tensor uniformMask(uint64_t seed, const std::string& name, int64_t numel);
+// `offset` numbers the first element (a chunk of a larger tensor draws the same bits as the whole).
+at::Tensor uniformMask(uint64_t seed, const std::string& name, int64_t numel, int64_t offset = 0);
 
 // DELLA's keep probabilities for a task vector d (any shape; see the header comment): fp32, d's
 // shape and device. Exposed for tests.

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/io/safetensors.h"
 #include "core/io/tensor_load.h"
 
 namespace kh::merge::detail {
@@ -192,6 +193,47 @@ TensorInputs loadInputs(const Resolved& x, const std::string& name, const std::v
     in.others.push_back(t);
   }
   return in;
+}
+
+RowReader::RowReader(const Resolved& x, const std::string& name, const std::vector<int64_t>& shape, c10::Device device)
+    : device_(device) {
+  if (shape.size() == 1) {
+    cols_ = shape[0];
+  } else if (shape.size() > 1) {
+    rows_ = shape[0];
+    for (size_t i = 1; i < shape.size(); ++i) cols_ *= shape[i];
+  }
+  auto open = [&](const ModelFolder& f) {
+    Source s;
+    const auto& w = *f.weights;
+    const SafetensorsFile& file = w.fileOf(name);
+    const auto& e = w.entry(name);
+    const int64_t rows = shape.size() > 1 ? e.shape[0] : 1;  // vocab tensors may differ in rows
+    s.view = file.tensor(e).reshape({rows, cols_});
+    s.map = file.mapping().get();
+    s.fileOffset = static_cast<uint64_t>(file.bytes(e) - s.map->data());
+    s.rowBytes = static_cast<uint64_t>(cols_) * st::dtypeSize(e.dtype);
+    return s;
+  };
+  base_ = open(x.base >= 0 ? x.folders[static_cast<size_t>(x.base)] : x.refFolder());
+  for (int o : x.others) others_.push_back(open(x.folders[static_cast<size_t>(o)]));
+}
+
+at::Tensor RowReader::read(const Source& s, int64_t r0, int64_t r1) const {
+  at::Tensor t = s.view.narrow(0, r0, r1 - r0).to(device_, at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+  s.map->release(s.fileOffset + static_cast<uint64_t>(r0) * s.rowBytes, static_cast<uint64_t>(r1 - r0) * s.rowBytes);
+  read_ += static_cast<uint64_t>((r1 - r0) * cols_);
+  return t;
+}
+
+at::Tensor RowReader::rows(int input, int64_t r0, int64_t r1) const {
+  const Source& s = input < 0 ? base_ : others_.at(static_cast<size_t>(input));
+  const int64_t have = s.view.size(0);
+  if (r1 <= have) return read(s, r0, r1);
+  // Rows past this model's vocabulary take the base's values (mergekit pads to the base).
+  at::Tensor pad = read(base_, std::max(r0, have), r1);
+  if (r0 >= have) return pad;
+  return at::cat({read(s, r0, have), pad}, 0);
 }
 
 }  // namespace kh::merge::detail

@@ -15,6 +15,10 @@
 #include "core/merge/recipe.h"
 #include "core/model/model_folder.h"
 
+namespace kh {
+class MappedFile;
+}
+
 namespace kh::merge::detail {
 
 // Layer index of a tensor name ("model.layers.12.", "transformer.h.3."), -1 outside the layers.
@@ -60,6 +64,30 @@ struct TensorInputs {
   std::vector<at::Tensor> others;
 };
 TensorInputs loadInputs(const Resolved& x, const std::string& name, const std::vector<int64_t>& shape, c10::Device device);
+
+// Reads row ranges of one output tensor's inputs straight from the mapped files, as fp32 on
+// `device` ([r1 - r0, cols], the tensor seen as [shape[0], rest]), vocab rows cropped or padded as
+// loadInputs does. After each read it drops the mapped pages it touched, so that the process
+// never holds more than the rows being merged (the files stay in the page cache).
+class RowReader {
+ public:
+  RowReader(const Resolved& x, const std::string& name, const std::vector<int64_t>& shape, c10::Device device);
+  at::Tensor rows(int input, int64_t r0, int64_t r1) const;  // input -1: the base (or ref), i: others[i]
+  uint64_t elementsRead() const { return read_; }
+
+ private:
+  struct Source {
+    at::Tensor view;  // [rows, cols] zero-copy over the mapping
+    const MappedFile* map = nullptr;
+    uint64_t fileOffset = 0, rowBytes = 0;
+  };
+  at::Tensor read(const Source& s, int64_t r0, int64_t r1) const;
+  c10::Device device_;
+  int64_t rows_ = 1, cols_ = 1;
+  Source base_;
+  std::vector<Source> others_;
+  mutable uint64_t read_ = 0;
+};
 
 // Rows of a vocab tensor cropped or padded to `rows` (padding from `fill`, the base's rows).
 at::Tensor fitRows(const at::Tensor& t, int64_t rows, const at::Tensor& fill);

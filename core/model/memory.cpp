@@ -1,6 +1,9 @@
 // Run-memory estimate (see memory.h for the assumptions).
 #include "core/model/memory.h"
 
+#include <cstdlib>
+#include <fstream>
+
 #include <algorithm>
 #include <cstdio>
 
@@ -47,5 +50,20 @@ std::string formatBytes(uint64_t bytes) {
   else std::snprintf(buf, sizeof buf, "%.2f %s", v, units[u]);
   return buf;
 }
+
+namespace {
+uint64_t statusField(const char* key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const std::string k = std::string(key) + ":";
+  while (std::getline(in, line))
+    if (line.rfind(k, 0) == 0) return std::strtoull(line.c_str() + k.size(), nullptr, 10) * 1024;  // "VmRSS:  123 kB"
+  return 0;
+}
+}  // namespace
+
+uint64_t currentRss() { return statusField("VmRSS"); }
+uint64_t peakRss() { return statusField("VmHWM"); }
+void resetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 }  // namespace kh

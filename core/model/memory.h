@@ -35,4 +35,11 @@ RunMemory estimateRunMemory(const ModelConfig& c, uint64_t parameters, st::DType
 
 std::string formatBytes(uint64_t bytes);  // "1.23 GiB", binary units
 
+// This process's resident memory, from /proc/self/status (0 where that is unavailable): now, and
+// the peak since the process started or since resetPeakRss(). A job measures its own peak as
+// peakRss() - (the RSS when it started) after resetting the peak.
+uint64_t currentRss();
+uint64_t peakRss();
+void resetPeakRss();  // best effort (Linux: /proc/self/clear_refs "5")
+
 }  // namespace kh

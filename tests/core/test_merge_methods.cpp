@@ -281,3 +281,79 @@ TEST(MergeMethodErrors, BadInputsNameTheTensor) {
   expectMergeError([&] { mergeTensor(Method::TaskArithmetic, {}, {a}, {p}, named()); }, "base");
   expectMergeError([&] { mergeTensor(Method::Linear, {}, {a, b}, {p}, named()); }, "parameter sets");
 }
+
+// Chunked merging against the whole-tensor formulas written out plainly here (a brute-force twin):
+// a [1100, 2000] tensor is three chunks of rows, and bf16-rounded inputs make many task-vector
+// magnitudes exactly equal, so the top-k threshold cuts through runs of ties (broken by index).
+namespace {
+
+at::Tensor stableRanks(const at::Tensor& a) {  // ascending, ties by index: rank of every element
+  auto order = std::get<1>(at::sort(a.reshape({-1}), /*stable=*/true, 0, /*descending=*/false));
+  auto ranks = at::empty_like(order);
+  ranks.index_put_({order}, at::arange(order.numel(), order.options()));
+  return ranks.view(a.sizes());
+}
+
+}  // namespace
+
+TEST(MergeMethodChunks, MultiChunkTensorsMatchWholeTensorFormulas) {
+  const int64_t rows = 1100, cols = 2000, n = rows * cols;
+  ASSERT_GT(n, 2 * kChunkElements);
+  auto q = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
+  auto base = q(at::randn({rows, cols}) * 0.02);
+  std::vector<at::Tensor> others{q(base + at::randn({rows, cols}) * 0.01), q(base + at::randn({rows, cols}) * 0.01)};
+  std::vector<ModelParams> p(2);
+  p[0].weight = 0.7;
+  p[0].density = 0.3;
+  p[1].weight = 0.4;
+  p[1].density = 0.6;
+  MethodParams mp = named();
+  mp.seed = 5;
+  std::vector<at::Tensor> d{others[0] - base, others[1] - base};
+  {  // ties: top-k by magnitude over the whole tensor, sign consensus, normalize.
+    std::vector<at::Tensor> x;
+    for (int i = 0; i < 2; ++i) {
+      const int64_t k = static_cast<int64_t>(p[i].density * n);
+      auto keep = (stableRanks(d[i].abs()) >= n - k).to(at::kFloat);
+      x.push_back(d[i] * keep * p[i].weight);
+    }
+    auto sign = at::where(x[0] + x[1] >= 0, at::ones_like(base), -at::ones_like(base));
+    auto k0 = (at::sign(x[0]) == sign).to(at::kFloat), k1 = (at::sign(x[1]) == sign).to(at::kFloat);
+    auto div = k0 * p[0].weight + k1 * p[1].weight;
+    div.masked_fill_(div == 0, 1.0);
+    auto expected = base + (x[0] * k0 + x[1] * k1) / div;
+    auto got = mergeTensor(Method::Ties, base, others, p, mp);
+    EXPECT_LT(maxAbsDiff(got, expected), 1e-6);
+    auto cut = std::get<0>(d[0].abs().reshape({-1}).kthvalue(n - static_cast<int64_t>(0.3 * n) + 1));
+    const double tiesAtCut = (d[0].abs() == cut).sum().item<double>();
+    EXPECT_GT(tiesAtCut, 10) << "the test needs equal magnitudes at the threshold";
+  }
+  {  // dare_linear: whole-tensor masks, L1 rescale over the whole tensor.
+    at::Tensor expected = base.clone();
+    for (int i = 0; i < 2; ++i) {
+      auto u = uniformMask(mp.seed, mp.tensorName + "#" + std::to_string(i), n).view({rows, cols});
+      auto masked = d[i] * (u < p[i].density).to(at::kFloat);
+      const double scale = d[i].abs().sum().item<double>() / masked.abs().sum().item<double>();
+      expected += masked * scale * p[i].weight;
+    }
+    EXPECT_LT(maxAbsDiff(mergeTensor(Method::DareLinear, base, others, p, mp), expected), 1e-5);
+  }
+  {  // breadcrumbs: keep the ascending ranks [n_bot, n - n_top).
+    at::Tensor expected = base.clone();
+    for (int i = 0; i < 2; ++i) {
+      const int64_t keep = static_cast<int64_t>(p[i].density * n), top = static_cast<int64_t>(p[i].gamma * n);
+      auto r = stableRanks(d[i].abs());
+      auto mask = ((r >= n - keep - top) & (r < n - top)).to(at::kFloat);
+      expected += d[i] * mask * p[i].weight;
+    }
+    EXPECT_LT(maxAbsDiff(mergeTensor(Method::Breadcrumbs, base, others, p, mp), expected), 1e-6);
+  }
+  {  // slerp: one angle for the whole flattened tensor.
+    mp.t = 0.3;
+    auto v0 = base.to(at::kDouble), v1 = others[0].to(at::kDouble);
+    const double cos = (v0 * v1).sum().item<double>() / (v0.norm().item<double>() * v1.norm().item<double>());
+    const double th = std::acos(cos);
+    auto expected = (v0 * (std::sin((1 - mp.t) * th) / std::sin(th)) + v1 * (std::sin(mp.t * th) / std::sin(th))).to(at::kFloat);
+    EXPECT_LT(maxAbsDiff(mergeTensor(Method::Slerp, base, {others[0]}, {ModelParams{}}, mp), expected), 1e-6);
+  }
+}
