@@ -16,5 +16,7 @@ void addLogits(CLI::App& app, Action& run);
 void addGenerate(CLI::App& app, Action& run);
 void addChat(CLI::App& app, Action& run);
 void addMerge(CLI::App& app, Action& run);
+void addEvolve(CLI::App& app, Action& run);
+void addResume(CLI::App& app, Action& run);
 
 }  // namespace kh::cli

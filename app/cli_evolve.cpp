@@ -1,0 +1,94 @@
+// kumihimo-cli evolve / resume: the evolutionary merge search, headless, with a progress line.
+// Ctrl-C stops between candidates; the run folder keeps the last finished generation, and
+// `resume RUN` goes on from there.
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <ctime>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+
+#include "app/cli_commands.h"
+#include "core/error.h"
+#include "core/evolve/evolution.h"
+#include "core/merge/executor.h"
+#include "core/merge/recipe.h"
+
+namespace kh::cli {
+
+namespace {
+
+std::atomic<bool> gStop{false};
+extern "C" void khEvolveOnSigint(int) { gStop = true; }
+
+struct EvolveArgs {
+  std::string config, runDir, writeModel;
+};
+
+evolve::EvolveOptions consoleOptions() {
+  evolve::EvolveOptions o;
+  gStop = false;
+  std::signal(SIGINT, khEvolveOnSigint);
+  o.cancel = &gStop;
+  o.onLog = [](const std::string& s) { std::cerr << "\r\033[K" << s << "\n"; };
+  o.onProgress = [](const evolve::EvolveProgress& p) {
+    const int width = 20, filled = p.population ? width * p.index / p.population : 0;
+    std::cerr << "\r\033[Kgeneration " << p.generation + 1;
+    if (p.generations > 0) std::cerr << "/" << p.generations;
+    std::cerr << " [" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(width - filled), ' ')
+              << "] " << p.index << "/" << p.population;
+    if (p.hasBest) std::cerr << "  best " << std::setprecision(5) << p.bestFitness;
+    std::cerr << "  " << std::fixed << std::setprecision(0) << p.elapsedSeconds << " s" << std::defaultfloat << std::flush;
+  };
+  return o;
+}
+
+void finish(const evolve::EvolveSummary& s, const std::string& writeModel) {
+  std::cerr << "\n";
+  std::cout << "run " << s.runDir << ": " << s.generations << " generations, " << s.evaluations << " candidates, stopped by "
+            << s.stopReason << "\n";
+  if (s.bestRecipePath.empty()) return;
+  std::cout << "best fitness " << std::setprecision(6) << s.bestFitness << ", recipe " << s.bestRecipePath << "\n";
+  if (writeModel.empty()) return;
+  merge::MergeOptions mo;
+  mo.outDir = writeModel;
+  merge::runMerge(merge::loadRecipe(s.bestRecipePath), mo);
+  std::cout << "wrote the best merge to " << writeModel << "\n";
+}
+
+}  // namespace
+
+void addEvolve(CLI::App& app, Action& run) {
+  auto a = std::make_shared<EvolveArgs>();
+  auto* sub = app.add_subcommand("evolve", "Evolve a merge recipe with CMA-ES (in-place candidates, resumable run folder)");
+  sub->add_option("config", a->config, "EVOLVE.yaml")->required();
+  sub->add_option("-o,--out", a->runDir, "Run folder (default: runs/evolve-<config>-<time>)");
+  sub->add_option("--write-model", a->writeModel, "Also merge the best recipe into this folder at the end");
+  sub->callback([a, &run]() { run = [a]() {
+    auto config = evolve::loadEvolveConfig(a->config);
+    std::string dir = a->runDir;
+    if (dir.empty()) {
+      std::time_t now = std::time(nullptr);
+      char stamp[32];
+      std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+      dir = "runs/evolve-" + std::filesystem::path(a->config).stem().string() + "-" + stamp;
+      std::filesystem::create_directories("runs");
+    }
+    std::cerr << "run folder " << dir << " (continue it with: kumihimo-cli resume " << dir << ")\n";
+    finish(evolve::startEvolution(config, dir, consoleOptions()), a->writeModel);
+  }; });
+}
+
+void addResume(CLI::App& app, Action& run) {
+  auto a = std::make_shared<EvolveArgs>();
+  auto* sub = app.add_subcommand("resume", "Continue an evolution run from its last finished generation");
+  sub->add_option("run", a->runDir, "Run folder")->required();
+  sub->add_option("--config", a->config, "Check that the run was started with this EVOLVE.yaml");
+  sub->add_option("--write-model", a->writeModel, "Also merge the best recipe into this folder at the end");
+  sub->callback([a, &run]() { run = [a]() {
+    finish(evolve::resumeEvolution(a->runDir, consoleOptions(), a->config), a->writeModel);
+  }; });
+}
+
+}  // namespace kh::cli
