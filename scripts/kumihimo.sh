@@ -36,8 +36,17 @@ cmake --build --preset release -j "$jobs"
 
 case "$mode" in
   demo)
-    echo "== main job: inspect the bundled tiny llm-jp-3-style model"
-    build/release/bin/kumihimo-cli inspect resources/models/tiny-llm-jp-3
+    # The default job until trained demo models ship: evolve the mix of two tiny models that
+    # reproduces a target merged from them with known per-layer-group weights (80/20 then 30/70).
+    cli=build/release/bin/kumihimo-cli
+    echo "== main job: evolve a merge recipe against the synthetic target (resources/evolve/)"
+    $cli make-tiny llama -o build/demo/a --seed 1 --dtype F32 --force >/dev/null
+    $cli make-tiny llama -o build/demo/b --seed 2 --dtype F32 --force >/dev/null
+    $cli merge resources/evolve/target.yaml -o build/demo/target --overwrite >/dev/null 2>&1
+    rm -rf build/demo/run
+    $cli evolve resources/evolve/synthetic.yaml -o build/demo/run
+    echo "== the recipe it found (target shares of a: 0.8 for layers 0-1, 0.3 for layers 2-3)"
+    cat build/demo/run/best.yaml
     ;;
   test)
     echo "== tests"
