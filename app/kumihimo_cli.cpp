@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   kh::cli::addGenerate(app, run);
   kh::cli::addChat(app, run);
   kh::cli::addMerge(app, run);
+  kh::cli::addEval(app, run);
   try {
     app.parse(argc, argv);
     at::set_num_threads(std::max(1, threads));  // Debian's libtorch starts with 1 thread
