@@ -76,6 +76,7 @@ Evaluator::Evaluator(const Suite& suite, std::shared_ptr<const Tokenizer> tokeni
     }
     tasks_.push_back(std::move(pt));
   }
+  if (itemCount() == 0) throw Error(suite_->path, "no items in split '" + options_.split + "'");
 }
 
 size_t Evaluator::itemCount() const {
