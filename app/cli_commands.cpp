@@ -213,21 +213,12 @@ static std::string generationSummary(const GenerationResult& r) {
   return o.str();
 }
 
-// The model every inference command runs: folder, tokenizer and weights on the chosen device.
-struct ModelArgs {
-  std::string dir, device = "cpu", dtype;
-};
-static void addModelArgs(CLI::App* sub, ModelArgs& m) {
+void addModelArgs(CLI::App* sub, ModelArgs& m) {
   sub->add_option("MODEL", m.dir, "Model folder")->required();
   sub->add_option("--device", m.device, "cpu, cuda or cuda:N")->default_val("cpu");
   sub->add_option("--dtype", m.dtype, "fp32 | bf16 | fp16 (default: stored; fp16 runs as fp32 on CPU)");
 }
-struct LoadedModel {
-  ModelFolder folder;
-  std::shared_ptr<Tokenizer> tokenizer;
-  std::shared_ptr<Model> model;
-};
-static LoadedModel loadModel(const ModelArgs& m) {
+LoadedModel loadModel(const ModelArgs& m) {
   LoadedModel l;
   l.folder = ModelFolder::open(m.dir);
   l.tokenizer = l.folder.requireTokenizer();

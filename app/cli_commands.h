@@ -4,6 +4,15 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <memory>
+#include <string>
+
+#include "core/model/model_folder.h"
+
+namespace kh {
+class Model;
+class Tokenizer;
+}  // namespace kh
 
 namespace kh::cli {
 
@@ -18,5 +27,19 @@ void addChat(CLI::App& app, Action& run);
 void addMerge(CLI::App& app, Action& run);
 void addEvolve(CLI::App& app, Action& run);
 void addResume(CLI::App& app, Action& run);
+void addEval(CLI::App& app, Action& run);  // app/cli_eval.cpp
+
+// The model every inference command runs: folder, tokenizer and weights on the chosen device.
+struct ModelArgs {
+  std::string dir, device = "cpu", dtype;
+};
+// MODEL, --device, --dtype.
+void addModelArgs(CLI::App* sub, ModelArgs& m);
+struct LoadedModel {
+  ModelFolder folder;
+  std::shared_ptr<Tokenizer> tokenizer;
+  std::shared_ptr<Model> model;
+};
+LoadedModel loadModel(const ModelArgs& m);
 
 }  // namespace kh::cli

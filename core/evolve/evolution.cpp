@@ -9,9 +9,12 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/eval/evaluator.h"
+#include "core/eval/suite.h"
 #include "core/evolve/cmaes.h"
 #include "core/merge/in_place.h"
 #include "core/model/memory.h"
@@ -65,6 +68,40 @@ class TargetAgreement final : public Fitness {
   }
   std::string dir_;
   at::Tensor ids_[2], targetLogp_[2];
+};
+
+// A task suite: fitness = the suite's weighted sum of task metrics on the split, greedy.
+class SuiteFitness final : public Fitness {
+ public:
+  explicit SuiteFitness(const EvolveConfig& c) : suite_(eval::loadSuite(c.suite)) {
+    const std::string ref = !c.genome.baseModel.empty() ? c.genome.baseModel : c.genome.models.front();
+    ModelFolder folder = ModelFolder::open(ref);
+    std::shared_ptr<const Tokenizer> tok = folder.requireTokenizer();
+    const auto format = eval::PromptFormat::forModel(folder, *tok, "", suite_.needsChat());
+    for (const char* split : {"fitness", "heldout"}) {
+      eval::EvalOptions o;
+      o.split = split;
+      try {
+        evaluators_.emplace(split, std::make_unique<eval::Evaluator>(suite_, tok, format, o));
+      } catch (const Error&) {
+        if (std::string(split) == "fitness") throw;  // held-out items are optional
+      }
+    }
+  }
+  FitnessResult score(const Model& model, const std::string& split) override {
+    const eval::SuiteResult r = evaluators_.at(split)->run(model);
+    FitnessResult out;
+    out.fitness = r.fitness();
+    for (const auto& t : r.tasks)
+      for (const auto& m : t.metrics) out.scores[t.task + "/" + m.metric] = m.mean;
+    return out;
+  }
+  bool hasSplit(const std::string& split) const override { return evaluators_.count(split) != 0; }
+  std::string describe() const override { return "task suite " + suite_.path; }
+
+ private:
+  eval::Suite suite_;
+  std::map<std::string, std::unique_ptr<eval::Evaluator>> evaluators_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -236,9 +273,10 @@ EvolveSummary loop(Run& run, const EvolveOptions& o) {
   std::unique_ptr<Fitness> fitness;
   if (!c.target.empty()) {
     fitness = makeTargetAgreement(c.target, c.device, c.sequences, c.length, c.seed);
-  } else {
-    if (!o.makeSuiteFitness) throw Error(c.path, "task suites are not available in this build");
+  } else if (o.makeSuiteFitness) {
     fitness = o.makeSuiteFitness(c);
+  } else {
+    fitness = std::make_unique<SuiteFitness>(c);
   }
   merge::InPlaceOptions ipo;
   ipo.device = c.device;

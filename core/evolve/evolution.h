@@ -79,7 +79,7 @@ struct EvolveOptions {
   std::function<void(const EvolveProgress&)> onProgress;
   std::function<void(const std::string&)> onLog;  // plan, per-generation summaries
   const std::atomic<bool>* cancel = nullptr;      // checked between candidates
-  // Builds the fitness for a config with a suite (core/eval); targets are built here.
+  // Overrides how a suite's fitness is built (tests); by default core/eval scores the suite.
   std::function<std::unique_ptr<Fitness>(const EvolveConfig&)> makeSuiteFitness;
 };
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <set>
 
 #include "core/error.h"
@@ -158,6 +159,130 @@ GenerationResult generate(const Model& model, const Tokenizer& tok, const std::v
   const double decodeSeconds = std::chrono::duration<double>(Clock::now() - tFirst).count();
   if (r.ids.size() > 1 && decodeSeconds > 0) r.tokensPerSecond = static_cast<double>(r.ids.size() - 1) / decodeSeconds;
   return r;
+}
+
+namespace {
+// One row of generateBatch: the same per-token steps as generate()'s loop.
+struct BatchRow {
+  int64_t prompt = 0, maxNew = 0;
+  std::vector<int> history;
+  std::unique_ptr<StreamDecoder> decoder;
+  std::string pending;
+  at::Generator gen;
+  GenerationResult r;
+  bool done = false;
+};
+}  // namespace
+
+std::vector<GenerationResult> generateBatch(const Model& model, const Tokenizer& tok, const std::vector<std::vector<int>>& prompts,
+                                            const std::vector<int>& stopIds, const SamplingOptions& o,
+                                            const std::atomic<bool>* cancel) {
+  validateSampling(o);
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  if (B == 0) return {};
+  const int64_t ctx = model.config().maxPositions;
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  std::vector<BatchRow> rows(static_cast<size_t>(B));
+  int64_t Pmax = 0, steps = 0;
+  for (int64_t i = 0; i < B; ++i) {
+    const auto& p = prompts[static_cast<size_t>(i)];
+    const std::string where = "prompt " + std::to_string(i);
+    if (p.empty()) throw Error(where, "is empty", "give some text to continue");
+    const int64_t P = static_cast<int64_t>(p.size());
+    if (P >= ctx)
+      throw Error(where, std::to_string(P) + " tokens do not fit the model's context of " + std::to_string(ctx), "shorten the prompt");
+    BatchRow& row = rows[static_cast<size_t>(i)];
+    row.prompt = P;
+    row.maxNew = std::min<int64_t>(o.maxNewTokens, ctx - P);
+    row.history.assign(p.begin(), p.end());
+    row.decoder = std::make_unique<StreamDecoder>(tok);
+    row.gen = at::detail::createCPUGenerator(o.seed);
+    row.r.promptTokens = P;
+    row.r.reason = StopReason::Length;
+    Pmax = std::max(Pmax, P);
+    steps = std::max(steps, row.maxNew);
+  }
+  KVCache cache = model.newCache(B, Pmax + steps);
+  auto opts = at::TensorOptions().dtype(at::kLong);
+  std::vector<int64_t> ids(static_cast<size_t>(B * Pmax), 0), pos(static_cast<size_t>(B * Pmax), -1);
+  for (int64_t i = 0; i < B; ++i) {
+    const auto& p = prompts[static_cast<size_t>(i)];
+    const int64_t pad = Pmax - static_cast<int64_t>(p.size());
+    for (size_t t = 0; t < p.size(); ++t) {
+      ids[static_cast<size_t>(i * Pmax + pad) + t] = p[t];
+      pos[static_cast<size_t>(i * Pmax + pad) + t] = static_cast<int64_t>(t);
+    }
+  }
+  ForwardBatch b;
+  b.ids = at::tensor(ids, opts).view({B, Pmax}).to(model.device());
+  b.positions = at::tensor(pos, opts).view({B, Pmax}).to(model.device());
+  at::Tensor logits = model.forward(b, cache).select(1, Pmax - 1).to(at::kCPU);  // [B, V] fp32
+  const double prefillMs = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+
+  std::vector<int64_t> nextIds(static_cast<size_t>(B), 0), nextPos(static_cast<size_t>(B), -1);
+  for (int64_t step = 0; step < steps; ++step) {
+    const bool cancelled = cancel && cancel->load();
+    bool anyActive = false;
+    for (int64_t i = 0; i < B; ++i) {
+      BatchRow& row = rows[static_cast<size_t>(i)];
+      nextIds[static_cast<size_t>(i)] = 0;
+      nextPos[static_cast<size_t>(i)] = -1;
+      if (row.done) continue;
+      if (cancelled) {
+        row.r.reason = StopReason::Cancelled;
+        row.done = true;
+        continue;
+      }
+      const int64_t next = sampleNext(logits[i], row.history, o, row.gen);
+      if (step == 0) row.r.timeToFirstTokenMs = prefillMs;
+      row.r.ids.push_back(static_cast<int>(next));
+      row.history.push_back(static_cast<int>(next));
+      if (std::find(stopIds.begin(), stopIds.end(), next) != stopIds.end()) {
+        row.r.reason = StopReason::Eos;
+        row.done = true;
+        continue;
+      }
+      row.pending += row.decoder->push(static_cast<int>(next));
+      bool hit = false;
+      for (const auto& s : o.stopStrings) {
+        size_t at = row.pending.find(s);
+        if (at != std::string::npos) {
+          row.pending.resize(at);
+          hit = true;
+        }
+      }
+      if (hit) {
+        row.r.reason = StopReason::StopString;
+        row.done = true;
+        continue;
+      }
+      const size_t hold = heldForStop(row.pending, o.stopStrings);
+      row.r.text += row.pending.substr(0, row.pending.size() - hold);
+      row.pending.erase(0, row.pending.size() - hold);
+      if (step + 1 == row.maxNew) {
+        row.done = true;
+        continue;
+      }
+      nextIds[static_cast<size_t>(i)] = next;
+      nextPos[static_cast<size_t>(i)] = row.prompt + step;
+      anyActive = true;
+    }
+    if (!anyActive) break;
+    b.ids = at::tensor(nextIds, opts).view({B, 1}).to(model.device());
+    b.positions = at::tensor(nextPos, opts).view({B, 1}).to(model.device());
+    logits = model.forward(b, cache).select(1, 0).to(at::kCPU);  // [B, V]
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count() - prefillMs / 1000;
+  std::vector<GenerationResult> out;
+  out.reserve(rows.size());
+  for (auto& row : rows) {
+    if (row.r.reason == StopReason::Length || row.r.reason == StopReason::Cancelled) row.pending += row.decoder->finish();
+    row.r.text += row.pending;
+    if (row.r.ids.size() > 1 && seconds > 0) row.r.tokensPerSecond = static_cast<double>(row.r.ids.size() - 1) / seconds;
+    out.push_back(std::move(row.r));
+  }
+  return out;
 }
 
 }  // namespace kh

@@ -49,6 +49,16 @@ GenerationResult generate(const Model& model, const Tokenizer& tokenizer, const 
                           const std::function<void(const std::string&)>& onText = {},
                           const std::atomic<bool>* cancel = nullptr);
 
+// Several prompts at once: left-padded into one batch with one KV cache, each row stopping on its own
+// (stop ids, stop strings, its length limit). Every row gets exactly what generate() gives for that
+// prompt alone with the same options (each row has its own generator seeded with options.seed), as
+// far as the batched forward matches the single one (it does to the last bit on CPU fp32 for the
+// tiny models the tests use; elsewhere near-ties can differ). Finished rows are fed padding.
+// kh::Error naming the prompt for an empty one or one that does not fit the context.
+std::vector<GenerationResult> generateBatch(const Model& model, const Tokenizer& tokenizer,
+                                            const std::vector<std::vector<int>>& prompts, const std::vector<int>& stopIds,
+                                            const SamplingOptions& options, const std::atomic<bool>* cancel = nullptr);
+
 // The next-token choice alone (for tests and scoring tools): logits [V] fp32 CPU, the ids so far.
 int64_t sampleNext(const at::Tensor& logits, const std::vector<int>& history, const SamplingOptions& o, at::Generator& gen);
 

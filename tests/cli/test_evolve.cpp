@@ -160,3 +160,35 @@ TEST_F(Synthetic, BadConfigsAndForeignResumesAreOneLineErrors) {
   EXPECT_NE(other.err.find("not the config this run was started with"), std::string::npos) << other.err;
   EXPECT_NE(runCli({"resume", dir.file("nothing-here")}).err.find("not an evolution run folder"), std::string::npos);
 }
+
+TEST_F(Synthetic, TaskSuiteFitnessIsScoredPerCandidateAndOnHeldOut) {
+  // The tiny models have SentencePiece tokenizers of the same pieces (make-tiny's default).
+  for (const char* m : {"a", "b"}) {
+    kh::TinyOptions o;
+    o.family = "llama";
+    o.seed = m[0] == 'a' ? 1 : 2;
+    o.dtype = kh::st::DType::F32;
+    o.force = true;
+    kh::makeTinyCheckpoint(dir.file(std::string("t") + m), o);
+  }
+  kh::test::writeFile(dir.file("items.jsonl"),
+                      "{\"prompt\": \"1たす1は\", \"references\": [\"2\"]}\n"
+                      "{\"prompt\": \"2たす3は\", \"references\": [\"5\"]}\n"
+                      "{\"prompt\": \"3たす3は\", \"references\": [\"6\"], \"split\": \"heldout\"}\n");
+  kh::test::writeFile(dir.file("suite.yaml"), "name: tiny\ntasks:\n  - name: add\n    data: items.jsonl\n"
+                                              "    metrics: [numeric, char_f1]\n    max_new_tokens: 4\n");
+  kh::test::writeFile(dir.file("suite-evolve.yaml"),
+                      "merge_method: linear\nmodels: [ta, tb]\nlayer_granularity: 4\nfitness: {suite: suite.yaml}\n"
+                      "search: {seed: 1, generations: 1}\n");
+  auto s = kh::evolve::startEvolution(kh::evolve::loadEvolveConfig(dir.file("suite-evolve.yaml")), dir.file("srun"), {});
+  EXPECT_EQ(s.evaluations, 6);  // 2 genes: population 4 + floor(3 ln 2) = 6
+  auto lines = judged(dir.file("srun/metrics.jsonl"));
+  ASSERT_EQ(lines.size(), 7u);
+  for (size_t i = 0; i < 6; ++i) {
+    ASSERT_TRUE(lines[i]["scores"].contains("add/numeric")) << lines[i].dump();
+    ASSERT_TRUE(lines[i]["scores"].contains("add/char_f1"));
+    // fitness = weight 1 x the first metric's mean
+    EXPECT_DOUBLE_EQ(lines[i]["fitness"].get<double>(), lines[i]["scores"]["add/numeric"].get<double>());
+  }
+  EXPECT_TRUE(lines[6]["heldout_scores"].contains("add/numeric"));
+}
