@@ -47,7 +47,16 @@ uint64_t numelOf(const std::vector<int64_t>& s) {
 struct Buffers {
   double a, b;
 };
-Buffers buffersPerChunk(Method m) {
+Buffers buffersPerChunk(Method m, bool onCpu) {
+  // On the CPU the task-arithmetic family without per-row sorts runs fused (methods.cpp): the
+  // chunk's input rows and the output, nothing more.
+  if (onCpu) switch (m) {
+      case Method::Ties: return {2.8, 1.15};
+      case Method::TaskArithmetic:
+      case Method::DareTies:
+      case Method::DareLinear: return {2.4, 1.05};
+      default: break;
+    }
   switch (m) {
     case Method::Linear: return {2.2, 0};
     case Method::Passthrough: return {1.4, 0};
@@ -77,7 +86,7 @@ MemoryPlan planFor(const Resolved& x, const Recipe& r, const MergeOptions& o) {
     const uint64_t n = static_cast<uint64_t>(std::min(g.rows, g.rowsPerChunk) * g.cols);
     uint64_t inBytes = 0;
     for (const auto& f : x.folders) inBytes = std::max<uint64_t>(inBytes, st::dtypeSize(f.weights->entry(name).dtype));
-    const Buffers bf = buffersPerChunk(r.method);
+    const Buffers bf = buffersPerChunk(r.method, onCpu);
     const uint64_t working = static_cast<uint64_t>(static_cast<double>(n * 4) * (bf.a + bf.b * static_cast<double>(x.others.size())));
     const uint64_t host = n * inBytes + n * st::dtypeSize(x.outDtype);  // mapped rows, converted output
     p.outputBytes += numelOf(shape) * st::dtypeSize(x.outDtype);
