@@ -278,3 +278,22 @@ TEST_F(SliceMerge, TokenizerUnionIsTheBaseWhenEveryVocabularyAgreesAndRefusedOth
                       p);
   EXPECT_EQ(kh::test::readFile(p.outDir + "/tokenizer.model"), kh::test::readFile(m("b") + "/tokenizer.model"));
 }
+
+TEST(SliceRecipe, SliceParametersAreReadCheckedAndWrittenBack) {
+  const std::string yaml =
+      "merge_method: ties\nbase_model: /m/a\nslices:\n  - sources:\n      - model: /m/a\n        layer_range: [0, 4]\n"
+      "      - model: /m/b\n        layer_range: [2, 6]\n    parameters:\n      density: [0.2, 0.8]\n      normalize: false\n";
+  auto r = kh::merge::parseRecipe(yaml, "r.yaml", "");
+  ASSERT_EQ(r.slices.size(), 1u);
+  ASSERT_EQ(r.slices[0].parameters.count("density"), 1u);
+  EXPECT_DOUBLE_EQ(r.slices[0].parameters.at("density").resolveAt("x", 0.5, "w"), 0.5);
+  auto back = kh::merge::parseRecipe(kh::merge::recipeToYaml(r), "back.yaml", "");
+  ASSERT_EQ(back.slices[0].parameters.size(), 2u);
+  EXPECT_EQ(back.slices[0].parameters.at("density").gradient, (std::vector<double>{0.2, 0.8}));
+  try {
+    kh::merge::parseRecipe(yaml + "      t: 0.3\n", "r.yaml", "");
+    FAIL() << "ties takes no t";
+  } catch (const kh::Error& e) {
+    expectContains(e.what(), {"r.yaml:", "does not take the slice parameter 't'"});
+  }
+}
