@@ -79,15 +79,20 @@ constexpr uint64_t kFixedOverhead = 8ull << 20;
 MemoryPlan planFor(const Resolved& x, const Recipe& r, const MergeOptions& o) {
   MemoryPlan p;
   const bool onCpu = parseDevice(o.device).is_cpu();
-  for (const auto& [name, shape] : x.outputs) {
-    const MethodParams mp =
-        detail::methodParamsFor(r, name, detail::layerOf(name), x.refFolder().config.numLayers, 0);
+  for (size_t i = 0; i < x.outputs.size(); ++i) {
+    const auto& [name, shape] = x.outputs[i];
+    const detail::Sources& s = x.sources[i];
+    const MethodParams mp = detail::tensorParams(r, x, i, 0).method;
     const RowGrid g = rowGrid(r.method, mp, shape);
     const uint64_t n = static_cast<uint64_t>(std::min(g.rows, g.rowsPerChunk) * g.cols);
     uint64_t inBytes = 0;
-    for (const auto& f : x.folders) inBytes = std::max<uint64_t>(inBytes, st::dtypeSize(f.weights->entry(name).dtype));
+    auto widen = [&](const detail::Input& in) {
+      inBytes = std::max<uint64_t>(inBytes, st::dtypeSize(x.folder(in).weights->entry(in.tensor).dtype));
+    };
+    if (s.hasBase()) widen(s.base);
+    for (const auto& o : s.others) widen(o);
     const Buffers bf = buffersPerChunk(r.method, onCpu);
-    const uint64_t working = static_cast<uint64_t>(static_cast<double>(n * 4) * (bf.a + bf.b * static_cast<double>(x.others.size())));
+    const uint64_t working = static_cast<uint64_t>(static_cast<double>(n * 4) * (bf.a + bf.b * static_cast<double>(s.others.size())));
     const uint64_t host = n * inBytes + n * st::dtypeSize(x.outDtype);  // mapped rows, converted output
     p.outputBytes += numelOf(shape) * st::dtypeSize(x.outDtype);
     const uint64_t ram = (onCpu ? working : host) + kFixedOverhead;
@@ -160,10 +165,10 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
     // Progress in elements read (every pass over every input), reported at most ~20 times a second.
     std::vector<detail::TensorParams> params;
     double totalReads = 0, reads = 0;
-    for (const auto& [name, shape] : x.outputs) {
-      params.push_back(detail::tensorParams(r, x, name, seed));
-      const int inputs = static_cast<int>(x.others.size()) + (x.base >= 0 ? 1 : 0);
-      totalReads += static_cast<double>(numelOf(shape)) * inputs * mergePasses(r.method, params.back().models, params.back().method);
+    for (size_t i = 0; i < x.outputs.size(); ++i) {
+      params.push_back(detail::tensorParams(r, x, i, seed));
+      totalReads += static_cast<double>(numelOf(x.outputs[i].second)) * static_cast<double>(x.inputs(i)) *
+                    mergePasses(r.method, params.back().models, params.back().method);
     }
     auto lastReport = Clock::now() - std::chrono::seconds(1);
     auto progress = [&](size_t done, const std::string& name, bool force) {
@@ -184,11 +189,12 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
     for (const auto& [name, shape] : x.outputs) {
       if (o.cancel && o.cancel->load()) throw Cancelled();
       const detail::TensorParams& tp = params[done];
-      detail::RowReader reader(x, name, shape, device);
+      detail::RowReader reader(x, done, device);
+      const detail::Sources& src = x.sources[done];
       uint64_t filled = 0;
       if (numelOf(shape) == 0) writer.write(name, nullptr, 0);
       mergeRows(
-          r.method, x.base >= 0, x.others.size(), shape,
+          r.method, src.hasBase(), src.others.size(), shape,
           [&](int input, int64_t r0, int64_t r1) {
             if (o.cancel && o.cancel->load()) throw Cancelled();
             at::Tensor t = reader.rows(input, r0, r1);
@@ -207,20 +213,10 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
     }
     auto files = writer.finish();
     // Config (dtype updated), generation config, tokenizer files, and the recipe that made it.
-    nlohmann::json cfg = x.refFolder().config.raw;
+    nlohmann::json cfg = x.config;
     cfg["torch_dtype"] = dtypeField(x.outDtype);
     std::ofstream(work / "config.json") << cfg.dump(2) << "\n";
-    const ModelFolder* tokSource = &x.refFolder();
-    if (!r.tokenizerSource.empty() && r.tokenizerSource != "base") {
-      if (r.tokenizerSource == "union") throw Error(r.path, "tokenizer_source: union is not supported yet", "use base or a model path");
-      bool found = false;
-      for (const auto& f : x.folders)
-        if (f.dir == r.tokenizerSource || fs::path(f.dir).lexically_normal() == fs::path(r.tokenizerSource).lexically_normal()) {
-          tokSource = &f;
-          found = true;
-        }
-      if (!found) throw Error(r.path, "tokenizer_source '" + r.tokenizerSource + "' is not one of the recipe's models");
-    }
+    const ModelFolder* tokSource = &x.folders[static_cast<size_t>(x.tokenizer)];
     for (const char* f : {"generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                           "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt"})
       copyIfPresent(fs::path(f == std::string("generation_config.json") ? x.refFolder().dir : tokSource->dir) / f, work / f);

@@ -1,7 +1,8 @@
-// The streaming merge executor: reads the inputs lazily (mmap views), merges one tensor at a
-// time on the chosen device, writes shards as it goes, and renames the finished folder into
-// place. Plans its memory before it starts and refuses a plan above the budget. A cancelled or
-// failed merge leaves nothing behind; an existing output is kept unless overwrite is asked for.
+// The streaming merge executor ('models:' and 'slices:' recipes): reads the inputs lazily (mmap
+// views), merges one tensor at a time on the chosen device, writes shards as it goes, and renames
+// the finished folder into place. Plans its memory before it starts and refuses a plan above the
+// budget. A cancelled or failed merge leaves nothing behind; an existing output is kept unless
+// overwrite is asked for.
 #pragma once
 
 #include <atomic>

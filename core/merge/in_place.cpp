@@ -36,10 +36,18 @@ void requireSameModels(const Recipe& a, const Recipe& b) {
   if (!b.slices.empty()) fail("the slices");
 }
 
+detail::Resolved resolveInPlace(const Recipe& r) {
+  if (!r.slices.empty())
+    throw Error(r.path.empty() ? std::string("in-place merge") : r.path,
+                "in-place merging does not take slices (the merged model's layers are not any input's)",
+                "merge the recipe with `kumihimo-cli merge` (the streaming executor), which runs slices");
+  return detail::resolve(r);
+}
+
 }  // namespace
 
 InPlaceMerger::InPlaceMerger(const Recipe& recipe, const InPlaceOptions& options)
-    : recipe_(recipe), options_(options), x_(std::make_unique<detail::Resolved>(detail::resolve(recipe_))) {
+    : recipe_(recipe), options_(options), x_(std::make_unique<detail::Resolved>(resolveInPlace(recipe_))) {
   const c10::Device device = parseDevice(options_.device);
   const auto outType = toScalarType(x_->outDtype, "in-place merge");
   const c10::ScalarType dtype = Model::computeDtype(outType, device, options_.dtype);
@@ -48,7 +56,7 @@ InPlaceMerger::InPlaceMerger(const Recipe& recipe, const InPlaceOptions& options
   std::unordered_map<std::string, at::Tensor> weights;
   for (size_t i = 0; i < x_->outputs.size(); ++i) {
     const auto& name = x_->outputs[i].first;
-    params_.push_back(detail::tensorParams(recipe_, *x_, name, seed));
+    params_.push_back(detail::tensorParams(recipe_, *x_, i, seed));
     weights[name] = mergeOne(i, params_[i], outType, dtype);
   }
   model_ = Model::fromWeights(x_->refFolder(), std::move(weights), device, dtype);
@@ -71,18 +79,18 @@ at::Tensor InPlaceMerger::mergeOne(size_t i, const detail::TensorParams& tp, c10
   int64_t numel = 1;
   for (auto d : shape) numel *= d;
   const int64_t rows = shape.size() > 1 ? shape[0] : 1, cols = rows > 0 ? numel / std::max<int64_t>(rows, 1) : 0;
-  const uint64_t inputs = x_->others.size() + (x_->base >= 0 ? 1u : 0u);
+  const uint64_t inputs = x_->inputs(i);
   const uint64_t need = static_cast<uint64_t>(numel) * 4 * inputs;
   if (!cache_[i] && options_.cacheBytes > 0 && cachedBytes_ + need <= options_.cacheBytes) {
-    cache_[i] = std::make_unique<detail::TensorInputs>(detail::loadInputs(*x_, name, shape, device));
+    cache_[i] = std::make_unique<detail::TensorInputs>(detail::loadInputs(*x_, i, device));
     cachedBytes_ += bytesOf(*cache_[i]);
   }
   std::optional<detail::RowReader> reader;
-  if (!cache_[i]) reader.emplace(*x_, name, shape, device);
+  if (!cache_[i]) reader.emplace(*x_, i, device);
   const detail::TensorInputs* cached = cache_[i].get();
   at::Tensor out = at::empty({rows, cols}, at::TensorOptions().dtype(dtype).device(device));
   mergeRows(
-      recipe_.method, x_->base >= 0, x_->others.size(), shape,
+      recipe_.method, x_->sources[i].hasBase(), x_->sources[i].others.size(), shape,
       [&](int input, int64_t r0, int64_t r1) {
         if (!cached) return reader->rows(input, r0, r1);
         const at::Tensor& t = input < 0 ? cached->base : cached->others[static_cast<size_t>(input)];
@@ -102,7 +110,7 @@ size_t InPlaceMerger::apply(const Recipe& r) {
   // Resolve every tensor's parameters first, so that a bad recipe changes nothing.
   std::vector<detail::TensorParams> next;
   next.reserve(x_->outputs.size());
-  for (const auto& [name, shape] : x_->outputs) next.push_back(detail::tensorParams(r, *x_, name, seed));
+  for (size_t i = 0; i < x_->outputs.size(); ++i) next.push_back(detail::tensorParams(r, *x_, i, seed));
   std::vector<std::pair<size_t, at::Tensor>> rewritten;
   for (size_t i = 0; i < x_->outputs.size(); ++i) {
     if (next[i] == params_[i]) continue;

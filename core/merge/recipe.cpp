@@ -104,23 +104,27 @@ void checkKeys(const YAML::Node& n, const std::string& path, std::initializer_li
 }  // namespace
 
 double ParamValue::resolve(const std::string& tensor, int64_t layer, int64_t layers, bool late, const std::string& where) const {
+  double t;
+  if (layer < 0) t = late ? 1.0 : 0.0;
+  else t = layers > 1 ? static_cast<double>(layer) / static_cast<double>(layers - 1) : 0.0;
+  return resolveAt(tensor, t, where);
+}
+
+double ParamValue::resolveAt(const std::string& tensor, double t, const std::string& where) const {
   if (!filtered.empty()) {
     const Filtered* dflt = nullptr;
     for (const auto& f : filtered) {
       if (f.filter.empty()) {
         if (!dflt) dflt = &f;
       } else if (tensor.find(f.filter) != std::string::npos) {
-        return f.value.resolve(tensor, layer, layers, late, where);
+        return f.value.resolveAt(tensor, t, where);
       }
     }
     if (!dflt) throw Error(where, "no filter matches tensor '" + tensor + "' and there is no default entry");
-    return dflt->value.resolve(tensor, layer, layers, late, where);
+    return dflt->value.resolveAt(tensor, t, where);
   }
   KH_ASSERT(!gradient.empty());
   if (gradient.size() == 1) return gradient[0];
-  double t;
-  if (layer < 0) t = late ? 1.0 : 0.0;
-  else t = layers > 1 ? static_cast<double>(layer) / static_cast<double>(layers - 1) : 0.0;
   // Piecewise-linear over equally spaced anchors (numpy.interp over linspace(0, 1, n)).
   const double pos = t * static_cast<double>(gradient.size() - 1);
   const size_t i = std::min(static_cast<size_t>(std::floor(pos)), gradient.size() - 2);
@@ -174,6 +178,13 @@ Recipe parseRecipe(const std::string& text, const std::string& path, const std::
       checkKeys(s, path, {"sources", "base_model", "parameters"}, "a slice");
       Slice sl;
       if (s["base_model"]) sl.baseModel = resolvePath(s["base_model"].as<std::string>(), baseDir);
+      {
+        // A slice's parameters serve both lookups (mergekit's ConfigReader): global and per model.
+        std::vector<std::string> both = globalParamNames(r.method);
+        for (const auto& k : modelParamNames(r.method))
+          if (std::find(both.begin(), both.end(), k) == both.end()) both.push_back(k);
+        sl.parameters = parseParams(s["parameters"], path, both, r.method, "slice");
+      }
       if (!s["sources"] || !s["sources"].IsSequence()) throw Error(at(path, s), "a slice needs a 'sources' list");
       for (const auto& src : s["sources"]) {
         checkKeys(src, path, {"model", "layer_range", "parameters"}, "a slice source");
@@ -268,7 +279,9 @@ std::string recipeToYaml(const Recipe& r) {
         emitParams(e, src.parameters);
         e << YAML::EndMap;
       }
-      e << YAML::EndSeq << YAML::EndMap;
+      e << YAML::EndSeq;
+      emitParams(e, s.parameters);
+      e << YAML::EndMap;
     }
     e << YAML::EndSeq;
   }

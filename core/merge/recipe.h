@@ -26,6 +26,9 @@ struct ParamValue {
   // outside the layers take the gradient's first value (embeddings) or last value (final norm,
   // lm_head), by `late`. kh::Error when no filter matches and there is no default.
   double resolve(const std::string& tensor, int64_t layer, int64_t layers, bool late, const std::string& where) const;
+  // The value at gradient position t in [0, 1] (what resolve() computes t for; slices evaluate
+  // their gradients over the slice's own layers, so they give t directly).
+  double resolveAt(const std::string& tensor, double t, const std::string& where) const;
 };
 struct ParamValue::Filtered {
   std::string filter;  // "" = default
@@ -43,9 +46,12 @@ struct SliceSource {
   int64_t layerBegin = 0, layerEnd = 0;  // [begin, end)
   std::map<std::string, ParamValue> parameters;
 };
+// One output slice (mergekit's OutputSliceDefinition): its layers are the recipe's merge_method
+// over the sources' corresponding layers; every source spans the same number of layers.
 struct Slice {
   std::vector<SliceSource> sources;
-  std::string baseModel;  // optional per-slice base
+  std::string baseModel;  // optional per-slice base (one of the sources); "" = the recipe's
+  std::map<std::string, ParamValue> parameters;  // per slice: between a source's own and the top level
 };
 
 struct Recipe {

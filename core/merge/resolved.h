@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/io/safetensors_header.h"
 #include "core/merge/recipe.h"
 #include "core/model/model_folder.h"
@@ -27,23 +29,45 @@ int64_t layerOf(const std::string& name);
 bool isLate(const std::string& name);
 bool isVocabTensor(const std::string& name);
 
+// One input of an output tensor: a tensor of one folder, under its own name (a slice reads layer
+// 5 of a model into output layer 2).
+struct Input {
+  int folder = -1;     // index in Resolved::folders; -1 = none
+  std::string tensor;  // its name in that folder
+  int entry = -1;      // its recipe entry: index in recipe.models, or in the slice's sources; -1 = none
+};
+
+// Where one output tensor's inputs come from, and where its gradients are evaluated.
+struct Sources {
+  Input base;                 // folder -1: the method runs without a base
+  std::vector<Input> others;  // merged onto the base, recipe (or slice source) order
+  int slice = -1;             // index in recipe.slices; -1 = a 'models:' recipe
+  double t = 0;               // gradient position in [0, 1]
+  bool hasBase() const { return base.folder >= 0; }
+};
+
 // The recipe resolved against the model folders on disk.
 struct Resolved {
-  std::vector<ModelFolder> folders;  // [base?] then every listed model (unique paths)
-  int base = -1;                     // index in folders, -1 = none
-  std::vector<int> others;           // folders merged onto the base, recipe order
-  std::vector<int> otherEntries;     // index in recipe.models per other, -1 = none (the base)
-  int ref = -1;                      // index in folders of the folder that defines the output
-  std::vector<std::pair<std::string, std::vector<int64_t>>> outputs;  // name, shape (the ref's)
+  std::vector<ModelFolder> folders;  // every model the recipe names (unique paths)
+  int ref = -1;                      // index in folders of the folder that defines the output (config, layout)
+  std::vector<std::pair<std::string, std::vector<int64_t>>> outputs;  // name, shape
+  std::vector<Sources> sources;      // per output, parallel to `outputs`
   st::DType outDtype = st::DType::BF16;
+  nlohmann::json config;             // the output's config.json (layer count and layer_types rewritten for slices)
+  int tokenizer = -1;                // index in folders of the folder whose tokenizer files are copied
   std::vector<std::string> notes;
   const ModelFolder& refFolder() const { return folders[static_cast<size_t>(ref)]; }
+  const ModelFolder& folder(const Input& in) const { return folders[static_cast<size_t>(in.folder)]; }
+  size_t inputs(size_t output) const { return sources[output].others.size() + (sources[output].hasBase() ? 1u : 0u); }
 };
 
 Resolved resolve(const Recipe& r);
 
-ModelParams paramsFor(const Recipe& r, const RecipeModel* entry, const std::string& tensor, int64_t layer, int64_t layers);
-MethodParams methodParamsFor(const Recipe& r, const std::string& tensor, int64_t layer, int64_t layers, uint64_t seed);
+// Parameter lookup as mergekit's ConfigReader does it: a model's (or slice source's) own
+// parameters, then the slice's, then the recipe's top level. `model` and `slice` may be null.
+ModelParams paramsFor(const Recipe& r, const std::map<std::string, ParamValue>* model, const Slice* slice,
+                      const std::string& tensor, double t);
+MethodParams methodParamsFor(const Recipe& r, const Slice* slice, const std::string& tensor, double t, uint64_t seed);
 
 // Every parameter one tensor's merge depends on.
 struct TensorParams {
@@ -53,9 +77,9 @@ struct TensorParams {
 bool operator==(const TensorParams& a, const TensorParams& b);
 inline bool operator!=(const TensorParams& a, const TensorParams& b) { return !(a == b); }
 
-// The parameters of output tensor `name` under recipe `r` (which must list the models `x` was
-// resolved from, in the same order).
-TensorParams tensorParams(const Recipe& r, const Resolved& x, const std::string& name, uint64_t seed);
+// The parameters of output tensor `output` (index in x.outputs) under recipe `r` (which must
+// list the models and slices `x` was resolved from, in the same order).
+TensorParams tensorParams(const Recipe& r, const Resolved& x, size_t output, uint64_t seed);
 
 // The fp32 inputs of one tensor on `device`: the base (undefined without one) and the others,
 // vocab rows cropped or padded to `shape[0]`.
@@ -63,15 +87,15 @@ struct TensorInputs {
   at::Tensor base;
   std::vector<at::Tensor> others;
 };
-TensorInputs loadInputs(const Resolved& x, const std::string& name, const std::vector<int64_t>& shape, c10::Device device);
+TensorInputs loadInputs(const Resolved& x, size_t output, c10::Device device);
 
-// Reads row ranges of one output tensor's inputs straight from the mapped files, as fp32 on
+// Reads row ranges of one output tensor's inputs (each under its own name) straight from the mapped files, as fp32 on
 // `device` ([r1 - r0, cols], the tensor seen as [shape[0], rest]), vocab rows cropped or padded as
 // loadInputs does. After each read it drops the mapped pages it touched, so that the process
 // never holds more than the rows being merged (the files stay in the page cache).
 class RowReader {
  public:
-  RowReader(const Resolved& x, const std::string& name, const std::vector<int64_t>& shape, c10::Device device);
+  RowReader(const Resolved& x, size_t output, c10::Device device);
   at::Tensor rows(int input, int64_t r0, int64_t r1) const;  // input -1: the base (or ref), i: others[i]
   uint64_t elementsRead() const { return read_; }
 
@@ -84,7 +108,7 @@ class RowReader {
   at::Tensor read(const Source& s, int64_t r0, int64_t r1) const;
   c10::Device device_;
   int64_t rows_ = 1, cols_ = 1;
-  Source base_;
+  Source base_, pad_;  // pad_: where rows past a shorter vocabulary come from (the ref's)
   std::vector<Source> others_;
   mutable uint64_t read_ = 0;
 };
