@@ -1,6 +1,7 @@
 // QtTest for the Chat page (offscreen): streaming into the chat pane, Stop, Regenerate, export,
 // and the side-by-side compare, each answer checked against core's own ChatSession run on a
 // separately loaded copy of the same tiny model (same seed and settings).
+#include <QElapsedTimer>
 #include <QJsonArray>
 #include <QJsonDocument>
 #include <QJsonObject>
@@ -58,6 +59,7 @@ class ChatGuiTest : public QObject {
   void initTestCase();
   void streamsIntoPane();
   void stopCancels();
+  void streamIsThrottled();
   void regenerateGivesSameAnswer();
   void exportsJsonAndMarkdown();
   void compareShowsTwoAnswers();
@@ -138,6 +140,28 @@ void ChatGuiTest::stopCancels() {
   QVERIFY(answer.stats.newTokens < 3000);
   QVERIFY(!answer.content.isEmpty());  // kept as far as it got
   QVERIFY(!pane.column()->busy());
+}
+
+// At the default interval (50 ms) chunks are coalesced: never more than one per interval (plus the
+// final one), however fast the model produces tokens.
+void ChatGuiTest::streamIsThrottled() {
+  kh::gui::ChatPane pane;
+  pane.setEngine(a_);
+  pane.settingsBox()->setSettings(testSettings(8, 600));
+  QSignalSpy chunks(pane.column(), &kh::gui::ChatColumn::chunkArrived);
+  QSignalSpy done(pane.column(), &kh::gui::ChatColumn::replyFinished);
+  QElapsedTimer clock;
+  clock.start();
+  pane.input()->setPlainText("物語を書いてください。");
+  pane.send();
+  QVERIFY(done.wait(15000));
+  const qint64 ms = clock.elapsed();
+  const auto& answer = pane.column()->entries().back();
+  qInfo("%d chunks in %lld ms for %lld tokens (stop: %s)", int(chunks.count()), ms, (long long)answer.stats.newTokens,
+        answer.stats.stopReason.c_str());
+  QVERIFY2(chunks.count() <= ms / 50 + 2,
+           qPrintable(QString("%1 chunks in %2 ms for %3 tokens").arg(chunks.count()).arg(ms).arg(answer.stats.newTokens)));
+  QVERIFY(chunks.count() < answer.stats.newTokens);  // coalesced, not one per token
 }
 
 void ChatGuiTest::regenerateGivesSameAnswer() {
