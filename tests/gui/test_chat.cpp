@@ -12,6 +12,7 @@
 
 #include <memory>
 
+#include "core/error.h"
 #include "core/jobs/chat_engine.h"
 #include "core/model/chat_session.h"
 #include "core/model/model_folder.h"
@@ -64,6 +65,7 @@ class ChatGuiTest : public QObject {
   void exportsJsonAndMarkdown();
   void compareShowsTwoAnswers();
   void pageHasChatAndCompareTabs();
+  void errorsBecomeMessages();
 
  private:
   QTemporaryDir tmp_;
@@ -255,6 +257,40 @@ void ChatGuiTest::pageHasChatAndCompareTabs() {
   QCOMPARE(tabs->count(), 2);
   QCOMPARE(tabs->tabText(0), QString("Chat"));
   QCOMPARE(tabs->tabText(1), QString("Compare"));
+
+  // The picker loads on the worker and hands the engine to the chat pane.
+  auto* picker = page->findChild<kh::gui::ModelPicker*>("model_picker");
+  QVERIFY(picker);
+  QSignalSpy loaded(picker, &kh::gui::ModelPicker::engineLoaded);
+  QSignalSpy failed(picker, &kh::gui::ModelPicker::loadFailed);
+  picker->setModelDir(QString::fromStdString(dirA_));
+  picker->load();
+  QVERIFY(loaded.wait(15000));
+  auto* pane = page->findChild<kh::gui::ChatPane*>();
+  QVERIFY(pane && pane->column()->engine());
+  picker->setModelDir(tmp_.path() + "/no-such-model");
+  picker->load();
+  QVERIFY(failed.wait(15000));
+  QVERIFY(failed.at(0).at(0).toString().contains("no-such-model"));
+}
+
+void ChatGuiTest::errorsBecomeMessages() {
+  // The facade refuses a conversation that does not end with a user turn, naming the problem.
+  QVERIFY_THROWS_EXCEPTION(kh::Error, a_->reply({{"user", "a"}, {"assistant", "b"}}, testSettings(1)));
+  QVERIFY_THROWS_EXCEPTION(kh::Error, kh::ChatEngine::load((tmp_.path() + "/none").toStdString(), "cpu"));
+  // In the pane, a kh::Error from the worker becomes the answer's error text, not a crash.
+  kh::gui::ChatPane pane;
+  pane.setEngine(a_);
+  auto s = testSettings(1);
+  s.templateOverride = "no-such-format";
+  pane.settingsBox()->setSettings(s);
+  QSignalSpy failed(pane.column(), &kh::gui::ChatColumn::replyFailed);
+  pane.input()->setPlainText("こんにちは");
+  pane.send();
+  QVERIFY(failed.wait(15000));
+  QVERIFY(failed.at(0).at(0).toString().contains("no-such-format"));
+  QVERIFY(!pane.column()->entries().back().error.isEmpty());
+  QVERIFY(!pane.column()->busy());
 }
 
 QTEST_MAIN(ChatGuiTest)
