@@ -6,6 +6,7 @@
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QHBoxLayout>
+#include <QVBoxLayout>
 #include <QKeyEvent>
 #include <QLabel>
 #include <QLineEdit>
@@ -21,7 +22,10 @@
 namespace kh::gui {
 
 SamplingSettingsBox::SamplingSettingsBox(QWidget* parent) : QWidget(parent) {
-  auto* form = new QFormLayout(this);
+  auto* outer = new QVBoxLayout(this);
+  auto* form = new QFormLayout;
+  outer->addLayout(form);
+  outer->addStretch(1);  // the form stays compact at the top
   system_ = new QPlainTextEdit(this);
   system_->setObjectName("system");
   system_->setPlaceholderText(tr("System prompt (empty: none)"));
