@@ -1,0 +1,73 @@
+// makeChatPage (see widgets/chat_page.h): one ChatWorker shared by the picker and both panes, so
+// loading and answering run one at a time on the thread that owns the device.
+#include "widgets/chat_page.h"
+
+#include <QLabel>
+#include <QTabWidget>
+#include <QVBoxLayout>
+#include <QWidget>
+
+#include "widgets/chat/chat_controls.h"
+#include "widgets/chat/chat_pane.h"
+#include "widgets/chat/chat_worker.h"
+#include "widgets/chat/compare_pane.h"
+#include "widgets/chat/torch_free.h"
+
+namespace kh::gui {
+namespace {
+
+class ChatPage : public QWidget {
+ public:
+  explicit ChatPage(QWidget* parent) : QWidget(parent), worker_(std::make_unique<ChatWorker>()) {
+    setObjectName("chat_page");
+    const RunOnWorker run = worker_->runner();
+    auto* pickerA = new ModelPicker(tr("Model"), run, this);
+    pickerA->setObjectName("model_picker");
+    chat_ = new ChatPane(this, run);
+    compare_ = new ComparePane(this, run);
+    auto* compareTab = new QWidget(this);
+    auto* compareLay = new QVBoxLayout(compareTab);
+    auto* pickerB = new ModelPicker(tr("Model B"), run, compareTab);
+    pickerB->setObjectName("model_picker_b");
+    compareLay->addWidget(new QLabel(tr("Model A is the model picked above; pick model B here."), compareTab));
+    compareLay->addWidget(pickerB);
+    compareLay->addWidget(compare_, 1);
+    auto* tabs = new QTabWidget(this);
+    tabs->addTab(chat_, tr("Chat"));
+    tabs->addTab(compareTab, tr("Compare"));
+    auto* error = new QLabel(this);
+    error->setStyleSheet("color: #b00020");
+    error->setWordWrap(true);
+    error->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    auto* lay = new QVBoxLayout(this);
+    lay->addWidget(pickerA);
+    lay->addWidget(error);
+    lay->addWidget(tabs, 1);
+    connect(pickerA, &ModelPicker::engineLoaded, this, [this, error](std::shared_ptr<kh::ChatEngine> e) {
+      error->clear();
+      chat_->setEngine(e);
+      compare_->setEngine(0, e);
+    });
+    connect(pickerB, &ModelPicker::engineLoaded, this, [this, error](std::shared_ptr<kh::ChatEngine> e) {
+      error->clear();
+      compare_->setEngine(1, e);
+    });
+    connect(pickerA, &ModelPicker::loadFailed, error, &QLabel::setText);
+    connect(pickerB, &ModelPicker::loadFailed, error, &QLabel::setText);
+  }
+  ~ChatPage() override {
+    chat_->stop();
+    compare_->stop();
+    // worker_ joins after the running answer sees its cancel flag
+  }
+
+ private:
+  std::unique_ptr<ChatWorker> worker_;
+  ChatPane* chat_;
+  ComparePane* compare_;
+};
+
+}  // namespace
+}  // namespace kh::gui
+
+QWidget* makeChatPage(QWidget* parent) { return new kh::gui::ChatPage(parent); }
