@@ -85,6 +85,17 @@ size_t Evaluator::itemCount() const {
   return n;
 }
 
+int64_t Evaluator::longestSequence() const {
+  int64_t n = 0;
+  for (const auto& t : tasks_)
+    for (const auto& it : t.items) {
+      int64_t extra = t.task->maxNewTokens;
+      for (const auto& c : it.choiceIds) extra = std::max<int64_t>(extra, static_cast<int64_t>(c.size()));
+      n = std::max<int64_t>(n, static_cast<int64_t>(it.promptIds.size()) + extra);
+    }
+  return n;
+}
+
 SuiteResult Evaluator::run(const Model& model, const std::function<void(const EvalProgress&)>& onProgress,
                            const std::atomic<bool>* cancel) const {
   const auto t0 = std::chrono::steady_clock::now();

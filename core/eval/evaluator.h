@@ -89,6 +89,9 @@ class Evaluator {
   Evaluator(const Suite& suite, std::shared_ptr<const Tokenizer> tokenizer, PromptFormat format, EvalOptions options = {});
 
   size_t itemCount() const;
+  // The longest row a batch will hold (prompt + max_new_tokens, or prompt + choice), for memory plans.
+  int64_t longestSequence() const;
+  int64_t batchSize() const { return options_.batchSize; }
   // Scores `model` (greedy, temperature 0). `onProgress` after each batch; `cancel` checked between
   // batches and tokens: a cancelled run throws kh::Cancelled. kh::Error naming the item when a
   // prompt does not fit the model's context.

@@ -16,6 +16,7 @@
 #include "core/eval/evaluator.h"
 #include "core/eval/suite.h"
 #include "core/evolve/cmaes.h"
+#include "core/merge/executor.h"
 #include "core/merge/in_place.h"
 #include "core/model/memory.h"
 #include "core/model/model_folder.h"
@@ -37,6 +38,12 @@ class TargetAgreement final : public Fitness {
     ModelFolder folder = ModelFolder::open(dir);
     auto target = Model::load(folder, RunOptions{device});
     const int64_t vocab = folder.config.vocabSize;
+    // Two splits of kept target log-probabilities, and per scoring: logits, log-softmax and the
+    // KL terms ([S, T, V] fp32 each), plus the batch's KV cache and prefill activations.
+    const uint64_t logits = static_cast<uint64_t>(sequences * length * vocab) * 4;
+    const RunMemory rm = estimateRunMemory(folder.config, folder.weights->parameterCount(), st::DType::F32,
+                                           DeviceKind::CPU, length, length);
+    planned_ = 2 * logits + 4 * logits + static_cast<uint64_t>(sequences) * (rm.kvCache + rm.activations);
     for (int split = 0; split < 2; ++split) {
       at::Generator gen = at::detail::createCPUGenerator(seed * 2 + static_cast<uint64_t>(split) + 1);
       ids_[split] = at::randint(vocab, {sequences, length}, gen, at::kLong);  // [S, T]
@@ -56,6 +63,7 @@ class TargetAgreement final : public Fitness {
   }
   bool hasSplit(const std::string&) const override { return true; }
   std::string describe() const override { return "agreement with " + dir_ + " (fitness = -KL)"; }
+  uint64_t plannedBytes() const override { return planned_; }
 
  private:
   static at::Tensor logProbs(const Model& m, const at::Tensor& ids) {
@@ -68,6 +76,7 @@ class TargetAgreement final : public Fitness {
   }
   std::string dir_;
   at::Tensor ids_[2], targetLogp_[2];
+  uint64_t planned_ = 0;
 };
 
 // A task suite: fitness = the suite's weighted sum of task metrics on the split, greedy.
@@ -78,6 +87,8 @@ class SuiteFitness final : public Fitness {
     ModelFolder folder = ModelFolder::open(ref);
     std::shared_ptr<const Tokenizer> tok = folder.requireTokenizer();
     const auto format = eval::PromptFormat::forModel(folder, *tok, "", suite_.needsChat());
+    config_ = folder.config;
+    parameters_ = folder.weights->parameterCount();
     for (const char* split : {"fitness", "heldout"}) {
       eval::EvalOptions o;
       o.split = split;
@@ -98,8 +109,20 @@ class SuiteFitness final : public Fitness {
   }
   bool hasSplit(const std::string& split) const override { return evaluators_.count(split) != 0; }
   std::string describe() const override { return "task suite " + suite_.path; }
+  uint64_t plannedBytes() const override {
+    // One batch of the longest rows: KV cache and prefill activations per row (fp32 upper bound).
+    uint64_t most = 0;
+    for (const auto& [split, ev] : evaluators_) {
+      const int64_t len = std::max<int64_t>(1, ev->longestSequence());
+      const RunMemory rm = estimateRunMemory(config_, parameters_, st::DType::F32, DeviceKind::CPU, len, len);
+      most = std::max<uint64_t>(most, static_cast<uint64_t>(ev->batchSize()) * (rm.kvCache + rm.activations));
+    }
+    return most;
+  }
 
  private:
+  ModelConfig config_;
+  uint64_t parameters_ = 0;
   eval::Suite suite_;
   std::map<std::string, std::unique_ptr<eval::Evaluator>> evaluators_;
 };
@@ -269,6 +292,8 @@ EvolveSummary loop(Run& run, const EvolveOptions& o) {
     if (o.onLog) o.onLog(s);
   };
   Cmaes es = Cmaes::fromJson(run.state.at("cmaes"));
+  resetPeakRss();
+  const uint64_t rssAtStart = currentRss();
   // Fitness first: a bad suite or target fails before any merging.
   std::unique_ptr<Fitness> fitness;
   if (!c.target.empty()) {
@@ -282,14 +307,21 @@ EvolveSummary loop(Run& run, const EvolveOptions& o) {
   ipo.device = c.device;
   ipo.cacheBytes = c.cacheBytes;
   merge::InPlaceMerger merger(decodeGenome(c.genome, es.repaired(es.mean())), ipo);
+  // The memory plan: sources stay mapped on disk; one resident model, its input cache, the merge
+  // scratch of one tensor chunk, and what scoring needs.
+  const std::string ref = !c.genome.baseModel.empty() ? c.genome.baseModel : c.genome.models.front();
+  const uint64_t resident = ModelFolder::open(ref).weights->parameterCount() * c10::elementSize(merger.model()->dtype());
+  merge::MergeOptions mo;
+  mo.device = c.device;
+  const merge::MemoryPlan mergePlan = merge::planMerge(decodeGenome(c.genome, es.repaired(es.mean())), mo);
+  const uint64_t scratch = std::max(mergePlan.ramPeak, mergePlan.devicePeak);
+  const uint64_t planned = resident + merger.cachedBytes() + scratch + fitness->plannedBytes();
   {
     std::ostringstream plan;
-    const auto& m = *merger.model();
-    const std::string ref = !c.genome.baseModel.empty() ? c.genome.baseModel : c.genome.models.front();
-    const uint64_t resident = ModelFolder::open(ref).weights->parameterCount() * c10::elementSize(m.dtype());
-    plan << "memory plan: sources mapped from disk (CPU page cache), one resident merged model of "
-         << formatBytes(resident) << " on " << c.device << ", input cache up to " << formatBytes(c.cacheBytes)
-         << "; merge scratch a few MiB per tensor chunk\n"
+    plan << "memory plan (" << c.device << "): resident model " << formatBytes(resident) << " + input cache "
+         << formatBytes(merger.cachedBytes()) << " + merge scratch " << formatBytes(scratch) << " + scoring "
+         << formatBytes(fitness->plannedBytes()) << " = " << formatBytes(planned)
+         << "; sources stay mapped from disk\n"
          << "genome: " << c.genome.size() << " genes (" << c.genome.groups() << " layer groups x "
          << c.genome.models.size() << " models), population " << es.lambda() << ", fitness: " << fitness->describe();
     log(plan.str());
@@ -383,6 +415,15 @@ EvolveSummary loop(Run& run, const EvolveOptions& o) {
   }
   sum.generations = generation;
   sum.evaluations = es.evaluations();
+  const uint64_t peak = peakRss();
+  sum.plannedBytes = planned;
+  sum.measuredPeakBytes = peak > rssAtStart ? peak - rssAtStart : 0;
+  {
+    std::ostringstream s;
+    s << "peak RAM " << formatBytes(sum.measuredPeakBytes) << " measured (since before loading), " << formatBytes(planned)
+      << " planned";
+    log(s.str());
+  }
   sum.stopReason = es.shouldStop() ? es.stopReason() : "budget";
   if (es.hasBest()) {
     sum.bestFitness = -es.bestF();

@@ -38,6 +38,9 @@ class Fitness {
   virtual FitnessResult score(const Model& model, const std::string& split) = 0;
   virtual bool hasSplit(const std::string& split) const = 0;
   virtual std::string describe() const = 0;
+  // Memory the scoring itself needs beyond the resident weights (KV cache, activations, kept
+  // reference outputs), planned from the shapes before the run starts.
+  virtual uint64_t plannedBytes() const = 0;
 };
 
 // The synthetic target: fitness = -mean KL(target || candidate) of the next-token distributions
@@ -91,6 +94,8 @@ struct EvolveSummary {
   std::vector<double> bestGenome;
   std::string bestRecipePath;
   std::string stopReason;
+  uint64_t plannedBytes = 0;       // the memory plan printed before the run
+  uint64_t measuredPeakBytes = 0;  // growth of the process's peak RSS during the run (0: unknown)
 };
 
 // Starts a run in `runDir` (refused when it exists).

@@ -3,7 +3,7 @@
 // that changes one layer group (and one that changes everything) as a fraction of that
 // candidate's evaluation (the bundled ja-arith suite, fitness split, greedy), and the peak RSS
 // growth against the plan (one resident model + input cache). Asserts nothing.
-// Usage: evolve_bench [--layers N (8)] [--hidden N (1024)] [--cache-mib N (0)] [--keep DIR]
+// Usage: evolve_bench [--layers N (8)] [--hidden N (1024)] [--items N per task (8)] [--cache-mib N (0)] [--keep DIR]
 #include <ATen/Parallel.h>
 
 #include <chrono>
@@ -29,12 +29,13 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 }  // namespace
 
 int main(int argc, char** argv) {
-  int64_t layers = 8, hidden = 1024, cacheMiB = 0;
+  int64_t layers = 8, hidden = 1024, cacheMiB = 0, items = 8;
   std::string keep;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--layers")) layers = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--hidden")) hidden = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--cache-mib")) cacheMiB = std::stoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--items")) items = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--keep")) keep = argv[i + 1];
   }
   at::set_num_threads(2);
@@ -75,7 +76,9 @@ int main(int argc, char** argv) {
   const std::string suitePath = std::string(KH_SOURCE_DIR) + "/resources/suites/ja-arith/suite.yaml";
   kh::eval::Suite suite = kh::eval::loadSuite(suitePath);
   std::shared_ptr<const kh::Tokenizer> tok = folder.requireTokenizer();
-  kh::eval::Evaluator ev(suite, tok, kh::eval::PromptFormat::forModel(folder, *tok, "", suite.needsChat()));
+  kh::eval::EvalOptions eo;
+  eo.limit = items;
+  kh::eval::Evaluator ev(suite, tok, kh::eval::PromptFormat::forModel(folder, *tok, "", suite.needsChat()), eo);
   t0 = Clock::now();
   ev.run(*merger.model());
   const double evalSeconds = since(t0);
