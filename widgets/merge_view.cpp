@@ -69,6 +69,9 @@ MergeView::MergeView(JobRunner* runner, QWidget* parent) : QWidget(parent), runn
   });
 }
 
+void MergeView::setBaseDir(const QString& dir) { baseDir_->setText(dir); }
+void MergeView::setOutDir(const QString& dir) { outDir_->setText(dir); }
+
 QString MergeView::planText() const { return plan_->toPlainText(); }
 
 void MergeView::showError(const QString& message, int line) {

@@ -20,6 +20,8 @@ class MergeView : public QWidget {
   QPlainTextEdit* editor() const { return editor_; }
   QString planText() const;
   int errorLine() const { return errorLine_; }
+  void setBaseDir(const QString& dir);  // model paths are relative to it
+  void setOutDir(const QString& dir);
 
  public Q_SLOTS:
   bool plan();  // false when the recipe has an error (shown at its line)

@@ -23,6 +23,8 @@
 #include "widgets/evolve_view.h"
 #include "widgets/job_runner.h"
 #include "widgets/main_window.h"
+#include "widgets/merge_view.h"
+#include <QPlainTextEdit>
 #include "widgets/model_library.h"
 #include "widgets/runs_view.h"
 
@@ -355,6 +357,39 @@ class TestScreenshots : public QObject {
   }
 };
 
+// ---------------------------------------------------------------------------------------------------
+class TestMergeView : public QObject {
+  Q_OBJECT
+ private Q_SLOTS:
+  void planAndErrorLine() {
+    QTemporaryDir tmp;
+    kh::guitest::makeTinyModel(tmp.filePath("a").toStdString(), "llama", 1, 2);
+    kh::guitest::makeTinyModel(tmp.filePath("b").toStdString(), "llama", 2, 2);
+    kh::MainWindow w(nullptr, false);
+    auto* v = w.mergeView();
+    v->setBaseDir(tmp.path());
+    v->editor()->setPlainText("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: 0.5\n"
+                              "  - model: b\n    parameters:\n      weight: 0.5\ndtype: float32\n");
+    QVERIFY(v->plan());
+    QVERIFY(!v->planText().isEmpty());
+    QCOMPARE(v->errorLine(), 0);
+    v->editor()->setPlainText("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: 0.5\n"
+                              "  - model: b\n    parameters:\n      wieght: 0.5\n");
+    QVERIFY(!v->plan());
+    QVERIFY2(v->errorLine() == 8, qPrintable(QString::number(v->errorLine())));
+    QVERIFY(v->editor()->extraSelections().size() == 1);  // the line is highlighted
+  // Run: a merge job writes the folder.
+    v->editor()->setPlainText("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: 0.5\n"
+                              "  - model: b\n    parameters:\n      weight: 0.5\ndtype: float32\n");
+    v->setOutDir(tmp.filePath("merged"));
+    QSignalSpy finished(w.runner(), &kh::JobRunner::jobFinished);
+    v->run();
+    QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 1, 20000);
+    QVERIFY2(finished.at(0).at(1).toBool(), qPrintable(finished.at(0).at(2).toString()));
+    QVERIFY(QFile::exists(tmp.filePath("merged/config.json")));
+  }
+};
+
 int main(int argc, char** argv) {
   QApplication app(argc, argv);
   QApplication::setOrganizationName("KumihimoTest");
@@ -373,6 +408,7 @@ int main(int argc, char** argv) {
   run(new TestEvolveForm);
   run(new TestEvolveRun);
   run(new TestDashboardFollow);
+  run(new TestMergeView);
   run(new TestScreenshots);
   return status;
 }
