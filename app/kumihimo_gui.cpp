@@ -1,6 +1,7 @@
 // kumihimo: the Qt6 workbench. A thin main: everything lives in libkumihimo_widgets.
 //   kumihimo                                   the workbench
 //   kumihimo --evolve CONFIG [--run-dir DIR]   opens the Evolve view with CONFIG and starts it
+//   kumihimo --open-run RUN                    follows a run folder (one a CLI run still writes, too)
 //   kumihimo --screenshot DIR                  renders every view to DIR/<view>.png and exits
 #include <QApplication>
 #include <QCommandLineParser>
@@ -9,6 +10,7 @@
 
 #include "widgets/evolve_view.h"
 #include "widgets/main_window.h"
+#include "widgets/runs_view.h"
 
 int main(int argc, char** argv) {
   QApplication app(argc, argv);
@@ -24,10 +26,17 @@ int main(int argc, char** argv) {
   QCommandLineOption runDir(QStringLiteral("run-dir"), QStringLiteral("Run folder for --evolve."), QStringLiteral("DIR"));
   QCommandLineOption shot(QStringLiteral("screenshot"), QStringLiteral("Render each view to DIR/<view>.png and exit."),
                           QStringLiteral("DIR"));
-  p.addOptions({evolve, runDir, shot});
+  QCommandLineOption openRun(QStringLiteral("open-run"), QStringLiteral("Follow a run folder in the Evolve dashboard."),
+                             QStringLiteral("RUN"));
+  p.addOptions({evolve, runDir, shot, openRun});
   p.process(app);
 
   kh::MainWindow w;
+  if (p.isSet(openRun)) {
+    w.evolveView()->openRunFolder(p.value(openRun));
+    w.runsView()->model()->addFolder(p.value(openRun));
+    w.showView(kh::MainWindow::Evolve);
+  }
   if (p.isSet(shot)) {
     w.show();
     const bool ok = w.saveScreenshots(p.value(shot));

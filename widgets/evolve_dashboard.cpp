@@ -200,7 +200,11 @@ void EvolveDashboard::rebuild() {
   plot_->graph(1)->setData(gx, gb, true);
   plot_->graph(2)->setData(gx, gm, true);
   plot_->graph(3)->setData(hx, hy, true);
-  if (!cx.isEmpty()) plot_->rescaleAxes();
+  if (!cx.isEmpty()) {
+    plot_->rescaleAxes();
+    plot_->yAxis->scaleRange(1.08, plot_->yAxis->range().center());
+    plot_->xAxis->scaleRange(1.04, plot_->xAxis->range().center());
+  }
   plot_->replot(QCustomPlot::rpQueuedReplot);
   updateHeatMap();
   if (!dir_.isEmpty())

@@ -194,6 +194,15 @@ void EvolveView::openRunFolderDialog() {
 
 void EvolveView::openRunFolder(const QString& dir) {
   dashboard_->follow(dir);
+  // Show what the run was started with (its paths are relative to the original EVOLVE.yaml, so the
+  // form does not take the run folder as its file).
+  QFile f(dir + QStringLiteral("/config.yaml"));
+  if (f.open(QIODevice::ReadOnly)) {
+    try {
+      setForm(jobs::parseEvolveForm(f.readAll().toStdString()));
+    } catch (...) {
+    }
+  }
   setMessage(QStringLiteral("Following %1").arg(dir), false);
 }
 
