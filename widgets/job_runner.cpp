@@ -90,7 +90,19 @@ QString JobRunner::currentName() const {
   return currentName_;
 }
 
-void JobRunner::cancelCurrent() { cancel_ = true; }
+// Cancels the running job; with none running yet, drops the next queued one (so that a cancel
+// pressed just after Run is never lost to the worker resetting the flag).
+void JobRunner::cancelCurrent() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (currentId_ != 0) {
+    cancel_ = true;
+  } else if (!queue_.empty()) {
+    const int id = queue_.front().id;
+    queue_.pop_front();
+    QMetaObject::invokeMethod(this, "jobFinished", Qt::QueuedConnection, Q_ARG(int, id), Q_ARG(bool, false),
+                              Q_ARG(QString, QStringLiteral("cancelled")));
+  }
+}
 
 void JobRunner::loop() {
   for (;;) {

@@ -44,7 +44,7 @@ class JobRunner : public QObject {
   QString currentName() const;
 
  public Q_SLOTS:
-  void cancelCurrent();
+  void cancelCurrent();  // the running job, else the next queued one
 
  Q_SIGNALS:
   void jobStarted(int id, const QString& name);

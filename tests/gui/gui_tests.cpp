@@ -106,14 +106,31 @@ class TestItemModels : public QObject {
 class TestJobRunner : public QObject {
   Q_OBJECT
  private Q_SLOTS:
-  // A job that busy-loops ~1 s (reporting progress as fast as it can) must not stall the UI thread.
+  // A job that busy-loops ~1 s (reporting progress as fast as it can) must not stall the UI thread:
+  // a 5 ms QTimer keeps firing with gaps under 50 ms. A real stall fails every time; the machine this
+  // runs on is shared (2 cores, other builds), so a scheduler hiccup gets two more tries.
   void uiNeverStalls() {
+    qint64 gap = 0;
+    int progress = 0;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      measure(gap, progress);
+      if (gap < 50) break;
+      qWarning("attempt %d: UI timer gap %lld ms", attempt + 1, static_cast<long long>(gap));
+    }
+    QVERIFY2(gap < 50, qPrintable(QString("UI timer gap %1 ms").arg(gap)));
+    // Throttled to ~20 Hz: about 20 in one second, not thousands.
+    QVERIFY2(progress >= 5 && progress <= 30, qPrintable(QString::number(progress)));
+  }
+
+ private:
+  void measure(qint64& maxGap, int& progressSignals) {
     kh::JobRunner runner;
-    int progressSignals = 0;
+    progressSignals = 0;
+    maxGap = 0;
     connect(&runner, &kh::JobRunner::jobProgress, this, [&] { ++progressSignals; });
     QSignalSpy finished(&runner, &kh::JobRunner::jobFinished);
     QElapsedTimer clock;
-    qint64 last = -1, maxGap = 0;
+    qint64 last = -1;
     QTimer tick;
     tick.setInterval(5);
     connect(&tick, &QTimer::timeout, this, [&] {
@@ -134,12 +151,10 @@ class TestJobRunner : public QObject {
     tick.start();
     QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 1, 5000);
     tick.stop();
-    QVERIFY2(maxGap < 50, qPrintable(QString("UI timer gap %1 ms").arg(maxGap)));
     QVERIFY(finished.at(0).at(1).toBool());
-    // Throttled to ~20 Hz: about 20 in one second, not thousands.
-    QVERIFY2(progressSignals >= 5 && progressSignals <= 30, qPrintable(QString::number(progressSignals)));
   }
 
+ private Q_SLOTS:
   void failedJobMessageAndErrorFile() {
     QTemporaryDir tmp;
     kh::JobRunner runner;
@@ -168,9 +183,26 @@ class TestJobRunner : public QObject {
                       throw std::runtime_error("cancelled");
                     }});
     QTRY_COMPARE_WITH_TIMEOUT(started.count(), 1, 5000);
-    runner.cancelCurrent();
-    QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 1, 5000);
+    runner.enqueue({"queued", {}, [](kh::ProgressReporter&, const std::atomic<bool>&) {}});
+    runner.cancelCurrent();  // the running one
+    QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 2, 5000);
+    QCOMPARE(finished.at(0).at(2).toString(), QString("cancelled"));
+    QVERIFY(finished.at(1).at(1).toBool());  // the queued one ran after it
     QVERIFY(!runner.busy());
+    // Cancel pressed right after enqueue (before the worker picks the job up, or just after) is
+    // never lost: the job either is dropped or sees the flag.
+    for (int i = 0; i < 20; ++i) {
+      runner.enqueue({"late", {}, [](kh::ProgressReporter&, const std::atomic<bool>& cancel) {
+                        QElapsedTimer t;
+                        t.start();
+                        while (!cancel && t.elapsed() < 3000) QThread::msleep(1);
+                        if (!cancel) throw std::runtime_error("cancel was lost");
+                        throw std::runtime_error("cancelled");
+                      }});
+      runner.cancelCurrent();
+      QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 3 + i, 5000);
+      QCOMPARE(finished.last().at(2).toString(), QString("cancelled"));
+    }
   }
 };
 
@@ -256,10 +288,11 @@ class TestEvolveRun : public QObject {
     const auto info = kh::jobs::readRunInfo(runDir.toStdString());
     QVERIFY(info.status == "stopped" || info.status == "running");
     // Resume as a job: it runs (more candidates), and cancels cleanly again.
-    const int before = view->dashboard()->candidateCount();
-    Q_UNUSED(before);
+    const int before = view->dashboard()->plottedPoints();
+    QSignalSpy started(w.runner(), &kh::JobRunner::jobStarted);
     view->resumeRun(runDir);
-    QTRY_VERIFY_WITH_TIMEOUT(view->dashboard()->plottedPoints() >= 1, 20000);
+    QTRY_COMPARE_WITH_TIMEOUT(started.count(), 1, 10000);
+    QTRY_VERIFY_WITH_TIMEOUT(view->dashboard()->plottedPoints() > before, 20000);
     w.cancelJob();
     QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 2, 10000);
     QCOMPARE(finished.at(1).at(2).toString(), QString("cancelled"));
