@@ -24,6 +24,11 @@
 #include "widgets/job_runner.h"
 #include "widgets/main_window.h"
 #include "widgets/merge_view.h"
+#include "widgets/models_view.h"
+#include <QDropEvent>
+#include <QMimeData>
+#include <QSettings>
+#include <QUrl>
 #include <QPlainTextEdit>
 #include "widgets/model_library.h"
 #include "widgets/runs_view.h"
@@ -76,6 +81,34 @@ class TestItemModels : public QObject {
     QVERIFY(!lib.data(lib.index(3), kh::ModelLibrary::MergeableRole).toBool());  // junk
     lib.removeRow(1);
     QCOMPARE(lib.rowCount(), 3);
+  }
+
+  // Folders persist across restarts (QSettings); dropping a folder on the Models view adds it.
+  void persistAndDrop() {
+    QSettings().remove("models/folders");
+    QTemporaryDir tmp;
+    const QString a = tmp.filePath("a");
+    kh::guitest::makeTinyModel(a.toStdString(), "llama", 1, 2);
+    {
+      kh::ModelLibrary lib(nullptr, true);
+      kh::ModelsView view(&lib);
+      view.show();
+      QMimeData mime;
+      mime.setUrls({QUrl::fromLocalFile(a), QUrl::fromLocalFile(tmp.filePath("missing"))});
+      QDragEnterEvent enter(QPoint(10, 10), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+      QApplication::sendEvent(&view, &enter);
+      QVERIFY(enter.isAccepted());
+      QDropEvent drop(QPointF(10, 10), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+      QApplication::sendEvent(&view, &drop);
+      QCOMPARE(lib.rowCount(), 1);
+      QTRY_VERIFY_WITH_TIMEOUT(lib.ready(0), 10000);
+      view.list()->setCurrentIndex(lib.index(0));
+      QVERIFY(view.detailsText().contains("Memory needed"));
+    }
+    kh::ModelLibrary again(nullptr, true);
+    QCOMPARE(again.folders(), QStringList{QDir::cleanPath(a)});
+    QTRY_VERIFY_WITH_TIMEOUT(again.ready(0), 10000);
+    QSettings().remove("models/folders");
   }
 
   void runsModel() {
