@@ -236,7 +236,17 @@ QString EvolveView::startRun(const QString& runDirIn) {
     setMessage(QStringLiteral("Save the configuration first."), true);
     return {};
   }
-  if (!saveConfig(configPath_)) return {};
+  // Rewrite the file only when the form changed it (a hand-written EVOLVE.yaml keeps its comments).
+  bool same = false;
+  QFile existing(configPath_);
+  if (existing.open(QIODevice::ReadOnly)) {
+    try {
+      same = jobs::parseEvolveForm(existing.readAll().toStdString()) == form();
+    } catch (...) {
+    }
+    existing.close();
+  }
+  if (!same && !saveConfig(configPath_)) return {};
   const std::string problem = jobs::validateEvolveConfig(configPath_.toStdString());
   if (!problem.empty()) {
     setMessage(QString::fromStdString(problem), true);

@@ -279,6 +279,15 @@ class TestEvolveForm : public QObject {
     QVERIFY(v2.saveConfig(path));
     QVERIFY(v2.loadConfig(path));
     QVERIFY(v2.form() == loaded);
+    // Running an unchanged hand-written file keeps it as written (comments and all).
+    const QString commented = "# my search\nmerge_method: linear\nmodels: [a, b]\n";
+    writeText(path, commented);
+    QVERIFY(v2.loadConfig(path));
+    QVERIFY(v2.startRun().isEmpty());  // refused (no models on disk), but the file must be untouched
+    QFile check(path);
+    QVERIFY(check.open(QIODevice::ReadOnly));
+    QCOMPARE(QString::fromUtf8(check.readAll()), commented);
+    QVERIFY2(v2.message().contains("missing 'fitness'"), qPrintable(v2.message()));
     // A bad file is a message, not a crash.
     writeText(path, "merge_method: linear\nbogus_key: 1\n");
     QVERIFY(!v2.loadConfig(path));
