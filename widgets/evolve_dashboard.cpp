@@ -281,6 +281,7 @@ QString EvolveDashboard::candidateText(int i) const {
 }
 
 void EvolveDashboard::showCandidate(int i) { panel_->setPlainText(candidateText(i)); }
+QString EvolveDashboard::panelText() const { return panel_->toPlainText(); }
 
 void EvolveDashboard::onHover(QMouseEvent* e, bool click) {
   int bestI = -1;

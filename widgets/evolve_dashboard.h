@@ -41,6 +41,7 @@ class EvolveDashboard : public QWidget {
   // The decoded recipe of candidate i (JSON text), shown on hover/click.
   QString candidateText(int i) const;
   void showCandidate(int i);
+  QString panelText() const;  // what the side panel shows now
 
   bool exportPng(const QString& path);
   bool exportPdf(const QString& path);

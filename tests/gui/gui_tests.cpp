@@ -20,6 +20,7 @@
 #include "core/jobs/jobs.h"
 #include "tests/gui/tiny_models.h"
 #include "widgets/evolve_dashboard.h"
+#include "widgets/qcp.h"
 #include "widgets/evolve_view.h"
 #include "widgets/job_runner.h"
 #include "widgets/main_window.h"
@@ -369,6 +370,14 @@ class TestDashboardFollow : public QObject {
     QTRY_COMPARE_WITH_TIMEOUT(d.plottedPoints(), 7, 3000);
     QVERIFY(!d.lastError().isEmpty());
     QVERIFY(d.candidateText(6).contains("weight"));
+    // Clicking a point shows that candidate's decoded recipe.
+    d.resize(1000, 600);
+    d.show();
+    QVERIFY(QTest::qWaitForWindowExposed(&d));
+    d.plot()->replot();
+    const QPoint at(qRound(d.plot()->xAxis->coordToPixel(6)), qRound(d.plot()->yAxis->coordToPixel(-0.4)));
+    QTest::mouseClick(d.plot(), Qt::LeftButton, Qt::NoModifier, at);
+    QVERIFY2(d.panelText().startsWith("generation 1, candidate 2"), qPrintable(d.panelText()));
     // Exports.
     QVERIFY(d.exportPng(tmp.filePath("p.png")));
     QVERIFY(d.exportPdf(tmp.filePath("p.pdf")));
