@@ -81,6 +81,11 @@ EvolveView::EvolveView(JobRunner* runner, QWidget* parent) : QWidget(parent), ru
   message_->setWordWrap(true);
   message_->setTextInteractionFlags(Qt::TextSelectableByMouse);
   fl->addRow(message_);
+  log_ = new QPlainTextEdit(formBox);
+  log_->setReadOnly(true);
+  log_->setMaximumBlockCount(2000);
+  log_->setPlaceholderText(QStringLiteral("The run's log: memory plan, one line per generation."));
+  fl->addRow(log_);
 
   dashboard_ = new EvolveDashboard(this);
   auto* split = new QSplitter(this);
@@ -91,6 +96,11 @@ EvolveView::EvolveView(JobRunner* runner, QWidget* parent) : QWidget(parent), ru
   lay->addWidget(split);
 
   setForm(jobs::EvolveForm{});
+  connect(runner_, &JobRunner::jobLog, this, [this](int, const QString& line) { log_->appendPlainText(line); });
+  connect(runner_, &JobRunner::jobFinished, this, [this](int, bool ok, const QString& m) {
+    if (!ok) log_->appendPlainText(m == QStringLiteral("cancelled") ? QStringLiteral("cancelled (the run folder can be resumed)")
+                                                                  : QStringLiteral("failed: ") + m);
+  });
   connect(load, &QPushButton::clicked, this, &EvolveView::loadDialog);
   connect(save, &QPushButton::clicked, this, &EvolveView::saveDialog);
   connect(run, &QPushButton::clicked, this, &EvolveView::runClicked);
@@ -140,6 +150,7 @@ void EvolveView::setForm(const jobs::EvolveForm& f) {
 }
 
 QString EvolveView::message() const { return message_->text(); }
+QString EvolveView::logText() const { return log_->toPlainText(); }
 
 void EvolveView::setMessage(const QString& m, bool error) {
   message_->setText(m);

@@ -32,6 +32,7 @@ class EvolveView : public QWidget {
   void setRunsRoot(const QString& root) { runsRoot_ = root; }
   QString runsRoot() const { return runsRoot_; }
   EvolveDashboard* dashboard() const { return dashboard_; }
+  QString logText() const;  // the jobs' log lines (memory plan, generation summaries, errors)
 
   // Saves the form to the config file, validates it and queues the run; returns the run folder
   // ("" and message() when refused). runDir "" = a new folder under the runs root.
@@ -59,6 +60,7 @@ class EvolveView : public QWidget {
   QPlainTextEdit* models_;
   QSpinBox *granularity_, *generations_, *seed_, *sequences_, *length_;
   QLabel* message_;
+  QPlainTextEdit* log_;
   EvolveDashboard* dashboard_;
 };
 

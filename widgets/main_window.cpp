@@ -198,7 +198,10 @@ void MainWindow::about() {
 }
 
 void MainWindow::updateMemory() {
-  memoryLabel_->setText(QStringLiteral("Memory: %1").arg(QString::fromStdString(jobs::formatBytes(jobs::processMemory()))));
+  static const bool gpu = jobs::availableDevices().size() > 1;
+  memoryLabel_->setText(QStringLiteral("Memory: %1%2")
+                            .arg(QString::fromStdString(jobs::formatBytes(jobs::processMemory())),
+                                 gpu ? QString() : QStringLiteral("  GPU: none (CPU build)")));
 }
 
 bool MainWindow::saveScreenshots(const QString& dir) {

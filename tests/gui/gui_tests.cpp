@@ -326,6 +326,9 @@ class TestEvolveRun : public QObject {
     w.cancelJob();
     QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 1, 10000);
     QCOMPARE(finished.at(0).at(2).toString(), QString("cancelled"));
+    QVERIFY2(view->logText().contains("memory plan"), qPrintable(view->logText()));
+    QVERIFY(view->logText().contains("cancelled"));
+    QVERIFY(w.jobText().contains("cancelled"));
     QVERIFY(QFile::exists(runDir + "/state.json"));
     QVERIFY(!QFile::exists(runDir + "/error.txt"));
     const auto info = kh::jobs::readRunInfo(runDir.toStdString());
