@@ -263,6 +263,10 @@ void EvolveDashboard::updateHeatMap() {
     }
   }
   heat_->yAxis->setTicker(ticker);
+  auto groups = QSharedPointer<QCPAxisTickerFixed>::create();
+  groups->setTickStep(1.0);
+  groups->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
+  heat_->xAxis->setTicker(groups);
   map_->rescaleDataRange(true);
   heat_->xAxis->setRange(-0.5, cols - 0.5);
   heat_->yAxis->setRange(-0.5, nrows - 0.5);

@@ -2,6 +2,7 @@
 #include "widgets/model_library.h"
 
 #include <QBrush>
+#include <QCoreApplication>
 #include <QColor>
 #include <QDir>
 #include <QFileInfo>
@@ -132,9 +133,9 @@ void ModelLibrary::inspect(int row) {
       result->second = jobs::jobMessage(std::current_exception());
       if (result->second.empty()) result->second = "unreadable";
     }
-    if (!self) return;
+    // Back on the UI thread through the application object (always alive); `self` is checked there.
     QMetaObject::invokeMethod(
-        self.data(),
+        QCoreApplication::instance(),
         [self, dir, gen, result] {
           if (!self) return;
           for (int r = 0; r < self->rowCount(); ++r) {
