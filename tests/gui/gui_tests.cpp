@@ -441,6 +441,13 @@ class TestScreenshots : public QObject {
     // Shortcuts switch views.
     QTest::keyClick(&w, Qt::Key_4, Qt::ControlModifier);
     QCOMPARE(w.currentView(), int(kh::MainWindow::Runs));
+    // Opening a run from the Runs view shows it in the Evolve dashboard.
+    w.runsView()->model()->addFolder(run);
+    QVERIFY(w.runsView()->model()->rowCount() >= 1);
+    Q_EMIT w.runsView()->openRequested(run);
+    QCOMPARE(w.currentView(), int(kh::MainWindow::Evolve));
+    QCOMPARE(w.evolveView()->dashboard()->folder(), run);
+    QCOMPARE(w.evolveView()->dashboard()->plottedPoints(), 12);
   }
 };
 
