@@ -1,27 +1,226 @@
-// Main window shell (see main_window.h).
+// Main window (see main_window.h).
 #include "widgets/main_window.h"
 
 #include <QAction>
+#include <QApplication>
+#include <QDir>
+#include <QHBoxLayout>
 #include <QKeySequence>
 #include <QLabel>
+#include <QListWidget>
 #include <QMenuBar>
+#include <QMessageBox>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QShortcut>
+#include <QSplitter>
+#include <QStackedWidget>
 #include <QStatusBar>
+#include <QTimer>
+#include "widgets/qcp.h"
+
+#include "core/jobs/jobs.h"
+#include "widgets/chat_page.h"
+#include "widgets/evolve_dashboard.h"
+#include "widgets/evolve_view.h"
+#include "widgets/job_runner.h"
+#include "widgets/merge_view.h"
+#include "widgets/model_library.h"
+#include "widgets/models_view.h"
+#include "widgets/runs_view.h"
 
 namespace kh {
 
-MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
+QStringList MainWindow::viewNames() {
+  return {QStringLiteral("models"), QStringLiteral("merge"), QStringLiteral("evolve"), QStringLiteral("runs"),
+          QStringLiteral("chat")};
+}
+
+MainWindow::MainWindow(QWidget* parent, bool persistLibrary) : QMainWindow(parent) {
   setWindowTitle(QStringLiteral("Kumihimo"));
-  auto* label = new QLabel(QStringLiteral("Kumihimo workbench\n\nUse kumihimo-cli inspect MODEL for now; "
-                                          "the model library, merge, evolve and chat views come next."),
-                           this);
-  label->setAlignment(Qt::AlignCenter);
-  setCentralWidget(label);
+  runner_ = new JobRunner(QStringLiteral("cpu"), this);
+  library_ = new ModelLibrary(this, persistLibrary);
+
+  sidebar_ = new QListWidget(this);
+  const QStringList titles = {QStringLiteral("Models"), QStringLiteral("Merge"), QStringLiteral("Evolve"),
+                              QStringLiteral("Runs"), QStringLiteral("Chat")};
+  for (int i = 0; i < titles.size(); ++i) {
+    auto* item = new QListWidgetItem(QStringLiteral("%1   Ctrl+%2").arg(titles[i]).arg(i + 1), sidebar_);
+    item->setToolTip(QStringLiteral("Ctrl+%1").arg(i + 1));
+  }
+  sidebar_->setFixedWidth(150);
+  stack_ = new QStackedWidget(this);
+  models_ = new ModelsView(library_, stack_);
+  merge_ = new MergeView(runner_, stack_);
+  evolve_ = new EvolveView(runner_, stack_);
+  runs_ = new RunsView(stack_);
+  chat_ = makeChatPage(stack_);
+  for (QWidget* w : {static_cast<QWidget*>(models_), static_cast<QWidget*>(merge_), static_cast<QWidget*>(evolve_),
+                     static_cast<QWidget*>(runs_), chat_})
+    stack_->addWidget(w);
+  evolve_->setRunsRoot(runs_->model()->root());
+  auto* central = new QWidget(this);
+  auto* lay = new QHBoxLayout(central);
+  lay->setContentsMargins(4, 4, 4, 4);
+  lay->addWidget(sidebar_);
+  lay->addWidget(stack_, 1);
+  setCentralWidget(central);
+  connect(sidebar_, &QListWidget::currentRowChanged, stack_, &QStackedWidget::setCurrentIndex);
+  connect(runs_, &RunsView::openRequested, this, [this](const QString& d) {
+    evolve_->openRunFolder(d);
+    showView(Evolve);
+  });
+  connect(runs_, &RunsView::resumeRequested, this, [this](const QString& d) {
+    evolve_->resumeRun(d);
+    showView(Evolve);
+  });
+  connect(evolve_, &EvolveView::runStarted, this, [this](const QString& d) { runs_->model()->addFolder(d); });
+
+  // Menus and shortcuts.
   auto* file = menuBar()->addMenu(QStringLiteral("&File"));
+  auto* addModel = file->addAction(QStringLiteral("&Add model folder..."));
+  addModel->setShortcut(QKeySequence(QStringLiteral("Ctrl+O")));
+  connect(addModel, &QAction::triggered, this, [this] {
+    showView(Models);
+    models_->addModelDialog();
+  });
+  auto* openRun = file->addAction(QStringLiteral("Open &run folder..."));
+  connect(openRun, &QAction::triggered, this, [this] {
+    showView(Evolve);
+    evolve_->openRunFolderDialog();
+  });
+  file->addSeparator();
   auto* quit = file->addAction(QStringLiteral("&Quit"));
   quit->setShortcut(QKeySequence::Quit);
   connect(quit, &QAction::triggered, this, &QMainWindow::close);
-  statusBar()->showMessage(QStringLiteral("Device: CPU"));
-  resize(900, 600);
+  auto* viewMenu = menuBar()->addMenu(QStringLiteral("&View"));
+  for (int i = 0; i < titles.size(); ++i) {
+    auto* a = viewMenu->addAction(titles[i]);
+    a->setShortcut(QKeySequence(QStringLiteral("Ctrl+%1").arg(i + 1)));
+    connect(a, &QAction::triggered, this, [this, i] { showView(i); });
+  }
+  auto* jobMenu = menuBar()->addMenu(QStringLiteral("&Job"));
+  auto* run = jobMenu->addAction(QStringLiteral("&Run"));
+  run->setShortcut(QKeySequence(QStringLiteral("Ctrl+R")));
+  connect(run, &QAction::triggered, this, &MainWindow::runCurrent);
+  auto* cancel = jobMenu->addAction(QStringLiteral("&Cancel"));
+  cancel->setShortcuts({QKeySequence(Qt::Key_Escape), QKeySequence(QStringLiteral("Ctrl+."))});
+  connect(cancel, &QAction::triggered, this, &MainWindow::cancelJob);
+  auto* help = menuBar()->addMenu(QStringLiteral("&Help"));
+  auto* aboutA = help->addAction(QStringLiteral("&About Kumihimo"));
+  aboutA->setShortcut(QKeySequence(Qt::Key_F1));
+  connect(aboutA, &QAction::triggered, this, &MainWindow::about);
+
+  // Status bar: device, memory, the running job.
+  deviceLabel_ = new QLabel(QStringLiteral("Device: %1").arg(runner_->device()), this);
+  memoryLabel_ = new QLabel(this);
+  jobLabel_ = new QLabel(QStringLiteral("idle"), this);
+  progress_ = new QProgressBar(this);
+  progress_->setMaximumWidth(200);
+  progress_->setRange(0, 1000);
+  progress_->setTextVisible(false);
+  progress_->setVisible(false);
+  cancel_ = new QPushButton(QStringLiteral("Cancel"), this);
+  cancel_->setEnabled(false);
+  statusBar()->addWidget(deviceLabel_);
+  statusBar()->addWidget(memoryLabel_);
+  statusBar()->addWidget(jobLabel_, 1);
+  statusBar()->addPermanentWidget(progress_);
+  statusBar()->addPermanentWidget(cancel_);
+  connect(cancel_, &QPushButton::clicked, this, &MainWindow::cancelJob);
+  auto* memTimer = new QTimer(this);
+  memTimer->setInterval(1000);
+  connect(memTimer, &QTimer::timeout, this, &MainWindow::updateMemory);
+  memTimer->start();
+  updateMemory();
+
+  connect(runner_, &JobRunner::jobStarted, this, [this](int, const QString& name) {
+    jobLabel_->setText(name);
+    progress_->setVisible(true);
+    progress_->setRange(0, 0);
+    cancel_->setEnabled(true);
+  });
+  connect(runner_, &JobRunner::jobProgress, this, [this](int, double f, const QString& text) {
+    if (f >= 0) {
+      progress_->setRange(0, 1000);
+      progress_->setValue(static_cast<int>(f * 1000));
+    }
+    jobLabel_->setText(runner_->currentName() + QStringLiteral(": ") + text);
+  });
+  connect(runner_, &JobRunner::jobFinished, this, [this](int, bool ok, const QString& message) {
+    progress_->setVisible(false);
+    cancel_->setEnabled(runner_->busy());
+    jobLabel_->setText(ok ? QStringLiteral("finished") : QStringLiteral("stopped: ") + message);
+    jobLabel_->setStyleSheet(ok || message == QStringLiteral("cancelled") ? QString() : QStringLiteral("color: #a02020;"));
+    if (!ok && message != QStringLiteral("cancelled")) statusBar()->showMessage(message, 15000);
+    evolve_->dashboard()->poll();
+    runs_->model()->refresh();
+  });
+
+  showView(Models);
+  resize(1200, 760);
+}
+
+MainWindow::~MainWindow() {
+  delete runner_;  // joins the worker before the views it reports to go away
+  runner_ = nullptr;
+}
+
+void MainWindow::showView(int view) {
+  if (view < 0 || view >= ViewCount) return;
+  sidebar_->setCurrentRow(view);
+  stack_->setCurrentIndex(view);
+}
+
+int MainWindow::currentView() const { return stack_->currentIndex(); }
+
+QWidget* MainWindow::viewWidget(int view) const { return stack_->widget(view); }
+
+QString MainWindow::jobText() const { return jobLabel_->text(); }
+
+void MainWindow::cancelJob() {
+  if (runner_->busy()) {
+    runner_->cancelCurrent();
+    jobLabel_->setText(QStringLiteral("cancelling..."));
+  }
+}
+
+void MainWindow::runCurrent() {
+  if (currentView() == Evolve) evolve_->runClicked();
+  else if (currentView() == Merge) merge_->run();
+}
+
+void MainWindow::about() {
+  QMessageBox::about(this, QStringLiteral("About Kumihimo"),
+                     QStringLiteral("<b>Kumihimo %1</b><p>A research workbench for LLMs: merge, evolve, evaluate, chat.</p>"
+                                    "<p>Ctrl+1..5 views, Ctrl+O add model, Ctrl+R run, Esc or Ctrl+. cancel.</p>")
+                         .arg(QApplication::applicationVersion()));
+}
+
+void MainWindow::updateMemory() {
+  static const bool gpu = jobs::availableDevices().size() > 1;
+  memoryLabel_->setText(QStringLiteral("Memory: %1%2")
+                            .arg(QString::fromStdString(jobs::formatBytes(jobs::processMemory())),
+                                 gpu ? QString() : QStringLiteral("  GPU: none (CPU build)")));
+}
+
+bool MainWindow::saveScreenshots(const QString& dir) {
+  QDir().mkpath(dir);
+  const int keep = currentView();
+  if (!isVisible()) {
+    setAttribute(Qt::WA_DontShowOnScreen, false);
+    show();
+  }
+  bool ok = true;
+  const auto names = viewNames();
+  for (int v = 0; v < ViewCount; ++v) {
+    showView(v);
+    QApplication::processEvents();
+    evolve_->dashboard()->plot()->replot();
+    ok = grab().save(QDir(dir).filePath(names[v] + QStringLiteral(".png"))) && ok;
+  }
+  showView(keep);
+  return ok;
 }
 
 }  // namespace kh

@@ -250,7 +250,7 @@ void ChatGuiTest::compareShowsTwoAnswers() {
 }
 
 void ChatGuiTest::pageHasChatAndCompareTabs() {
-  std::unique_ptr<QWidget> page(makeChatPage(nullptr));
+  std::unique_ptr<QWidget> page(kh::makeChatPage(nullptr));
   QVERIFY(page);
   auto* tabs = page->findChild<QTabWidget*>();
   QVERIFY(tabs);

@@ -70,4 +70,6 @@ class ChatPage : public QWidget {
 }  // namespace
 }  // namespace kh::gui
 
+namespace kh {
 QWidget* makeChatPage(QWidget* parent) { return new kh::gui::ChatPage(parent); }
+}  // namespace kh
