@@ -15,7 +15,7 @@ packages=(
   libtorch-dev libopenblas0-pthread
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libgtest-dev libgmock-dev
-  qt6-base-dev
+  qt6-base-dev libqcustomplot-dev
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -44,9 +44,14 @@ case "$mode" in
     $cli make-tiny llama -o build/demo/b --seed 2 --dtype F32 --force >/dev/null
     $cli merge resources/evolve/target.yaml -o build/demo/target --overwrite >/dev/null 2>&1
     rm -rf build/demo/run
-    $cli evolve resources/evolve/synthetic.yaml -o build/demo/run
-    echo "== the recipe it found (target shares of a: 0.8 for layers 0-1, 0.3 for layers 2-3)"
-    cat build/demo/run/best.yaml
+    if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -x build/release/bin/kumihimo ]; then
+      echo "== opening the workbench on the Evolve view (the search runs there)"
+      build/release/bin/kumihimo --evolve resources/evolve/synthetic.yaml --run-dir build/demo/run
+    else
+      $cli evolve resources/evolve/synthetic.yaml -o build/demo/run
+      echo "== the recipe it found (target shares of a: 0.8 for layers 0-1, 0.3 for layers 2-3)"
+      cat build/demo/run/best.yaml
+    fi
     ;;
   test)
     echo "== tests"
