@@ -28,6 +28,9 @@ void addMerge(CLI::App& app, Action& run);
 void addEvolve(CLI::App& app, Action& run);
 void addResume(CLI::App& app, Action& run);
 void addEval(CLI::App& app, Action& run);  // app/cli_eval.cpp
+void addIndex(CLI::App& app, Action& run);          // app/cli_retrieval.cpp
+void addRetrieve(CLI::App& app, Action& run);       // app/cli_retrieval.cpp
+void addRetrievalEval(CLI::App& app, Action& run);  // app/cli_retrieval.cpp
 
 // The model every inference command runs: folder, tokenizer and weights on the chosen device.
 struct ModelArgs {
