@@ -6,6 +6,7 @@
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/index_io.h>
+#include <faiss/utils/distances.h>
 
 #include <ATen/ATen.h>
 #include <algorithm>
@@ -109,6 +110,10 @@ std::vector<float> DecoderEmbedder::embed(const std::vector<std::string>& texts,
 // ---------------------------------------------------------------------------------------------
 
 DenseIndex::DenseIndex(int dim) : dim_(dim) {
+  // FAISS scans with its own SIMD loop below 20 queries; Debian's build of that loop is generic,
+  // while OpenBLAS dispatches to AVX2/AVX-512 at run time. One query through BLAS: see
+  // tests/bench/retrieval_bench.cpp for the measured difference. Same results (exact search).
+  faiss::distance_compute_blas_threshold = 1;
   auto* flat = new faiss::IndexFlatIP(dim);
   auto* map = new faiss::IndexIDMap2(flat);
   map->own_fields = true;
