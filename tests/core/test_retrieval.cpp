@@ -11,6 +11,8 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/model/model_folder.h"
+#include "core/model/runtime.h"
 #include "core/model/tiny.h"
 #include "core/retrieval/eval.h"
 #include "core/retrieval/store.h"
@@ -340,4 +342,43 @@ TEST(RetrievalEval, MetricsByHandAndOnTheBundledSet) {
   EXPECT_GT(rep.methods[0].mean.mrr, 0.6);
   EXPECT_TRUE(std::filesystem::exists(d.file("run/metrics.json")));
   EXPECT_TRUE(std::filesystem::exists(d.file("run/table.txt")));
+}
+
+// forwardHidden is the state the output head projects: lm_head(hidden) equals forward's logits,
+// for a padded batch too.
+TEST(RetrievalEmbedder, ForwardHiddenIsWhatTheHeadProjects) {
+  TempDir d;
+  kh::TinyOptions to;
+  to.family = "llama";
+  to.dtype = kh::st::DType::F32;
+  kh::makeTinyCheckpoint(d.file("m"), to);
+  auto model = kh::Model::load(kh::ModelFolder::open(d.file("m")));
+  kh::ForwardBatch b;
+  b.ids = at::tensor(std::vector<int64_t>{5, 6, 7, 8, 9, 10}, at::kLong).view({2, 3});
+  b.positions = at::tensor(std::vector<int64_t>{0, 1, 2, 0, 1, -1}, at::kLong).view({2, 3});
+  auto c1 = model->newCache(2, 3), c2 = model->newCache(2, 3);
+  const at::Tensor logits = model->forward(b, c1);      // [2, 3, V]
+  const at::Tensor hidden = model->forwardHidden(b, c2);  // [2, 3, D]
+  ASSERT_EQ(hidden.size(2), model->config().hiddenSize);
+  const std::string head = model->hasWeight("lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight";
+  EXPECT_TRUE(at::allclose(at::linear(hidden, model->weight(head)), logits, 1e-5, 1e-5));
+}
+
+TEST(RetrievalStore, RerankerAndZScoreThresholdExplainThemselves) {
+  struct ShortFirst : Reranker {
+    std::optional<double> score(const std::string&, const std::string& text) const override { return -double(text.size()); }
+  } shortFirst;
+  TempDir d;
+  auto s = DocumentStore::open(d.file("store"));
+  s.importFiles({kh::test::sourceDir() + "/resources/retrieval/ja_persona_docs.jsonl"}, nullptr);
+  SearchOptions o;
+  o.reranker = &shortFirst;
+  o.threshold = "zscore";
+  o.zMin = 0.5;
+  const auto hits = s.search("名前は何ですか", o, nullptr);
+  ASSERT_GE(hits.size(), 3u);
+  for (size_t i = 1; i < hits.size(); ++i) EXPECT_GE(*hits[i - 1].rerankScore, *hits[i].rerankScore);
+  EXPECT_NE(hits[0].threshold.find("rerank z"), std::string::npos) << hits[0].threshold;
+  EXPECT_TRUE(hits.front().kept);
+  EXPECT_FALSE(hits.back().kept);
 }
