@@ -160,4 +160,28 @@ void addRetrievalEval(CLI::App& app, Action& run) {
   }; });
 }
 
+std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& storeDir, int k) {
+  if (!std::filesystem::exists(std::filesystem::path(storeDir) / "CURRENT"))
+    throw Error(storeDir, "not a retrieval store", "build one with `kumihimo-cli index add STORE FILES...`");
+  auto store = std::make_shared<retrieval::DocumentStore>(retrieval::DocumentStore::open(storeDir));
+  RetrievalArgs a;
+  std::shared_ptr<retrieval::DecoderEmbedder> emb = embedderFor(a, *store);
+  retrieval::SearchOptions o;
+  o.k = std::max(1, k);
+  o.method = emb ? retrieval::Method::Fused : retrieval::Method::Bm25;
+  std::cerr << "retrieval from " << storeDir << " (" << retrieval::methodName(o.method) << ", " << store->chunks().size()
+            << " chunks)\n";
+  return [store, emb, o](const std::string& user) {
+    std::string context;
+    int n = 0;
+    for (const auto& h : store->search(user, o, emb.get())) {
+      if (!h.kept) continue;
+      context += "[" + std::to_string(++n) + "] " + h.text + "\n";
+      std::cerr << "(retrieved " << h.chunkId << ": " << h.threshold << ")\n";
+    }
+    if (context.empty()) return user;
+    return "次の参考情報を使って答えてください。\n" + context + "\n質問: " + user;
+  };
+}
+
 }  // namespace kh::cli

@@ -49,6 +49,10 @@ TEST(CliRetrieval, IndexRetrieveAndEvaluate) {
   auto refused = runCli({"retrieve", d.file("store"), "名前", "--embedder", d.file("other")});
   EXPECT_NE(refused.exitCode, 0);
   EXPECT_NE(refused.err.find("is not the one that built this store"), std::string::npos) << refused.err;
+  // chat --rag: the retrieved chunks are named on stderr and the chat answers.
+  auto chat = runCli({"chat", d.file("m"), "--rag", d.file("store"), "--max-new-tokens", "3"}, "あなたの名前はなんですか?\n/quit\n");
+  ASSERT_EQ(chat.exitCode, 0) << chat.err;
+  EXPECT_NE(chat.err.find("(retrieved "), std::string::npos) << chat.err;
   auto empty = runCli({"retrieve", d.file("store"), ""});
   EXPECT_NE(empty.exitCode, 0);
   EXPECT_NE(empty.err.find("empty query"), std::string::npos) << empty.err;
