@@ -167,9 +167,7 @@ DenseIndex DenseIndex::load(const std::string& path, int expectedDim) {
   faiss::Index* raw = nullptr;
   try {
     raw = faiss::read_index(path.c_str());
-  } catch (const std::exception& e) {
-    std::string why = e.what();
-    if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
+  } catch (const std::exception&) {  // FAISS's message is several lines of its own source paths
     throw Error(path, "corrupt dense index (FAISS could not read it)", hint);
   }
   std::unique_ptr<faiss::Index> owned(raw);
