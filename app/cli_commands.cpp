@@ -309,7 +309,8 @@ static void setSampling(SamplingOptions& s, const std::string& key, const std::s
 void addChat(CLI::App& app, Action& run) {
   struct Args {
     ModelArgs m;
-    std::string system, templ;
+    std::string system, templ, rag;
+    int ragK = 3;
     SamplingOptions sampling;
   };
   auto a = std::make_shared<Args>();
@@ -317,9 +318,13 @@ void addChat(CLI::App& app, Action& run) {
   addModelArgs(sub, a->m);
   sub->add_option("--system", a->system, "System prompt");
   sub->add_option("--template", a->templ, "Chat format override: " + chatFormatNames());
+  sub->add_option("--rag", a->rag, "Retrieval store: its best chunks go before each message");
+  sub->add_option("--rag-k", a->ragK, "Chunks retrieved per message (with --rag)")->default_val(3);
   addSamplingFlags(sub, a->sampling);
   sub->callback([a, &run]() { run = [a]() {
     validateSampling(a->sampling);
+    std::function<std::string(const std::string&)> augment;
+    if (!a->rag.empty()) augment = makeRagAugmenter(a->rag, a->ragK);
     auto [folder, tok, model] = loadModel(a->m);
     ChatSession chat(folder, model, tok, a->templ);
     chat.system = a->system;
@@ -371,7 +376,7 @@ void addChat(CLI::App& app, Action& run) {
           continue;
         }
         if (line[0] == '/') throw Error(line.substr(0, line.find(' ')), "unknown command", kChatHelp);
-        auto r = chat.reply(line, [](const std::string& t) { std::cout << t << std::flush; }, &gInterrupted);
+        auto r = chat.reply(augment ? augment(line) : line, [](const std::string& t) { std::cout << t << std::flush; }, &gInterrupted);
         std::cout << "\n";
         std::cerr << generationSummary(r) << "\n";
       } catch (const Error& e) {

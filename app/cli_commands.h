@@ -28,6 +28,13 @@ void addMerge(CLI::App& app, Action& run);
 void addEvolve(CLI::App& app, Action& run);
 void addResume(CLI::App& app, Action& run);
 void addEval(CLI::App& app, Action& run);  // app/cli_eval.cpp
+void addIndex(CLI::App& app, Action& run);          // app/cli_retrieval.cpp
+void addRetrieve(CLI::App& app, Action& run);       // app/cli_retrieval.cpp
+void addRetrievalEval(CLI::App& app, Action& run);  // app/cli_retrieval.cpp
+// chat --rag STORE (app/cli_retrieval.cpp): maps a user message to the message sent to the model,
+// the store's top kept chunks (fused with the store's recorded embedder when it exists, else BM25)
+// placed before the question; names the chunks it used on stderr.
+std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& store, int k);
 
 // The model every inference command runs: folder, tokenizer and weights on the chosen device.
 struct ModelArgs {

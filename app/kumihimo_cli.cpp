@@ -25,6 +25,9 @@ int main(int argc, char** argv) {
   kh::cli::addEval(app, run);
   kh::cli::addEvolve(app, run);
   kh::cli::addResume(app, run);
+  kh::cli::addIndex(app, run);
+  kh::cli::addRetrieve(app, run);
+  kh::cli::addRetrievalEval(app, run);
   try {
     app.parse(argc, argv);
     at::set_num_threads(std::max(1, threads));  // Debian's libtorch starts with 1 thread

@@ -144,6 +144,24 @@ at::Tensor Model::forward(const ForwardBatch& b, KVCache& cache) const {
   return out;
 }
 
+// Set by forwardHidden for the duration of one forward on this thread: ops::outputHead stores the
+// final hidden states there and returns a [.., 1] stand-in instead of projecting to the vocabulary.
+static thread_local at::Tensor* tHiddenCapture = nullptr;
+
+at::Tensor Model::forwardHidden(const ForwardBatch& b, KVCache& cache) const {
+  at::Tensor hidden;
+  tHiddenCapture = &hidden;
+  try {
+    forward(b, cache);
+  } catch (...) {
+    tHiddenCapture = nullptr;
+    throw;
+  }
+  tHiddenCapture = nullptr;
+  KH_ASSERT(hidden.defined(), "family forward did not go through ops::outputHead: " + family_->name);
+  return hidden.to(at::kFloat);  // [B, T, D]
+}
+
 at::Tensor Model::logits(const std::vector<int64_t>& ids) const {
   KH_ASSERT(!ids.empty());
   const int64_t T = static_cast<int64_t>(ids.size());
@@ -277,6 +295,10 @@ at::Tensor gatedMlp(const Model& m, const std::string& p, const at::Tensor& h) {
 }
 
 at::Tensor outputHead(const Model& m, const at::Tensor& x, const std::string& embeddingName) {
+  if (tHiddenCapture) {  // Model::forwardHidden: keep x, skip the projection
+    *tHiddenCapture = x;
+    return x.narrow(-1, 0, 1);
+  }
   const bool separate = m.hasWeight("lm_head.weight");
   return at::linear(x, m.weight(separate ? "lm_head.weight" : embeddingName));
 }

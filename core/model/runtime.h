@@ -60,6 +60,9 @@ class Model {
   KVCache newCache(int64_t batch, int64_t capacity) const;
   // Runs the batch, appends its keys/values to `cache`, returns logits [B, T, V] in fp32.
   at::Tensor forward(const ForwardBatch& batch, KVCache& cache) const;
+  // As forward, but returns the final hidden states (after the last norm, before the output head)
+  // [B, T, D] fp32 and skips the vocabulary projection; logits from forward() are unchanged.
+  at::Tensor forwardHidden(const ForwardBatch& batch, KVCache& cache) const;
   // Convenience: one unpadded sequence, fresh cache; logits [T, V] fp32.
   at::Tensor logits(const std::vector<int64_t>& ids) const;
 

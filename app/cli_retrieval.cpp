@@ -1,0 +1,187 @@
+// kumihimo-cli index add / index rebuild / retrieve / retrieval-eval: the retrieval workspace from
+// the command line. The embedder is the store's recorded model unless --embedder names one (and a
+// different one is refused by the store, named).
+#include <ctime>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+
+#include "app/cli_commands.h"
+#include "core/error.h"
+#include "core/retrieval/eval.h"
+#include "core/retrieval/store.h"
+
+namespace kh::cli {
+
+namespace {
+
+struct RetrievalArgs {
+  std::string store, query, queries, embedder, method = "fused", threshold = "relative", out;
+  std::vector<std::string> files;
+  int k = 5, candidates = 50, chunkChars = 200, overlapChars = 40;
+  double k1 = 1.2, b = 0.75, denseWeight = 1.0, bm25Weight = 1.0, ratio = 0.5, zMin = 0.0;
+  bool json = false;
+};
+
+retrieval::StoreOptions storeOptions(const RetrievalArgs& a) {
+  retrieval::StoreOptions o;
+  o.chunking.targetChars = a.chunkChars;
+  o.chunking.overlapChars = a.overlapChars;
+  o.bm25.k1 = a.k1;
+  o.bm25.b = a.b;
+  return o;
+}
+
+// The embedder to use: --embedder, else the model the store recorded (when it still exists).
+std::unique_ptr<retrieval::DecoderEmbedder> embedderFor(const RetrievalArgs& a, const retrieval::DocumentStore& s) {
+  std::string dir = a.embedder;
+  if (dir.empty() && !s.embedderModel().empty() && std::filesystem::exists(s.embedderModel())) dir = s.embedderModel();
+  if (dir.empty()) return nullptr;
+  return std::make_unique<retrieval::DecoderEmbedder>(dir);
+}
+
+retrieval::EmbedProgress progressLine() {
+  return [](size_t done, size_t total) {
+    std::cerr << "\r\033[Kembedding " << done << "/" << total << " chunks" << (done == total ? "\n" : "") << std::flush;
+  };
+}
+
+void addSearchFlags(CLI::App* sub, RetrievalArgs& a) {
+  sub->add_option("--embedder", a.embedder, "Model folder of the embedder (default: the one the store was built with)");
+  sub->add_option("--candidates", a.candidates, "Top-k taken from each of dense and BM25 before fusion")->default_val(50);
+  sub->add_option("--dense-weight", a.denseWeight, "RRF weight of the dense ranking")->default_val(1.0);
+  sub->add_option("--bm25-weight", a.bm25Weight, "RRF weight of the BM25 ranking")->default_val(1.0);
+  sub->add_option("--k1", a.k1, "BM25 k1")->default_val(1.2);
+  sub->add_option("--b", a.b, "BM25 b")->default_val(0.75);
+}
+
+retrieval::SearchOptions searchOptions(const RetrievalArgs& a) {
+  retrieval::SearchOptions o;
+  o.k = a.k;
+  o.candidates = a.candidates;
+  o.denseWeight = a.denseWeight;
+  o.bm25Weight = a.bm25Weight;
+  o.method = retrieval::parseMethod(a.method);
+  o.threshold = a.threshold;
+  o.relativeRatio = a.ratio;
+  o.zMin = a.zMin;
+  return o;
+}
+
+}  // namespace
+
+void addIndex(CLI::App& app, Action& run) {
+  auto a = std::make_shared<RetrievalArgs>();
+  auto* index = app.add_subcommand("index", "Build and update a retrieval store");
+  index->require_subcommand(1);
+  auto* add = index->add_subcommand("add", "Import text, Markdown and JSONL files (changed documents only are redone)");
+  add->add_option("store", a->store, "Store folder (created when missing)")->required();
+  add->add_option("files", a->files, "Files to import")->required();
+  add->add_option("--embedder", a->embedder, "Decoder model folder whose mean-pooled hidden states build the dense index");
+  add->add_option("--chunk-chars", a->chunkChars, "Target chunk length in characters")->default_val(200);
+  add->add_option("--overlap-chars", a->overlapChars, "Overlap between chunks in characters (whole sentences)")->default_val(40);
+  add->callback([a, &run]() { run = [a]() {
+    auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
+    auto emb = embedderFor(*a, s);
+    if (emb && s.embedderModel().empty()) s.setEmbedderModel(std::filesystem::absolute(emb->modelDir()).string());
+    const auto r = s.importFiles(a->files, emb.get(), progressLine());
+    std::cout << a->store << ": " << r.added << " added, " << r.updated << " updated, " << r.unchanged << " unchanged; "
+              << s.documents().size() << " documents, " << s.chunks().size() << " chunks"
+              << (s.hasDense() ? ", dense by " + s.embedderIdentity() : ", BM25 only") << "\n";
+  }; });
+  auto* rebuild = index->add_subcommand("rebuild", "Rebuild the BM25 and dense indexes from the stored chunks");
+  rebuild->add_option("store", a->store, "Store folder")->required();
+  rebuild->add_option("--embedder", a->embedder, "Embedder model folder (default: the recorded one)");
+  rebuild->callback([a, &run]() { run = [a]() {
+    // Read the chunks without the (possibly corrupt) indexes: open a fresh store from store.json.
+    auto s = retrieval::DocumentStore::openChunksOnly(a->store, storeOptions(*a));
+    auto emb = embedderFor(*a, s);
+    s.rebuild(emb.get(), progressLine());
+    std::cout << a->store << ": rebuilt " << s.chunks().size() << " chunks\n";
+  }; });
+}
+
+void addRetrieve(CLI::App& app, Action& run) {
+  auto a = std::make_shared<RetrievalArgs>();
+  auto* sub = app.add_subcommand("retrieve", "Search a store: hits with dense, BM25, fused scores and the threshold's verdict");
+  sub->add_option("store", a->store, "Store folder")->required();
+  sub->add_option("query", a->query, "Query text")->required();
+  sub->add_option("-k,--k", a->k, "Hits to show")->default_val(5);
+  sub->add_option("--method", a->method, "fused | bm25 | dense")->default_val("fused");
+  sub->add_option("--threshold", a->threshold, "relative | zscore | none")->default_val("relative");
+  sub->add_option("--ratio", a->ratio, "relative: keep score >= ratio x best")->default_val(0.5);
+  sub->add_option("--z", a->zMin, "zscore: keep z >= this")->default_val(0.0);
+  sub->add_flag("--json", a->json, "One JSON object with every hit and score");
+  addSearchFlags(sub, *a);
+  sub->callback([a, &run]() { run = [a]() {
+    auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
+    std::unique_ptr<retrieval::DecoderEmbedder> emb;
+    if (a->method != "bm25") emb = embedderFor(*a, s);
+    const auto hits = s.search(a->query, searchOptions(*a), emb.get());
+    if (a->json) {
+      nlohmann::json j = {{"query", a->query}, {"method", a->method}, {"embedder", s.embedderIdentity()}};
+      j["hits"] = nlohmann::json::array();
+      for (const auto& h : hits) j["hits"].push_back(h.toJson());
+      std::cout << j.dump(2) << "\n";
+      return;
+    }
+    int n = 0;
+    for (const auto& h : hits) {
+      std::cout << ++n << ". " << h.chunkId << (h.kept ? "" : "  [dropped]") << "  fused " << std::setprecision(4) << h.fusedScore;
+      if (h.denseRank) std::cout << "  dense #" << h.denseRank << " cos " << *h.denseCosine;
+      if (h.bm25Rank) std::cout << "  bm25 #" << h.bm25Rank << " " << *h.bm25Score;
+      if (h.rerankScore) std::cout << "  rerank " << *h.rerankScore;
+      std::cout << "\n   " << h.text.substr(0, 300) << "\n   (" << h.threshold << ")\n";
+    }
+    if (hits.empty()) std::cout << "no hits\n";
+  }; });
+}
+
+void addRetrievalEval(CLI::App& app, Action& run) {
+  auto a = std::make_shared<RetrievalArgs>();
+  auto* sub = app.add_subcommand("retrieval-eval", "recall@k, MRR and nDCG@10 of bm25, dense and fused on labelled queries");
+  sub->add_option("store", a->store, "Store folder")->required();
+  sub->add_option("queries", a->queries, "JSONL: {\"query\": ..., \"relevant\": [doc or chunk ids]}")->required();
+  sub->add_option("-o,--out", a->out, "Run folder (default: runs/retrieval-eval-<time>)");
+  addSearchFlags(sub, *a);
+  sub->callback([a, &run]() { run = [a]() {
+    auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
+    auto emb = embedderFor(*a, s);
+    const auto queries = retrieval::readLabelledQueries(a->queries, s);
+    std::string dir = a->out;
+    if (dir.empty()) {
+      std::time_t now = std::time(nullptr);
+      char stamp[32];
+      std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+      dir = std::string("runs/retrieval-eval-") + stamp;
+    }
+    const auto rep = retrieval::evaluateRetrieval(s, queries, searchOptions(*a), emb.get(), dir);
+    std::cout << rep.table() << "run folder " << dir << "\n";
+  }; });
+}
+
+std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& storeDir, int k) {
+  if (!std::filesystem::exists(std::filesystem::path(storeDir) / "CURRENT"))
+    throw Error(storeDir, "not a retrieval store", "build one with `kumihimo-cli index add STORE FILES...`");
+  auto store = std::make_shared<retrieval::DocumentStore>(retrieval::DocumentStore::open(storeDir));
+  RetrievalArgs a;
+  std::shared_ptr<retrieval::DecoderEmbedder> emb = embedderFor(a, *store);
+  retrieval::SearchOptions o;
+  o.k = std::max(1, k);
+  o.method = emb ? retrieval::Method::Fused : retrieval::Method::Bm25;
+  std::cerr << "retrieval from " << storeDir << " (" << retrieval::methodName(o.method) << ", " << store->chunks().size()
+            << " chunks)\n";
+  return [store, emb, o](const std::string& user) {
+    std::string context;
+    int n = 0;
+    for (const auto& h : store->search(user, o, emb.get())) {
+      if (!h.kept) continue;
+      context += "[" + std::to_string(++n) + "] " + h.text + "\n";
+      std::cerr << "(retrieved " << h.chunkId << ": " << h.threshold << ")\n";
+    }
+    if (context.empty()) return user;
+    return "次の参考情報を使って答えてください。\n" + context + "\n質問: " + user;
+  };
+}
+
+}  // namespace kh::cli

@@ -1,0 +1,181 @@
+// Embedders and the FAISS exact index for retrieval.
+#include "core/retrieval/dense.h"
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/impl/IDSelector.h>
+#include <faiss/index_io.h>
+#include <faiss/utils/distances.h>
+
+#include <ATen/ATen.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/model/model_folder.h"
+#include "core/model/runtime.h"
+#include "core/text/tokenizer.h"
+
+namespace kh::retrieval {
+
+void normalizeRows(std::vector<float>& v, int dim) {
+  for (size_t r = 0; r + static_cast<size_t>(dim) <= v.size(); r += static_cast<size_t>(dim)) {
+    double s = 0;
+    for (int i = 0; i < dim; ++i) s += double(v[r + i]) * v[r + i];
+    if (s <= 0) continue;
+    const float inv = static_cast<float>(1.0 / std::sqrt(s));
+    for (int i = 0; i < dim; ++i) v[r + i] *= inv;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static uint64_t fnv1a(uint64_t h, const std::string& s) {
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+DecoderEmbedder::DecoderEmbedder(const std::string& modelDir, int batchSize, int maxTokens)
+    : dir_(modelDir), batchSize_(std::max(1, batchSize)), maxTokens_(std::max(1, maxTokens)) {
+  namespace fs = std::filesystem;
+  ModelFolder folder = ModelFolder::open(modelDir);
+  tokenizer_ = folder.requireTokenizer();
+  model_ = Model::load(folder);
+  dim_ = static_cast<int>(model_->config().hiddenSize);
+  std::ifstream cf(fs::path(modelDir) / "config.json");
+  std::stringstream ss;
+  ss << cf.rdbuf();
+  uint64_t h = fnv1a(1469598103934665603ull, ss.str());
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(modelDir))
+    if (e.path().extension() == ".safetensors") files.push_back(e.path().filename().string() + ":" + std::to_string(e.file_size()));
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) h = fnv1a(h, f);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  std::string name = fs::path(modelDir).filename().string();
+  if (name.empty()) name = fs::path(modelDir).parent_path().filename().string();
+  identity_ = "decoder-mean:" + name + ":" + hex;
+}
+
+DecoderEmbedder::~DecoderEmbedder() = default;
+
+std::vector<float> DecoderEmbedder::embed(const std::vector<std::string>& texts, const EmbedProgress& progress) const {
+  std::vector<std::vector<int64_t>> ids(texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    auto t = tokenizer_->encode(texts[i], true);
+    if (t.empty()) t.push_back(tokenizer_->bosId().value_or(0));
+    if (t.size() > static_cast<size_t>(maxTokens_)) t.resize(static_cast<size_t>(maxTokens_));
+    ids[i].assign(t.begin(), t.end());
+  }
+  std::vector<size_t> order(texts.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ids[a].size() < ids[b].size(); });
+  std::vector<float> out(texts.size() * static_cast<size_t>(dim_), 0.f);
+  const int64_t pad = tokenizer_->padId().value_or(0);
+  at::NoGradGuard noGrad;
+  for (size_t s = 0; s < order.size(); s += static_cast<size_t>(batchSize_)) {
+    const size_t e = std::min(order.size(), s + static_cast<size_t>(batchSize_));
+    const int64_t B = static_cast<int64_t>(e - s), T = static_cast<int64_t>(ids[order[e - 1]].size());
+    std::vector<int64_t> idv(static_cast<size_t>(B * T), pad), posv(static_cast<size_t>(B * T), -1);
+    for (int64_t r = 0; r < B; ++r) {
+      const auto& row = ids[order[s + static_cast<size_t>(r)]];
+      for (size_t t = 0; t < row.size(); ++t) {
+        idv[static_cast<size_t>(r * T) + t] = row[t];
+        posv[static_cast<size_t>(r * T) + t] = static_cast<int64_t>(t);
+      }
+    }
+    ForwardBatch b;
+    b.ids = at::tensor(idv, at::kLong).view({B, T}).to(model_->device());
+    b.positions = at::tensor(posv, at::kLong).view({B, T}).to(model_->device());
+    KVCache cache = model_->newCache(B, T);
+    at::Tensor h = model_->forwardHidden(b, cache);                    // [B, T, D] fp32
+    at::Tensor mask = b.positions.ge(0).to(at::kFloat).unsqueeze(-1);  // [B, T, 1]
+    at::Tensor mean = (h * mask).sum(1) / mask.sum(1).clamp_min(1.0);  // [B, D]
+    mean = (mean / mean.norm(2, -1, true).clamp_min(1e-12)).contiguous().cpu();
+    const float* p = mean.data_ptr<float>();
+    for (int64_t r = 0; r < B; ++r)
+      std::copy(p + r * dim_, p + (r + 1) * dim_, out.begin() + static_cast<std::ptrdiff_t>(order[s + static_cast<size_t>(r)] * static_cast<size_t>(dim_)));
+    if (progress) progress(e, order.size());
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+DenseIndex::DenseIndex(int dim) : dim_(dim) {
+  // FAISS scans with its own SIMD loop below 20 queries; Debian's build of that loop is generic,
+  // while OpenBLAS dispatches to AVX2/AVX-512 at run time. One query through BLAS: see
+  // tests/bench/retrieval_bench.cpp for the measured difference. Same results (exact search).
+  faiss::distance_compute_blas_threshold = 1;
+  auto* flat = new faiss::IndexFlatIP(dim);
+  auto* map = new faiss::IndexIDMap2(flat);
+  map->own_fields = true;
+  index_.reset(map);
+}
+DenseIndex::~DenseIndex() = default;
+DenseIndex::DenseIndex(DenseIndex&&) noexcept = default;
+DenseIndex& DenseIndex::operator=(DenseIndex&&) noexcept = default;
+
+int64_t DenseIndex::size() const { return index_->ntotal; }
+
+void DenseIndex::add(const std::vector<int64_t>& keys, const std::vector<float>& vectors) {
+  KH_ASSERT(vectors.size() == keys.size() * static_cast<size_t>(dim_), "vectors must be [keys, dim]");
+  if (keys.empty()) return;
+  std::vector<faiss::Index::idx_t> ids(keys.begin(), keys.end());
+  index_->add_with_ids(static_cast<faiss::Index::idx_t>(keys.size()), vectors.data(), ids.data());
+}
+
+void DenseIndex::remove(const std::vector<int64_t>& keys) {
+  if (keys.empty()) return;
+  std::vector<faiss::Index::idx_t> ids(keys.begin(), keys.end());
+  faiss::IDSelectorBatch sel(ids.size(), ids.data());
+  index_->remove_ids(sel);
+}
+
+std::vector<DenseHit> DenseIndex::search(const float* query, int k) const {
+  k = static_cast<int>(std::min<int64_t>(k, index_->ntotal));
+  if (k <= 0) return {};
+  std::vector<float> d(static_cast<size_t>(k));
+  std::vector<faiss::Index::idx_t> l(static_cast<size_t>(k));
+  index_->search(1, query, k, d.data(), l.data());
+  std::vector<DenseHit> hits;
+  for (int i = 0; i < k; ++i)
+    if (l[static_cast<size_t>(i)] >= 0) hits.push_back({l[static_cast<size_t>(i)], d[static_cast<size_t>(i)]});
+  return hits;
+}
+
+void DenseIndex::save(const std::string& path) const {
+  const std::string tmp = path + ".tmp";
+  try {
+    faiss::write_index(index_.get(), tmp.c_str());
+  } catch (const faiss::FaissException& e) {
+    throw Error(tmp, std::string("cannot write the dense index: ") + e.what());
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path, "cannot rename " + tmp + " into place");
+}
+
+DenseIndex DenseIndex::load(const std::string& path, int expectedDim) {
+  const std::string hint = "rebuild the store's indexes with `kumihimo-cli index rebuild STORE`";
+  if (!std::filesystem::exists(path)) throw Error(path, "dense index missing", hint);
+  faiss::Index* raw = nullptr;
+  try {
+    raw = faiss::read_index(path.c_str());
+  } catch (const std::exception&) {  // FAISS's message is several lines of its own source paths
+    throw Error(path, "corrupt dense index (FAISS could not read it)", hint);
+  }
+  std::unique_ptr<faiss::Index> owned(raw);
+  if (!dynamic_cast<faiss::IndexIDMap2*>(raw) || raw->d != expectedDim)
+    throw Error(path, "dense index is not an IndexIDMap2 of dimension " + std::to_string(expectedDim), hint);
+  DenseIndex ix(expectedDim);
+  ix.index_ = std::move(owned);
+  return ix;
+}
+
+}  // namespace kh::retrieval

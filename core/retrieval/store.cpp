@@ -1,0 +1,420 @@
+// The retrieval workspace: import, generations on disk, fused search with explanations.
+#include "core/retrieval/store.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace kh::retrieval {
+
+namespace {
+
+std::string hashHex(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+std::string readAll(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path, "cannot open the file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void writeAtomically(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f << bytes;
+    if (!f) throw Error(tmp, "write failed (disk full?)");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path, "cannot rename " + tmp + " into place");
+}
+
+bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
+
+}  // namespace
+
+std::vector<SourceDocument> readSourceFile(const std::string& path) {
+  if (!fs::is_regular_file(path)) throw Error(path, "no such file");
+  const std::string bytes = readAll(path);
+  if (blank(bytes)) throw Error(path, "empty file", "nothing to import");
+  if (auto nul = bytes.find('\0'); nul != std::string::npos)
+    throw Error(path, "binary file (NUL byte at byte " + std::to_string(nul) + ")", "import text, Markdown or JSONL");
+  decodeUtf8(bytes, path);  // throws with the byte offset and line
+  const fs::path p(path);
+  std::vector<SourceDocument> out;
+  if (p.extension() == ".jsonl") {
+    std::istringstream in(bytes);
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n) {
+      if (blank(line)) continue;
+      const std::string where = path + ":" + std::to_string(n);
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const std::exception&) {
+        throw Error(where, "not a JSON object", "one {\"text\": ...} per line");
+      }
+      if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+        throw Error(where, "needs a string \"text\"", "one {\"text\": ..., \"id\": ..., \"metadata\": {...}} per line");
+      SourceDocument d;
+      d.text = j["text"].get<std::string>();
+      if (blank(d.text)) throw Error(where, "empty text");
+      d.id = j.contains("id") ? (j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump())
+                              : p.stem().string() + ":" + std::to_string(n);
+      if (j.contains("metadata")) d.metadata = j["metadata"];
+      d.source = where;
+      out.push_back(std::move(d));
+    }
+  } else {
+    SourceDocument d;
+    d.id = p.filename().string();
+    d.text = bytes;
+    d.source = path;
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+const char* methodName(Method m) { return m == Method::Bm25 ? "bm25" : m == Method::Dense ? "dense" : "fused"; }
+Method parseMethod(const std::string& s) {
+  if (s == "bm25") return Method::Bm25;
+  if (s == "dense") return Method::Dense;
+  if (s == "fused") return Method::Fused;
+  throw Error("--method", "unknown method '" + s + "'", "bm25, dense or fused");
+}
+
+nlohmann::json RetrievalHit::toJson() const {
+  nlohmann::json j = {{"chunk", chunkId}, {"doc", docId}, {"text", text}, {"fused_score", fusedScore},
+                      {"dense_rank", denseRank}, {"bm25_rank", bm25Rank}, {"kept", kept}, {"threshold", threshold}};
+  j["dense_cosine"] = denseCosine ? nlohmann::json(*denseCosine) : nlohmann::json();
+  j["bm25_score"] = bm25Score ? nlohmann::json(*bm25Score) : nlohmann::json();
+  j["rerank_score"] = rerankScore ? nlohmann::json(*rerankScore) : nlohmann::json();
+  return j;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+DocumentStore DocumentStore::open(const std::string& dir, const StoreOptions& options) { return openImpl(dir, options, true); }
+DocumentStore DocumentStore::openChunksOnly(const std::string& dir, const StoreOptions& options) {
+  return openImpl(dir, options, false);
+}
+
+DocumentStore DocumentStore::openImpl(const std::string& dir, const StoreOptions& options, bool withIndexes) {
+  DocumentStore s;
+  s.dir_ = dir;
+  s.options_ = options;
+  s.bm25_ = Bm25Index(options.bm25);
+  const fs::path current = fs::path(dir) / "CURRENT";
+  if (!fs::exists(current)) return s;
+  std::string gen = readAll(current.string());
+  while (!gen.empty() && (gen.back() == '\n' || gen.back() == ' ')) gen.pop_back();
+  const fs::path g = fs::path(dir) / gen;
+  const std::string hint = "rebuild the store's indexes with `kumihimo-cli index rebuild STORE`";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(readAll((g / "store.json").string()));
+  } catch (const nlohmann::json::exception&) {
+    throw Error((g / "store.json").string(), "corrupt store file", "re-import the documents into a new store");
+  }
+  s.generation_ = j.value("generation", 0);
+  s.nextKey_ = j.value("next_key", 0);
+  s.embedderIdentity_ = j.value("embedder", "");
+  s.embedderModel_ = j.value("embedder_model", "");
+  s.embedderDim_ = j.value("embedder_dim", 0);
+  if (j.contains("chunking")) {
+    s.options_.chunking.targetChars = j["chunking"].value("target_chars", 200);
+    s.options_.chunking.overlapChars = j["chunking"].value("overlap_chars", 40);
+  }
+  for (const auto& c : j["chunks"]) {
+    Chunk ch;
+    ch.key = c["key"];
+    ch.id = c["id"];
+    ch.docId = c["doc"];
+    ch.text = c["text"];
+    ch.begin = c["begin"];
+    ch.end = c["end"];
+    s.byKey_[ch.key] = s.chunks_.size();
+    s.chunks_.push_back(std::move(ch));
+  }
+  for (const auto& d : j["documents"]) {
+    Document doc;
+    doc.id = d["id"];
+    doc.source = d["source"];
+    doc.hash = d["hash"];
+    doc.metadata = d["metadata"];
+    doc.chunkKeys = d["chunks"].get<std::vector<int64_t>>();
+    s.docs_.push_back(std::move(doc));
+  }
+  if (!withIndexes) return s;
+  s.bm25_ = Bm25Index::load((g / "bm25.bin").string());
+  s.bm25_.setParams(options.bm25);
+  if (s.bm25_.size() != static_cast<int64_t>(s.chunks_.size()))
+    throw Error((g / "bm25.bin").string(), "BM25 index has " + std::to_string(s.bm25_.size()) + " chunks, the store " +
+                                               std::to_string(s.chunks_.size()), hint);
+  if (!s.embedderIdentity_.empty()) {
+    s.dense_ = std::make_unique<DenseIndex>(DenseIndex::load((g / "dense.faiss").string(), s.embedderDim_));
+    if (s.dense_->size() != static_cast<int64_t>(s.chunks_.size()))
+      throw Error((g / "dense.faiss").string(), "dense index has " + std::to_string(s.dense_->size()) +
+                                                    " vectors, the store " + std::to_string(s.chunks_.size()) + " chunks", hint);
+  }
+  return s;
+}
+
+void DocumentStore::save() {
+  fs::create_directories(dir_);
+  ++generation_;
+  const std::string gen = "gen-" + std::to_string(generation_);
+  const fs::path g = fs::path(dir_) / gen;
+  fs::remove_all(g);
+  fs::create_directories(g);
+  nlohmann::json j = {{"format", "kumihimo-retrieval-store"}, {"version", 1}, {"generation", generation_},
+                      {"next_key", nextKey_}, {"embedder", embedderIdentity_}, {"embedder_model", embedderModel_},
+                      {"embedder_dim", embedderDim_},
+                      {"chunking", {{"target_chars", options_.chunking.targetChars}, {"overlap_chars", options_.chunking.overlapChars}}}};
+  nlohmann::json docs = nlohmann::json::array(), chunks = nlohmann::json::array();
+  for (const auto& d : docs_)
+    docs.push_back({{"id", d.id}, {"source", d.source}, {"hash", d.hash}, {"metadata", d.metadata}, {"chunks", d.chunkKeys}});
+  for (const auto& c : chunks_)
+    chunks.push_back({{"key", c.key}, {"id", c.id}, {"doc", c.docId}, {"text", c.text}, {"begin", c.begin}, {"end", c.end}});
+  j["documents"] = std::move(docs);
+  j["chunks"] = std::move(chunks);
+  writeAtomically((g / "store.json").string(), j.dump(1));
+  bm25_.save((g / "bm25.bin").string());
+  if (dense_) dense_->save((g / "dense.faiss").string());
+  writeAtomically((fs::path(dir_) / "CURRENT").string(), gen + "\n");  // the switch
+  for (const auto& e : fs::directory_iterator(dir_))  // older generations are no longer read
+    if (e.is_directory() && e.path().filename().string().rfind("gen-", 0) == 0 && e.path().filename() != gen)
+      fs::remove_all(e.path());
+}
+
+void DocumentStore::checkEmbedder(const Embedder* embedder, bool forQuery) const {
+  if (embedderIdentity_.empty()) return;
+  if (!embedder)
+    throw Error(dir_, std::string("the store's dense index was built by ") + embedderIdentity_ + " and no embedder was given",
+                forQuery ? "pass the same model, or use --method bm25" : "pass --embedder " + embedderModel_);
+  if (embedder->identity() != embedderIdentity_)
+    throw Error(dir_, "embedder " + embedder->identity() + " is not the one that built this store (" + embedderIdentity_ + ")",
+                "query with " + (embedderModel_.empty() ? embedderIdentity_ : embedderModel_) + ", or build a new store");
+}
+
+const Chunk* DocumentStore::chunkByKey(int64_t key) const {
+  auto it = byKey_.find(key);
+  return it == byKey_.end() ? nullptr : &chunks_[it->second];
+}
+
+bool DocumentStore::hasId(const std::string& id) const {
+  for (const auto& d : docs_)
+    if (d.id == id) return true;
+  for (const auto& c : chunks_)
+    if (c.id == id) return true;
+  return false;
+}
+
+void DocumentStore::rebuildBm25() {
+  bm25_ = Bm25Index(options_.bm25);
+  byKey_.clear();
+  for (size_t i = 0; i < chunks_.size(); ++i) {
+    bm25_.add(chunks_[i].text);
+    byKey_[chunks_[i].key] = i;
+  }
+}
+
+ImportReport DocumentStore::importFiles(const std::vector<std::string>& files, const Embedder* embedder,
+                                        const EmbedProgress& progress) {
+  std::vector<SourceDocument> docs;
+  for (const auto& f : files) {
+    auto d = readSourceFile(f);
+    docs.insert(docs.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
+  }
+  return importDocuments(docs, embedder, progress);
+}
+
+ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& in, const Embedder* embedder,
+                                            const EmbedProgress& progress) {
+  if (embedder && embedderIdentity_.empty() && chunks_.empty()) {
+    embedderIdentity_ = embedder->identity();
+    embedderDim_ = embedder->dim();
+    dense_ = std::make_unique<DenseIndex>(embedderDim_);
+  } else if (embedder && embedderIdentity_.empty()) {
+    throw Error(dir_, "this store was built without an embedder", "build a new store with --embedder");
+  }
+  checkEmbedder(embedder, false);
+  ImportReport report;
+  std::unordered_map<std::string, size_t> docIndex;
+  for (size_t i = 0; i < docs_.size(); ++i) docIndex[docs_[i].id] = i;
+  std::set<int64_t> removed;
+  std::vector<Chunk> fresh;
+  std::set<std::string> seen;
+  for (const auto& sd : in) {
+    if (!seen.insert(sd.id).second) throw Error(sd.source, "document id '" + sd.id + "' appears twice in this import");
+    const std::string h = hashHex(sd.text);
+    Document* doc = nullptr;
+    if (auto it = docIndex.find(sd.id); it != docIndex.end()) {
+      doc = &docs_[it->second];
+      if (doc->hash == h) {
+        doc->metadata = sd.metadata;
+        ++report.unchanged;
+        continue;
+      }
+      removed.insert(doc->chunkKeys.begin(), doc->chunkKeys.end());
+      doc->chunkKeys.clear();
+      ++report.updated;
+    } else {
+      docIndex[sd.id] = docs_.size();
+      docs_.push_back(Document{});
+      doc = &docs_.back();
+      doc->id = sd.id;
+      ++report.added;
+    }
+    doc->source = sd.source;
+    doc->hash = h;
+    doc->metadata = sd.metadata;
+    const auto pieces = chunkText(decodeUtf8(sd.text, sd.source), options_.chunking);
+    for (size_t n = 0; n < pieces.size(); ++n) {
+      Chunk c;
+      c.key = nextKey_++;
+      c.id = sd.id + "#" + std::to_string(n);
+      c.docId = sd.id;
+      c.text = pieces[n].text;
+      c.begin = pieces[n].begin;
+      c.end = pieces[n].end;
+      doc->chunkKeys.push_back(c.key);
+      fresh.push_back(std::move(c));
+    }
+  }
+  if (dense_) {
+    std::vector<std::string> texts;
+    std::vector<int64_t> keys;
+    for (const auto& c : fresh) texts.push_back(c.text), keys.push_back(c.key);
+    auto vecs = embedder->embed(texts, progress);
+    dense_->remove(std::vector<int64_t>(removed.begin(), removed.end()));
+    dense_->add(keys, vecs);
+    report.chunksEmbedded = static_cast<int64_t>(keys.size());
+  }
+  if (!removed.empty())
+    chunks_.erase(std::remove_if(chunks_.begin(), chunks_.end(), [&](const Chunk& c) { return removed.count(c.key) != 0; }),
+                  chunks_.end());
+  for (auto& c : fresh) chunks_.push_back(std::move(c));
+  rebuildBm25();
+  save();
+  return report;
+}
+
+void DocumentStore::rebuild(const Embedder* embedder, const EmbedProgress& progress) {
+  rebuildBm25();
+  if (!embedderIdentity_.empty()) {
+    checkEmbedder(embedder, false);
+    dense_ = std::make_unique<DenseIndex>(embedderDim_);
+    std::vector<std::string> texts;
+    std::vector<int64_t> keys;
+    for (const auto& c : chunks_) texts.push_back(c.text), keys.push_back(c.key);
+    dense_->add(keys, embedder->embed(texts, progress));
+  }
+  save();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::vector<RetrievalHit> DocumentStore::search(const std::string& query, const SearchOptions& o,
+                                                const Embedder* embedder) const {
+  if (blank(query)) throw Error("query", "empty query", "ask something");
+  decodeUtf8(query, "query");
+  const bool wantDense = o.method != Method::Bm25 && dense_ != nullptr;
+  if (o.method == Method::Dense && !dense_) throw Error(dir_, "this store has no dense index", "use --method bm25 or fused");
+  if (wantDense) checkEmbedder(embedder, true);
+
+  std::unordered_map<int64_t, RetrievalHit> byKey;
+  std::vector<int64_t> order;
+  auto hit = [&](int64_t key) -> RetrievalHit& {
+    auto [it, inserted] = byKey.try_emplace(key);
+    if (inserted) {
+      const Chunk& c = *chunkByKey(key);
+      it->second.chunkKey = key;
+      it->second.chunkId = c.id;
+      it->second.docId = c.docId;
+      it->second.text = c.text;
+      order.push_back(key);
+    }
+    return it->second;
+  };
+  if (wantDense) {
+    const auto qv = embedder->embed({query});
+    const auto dh = dense_->search(qv.data(), o.candidates);
+    for (size_t r = 0; r < dh.size(); ++r) {
+      RetrievalHit& h = hit(dh[r].key);
+      h.denseCosine = dh[r].cosine;
+      h.denseRank = static_cast<int>(r) + 1;
+    }
+  }
+  if (o.method != Method::Dense) {
+    const auto bh = bm25_.search(query, o.candidates);
+    for (size_t r = 0; r < bh.size(); ++r) {
+      RetrievalHit& h = hit(chunks_[static_cast<size_t>(bh[r].chunk)].key);
+      h.bm25Score = bh[r].score;
+      h.bm25Rank = static_cast<int>(r) + 1;
+    }
+  }
+  std::vector<RetrievalHit> hits;
+  for (int64_t key : order) {
+    RetrievalHit h = byKey[key];
+    if (o.method == Method::Bm25) h.fusedScore = h.bm25Score.value_or(0);
+    else if (o.method == Method::Dense) h.fusedScore = h.denseCosine.value_or(0);
+    else
+      h.fusedScore = (h.denseRank ? o.denseWeight / (o.rrfK + h.denseRank) : 0.0) +
+                     (h.bm25Rank ? o.bm25Weight / (o.rrfK + h.bm25Rank) : 0.0);
+    if (o.reranker) h.rerankScore = o.reranker->score(query, h.text);
+    hits.push_back(std::move(h));
+  }
+  auto scoreOf = [](const RetrievalHit& h) { return h.rerankScore.value_or(h.fusedScore); };
+  std::stable_sort(hits.begin(), hits.end(), [&](const RetrievalHit& a, const RetrievalHit& b) {
+    if (scoreOf(a) != scoreOf(b)) return scoreOf(a) > scoreOf(b);
+    return a.chunkKey < b.chunkKey;
+  });
+  if (!hits.empty()) {
+    const char* what = hits[0].rerankScore ? "rerank" : methodName(o.method);
+    char buf[160];
+    if (o.threshold == "relative") {
+      const double best = scoreOf(hits[0]), cut = o.relativeRatio * best;
+      for (auto& h : hits) {
+        h.kept = scoreOf(h) >= cut;
+        std::snprintf(buf, sizeof buf, "%s %.4g %s %.3g x best %.4g", what, scoreOf(h), h.kept ? ">=" : "<", o.relativeRatio, best);
+        h.threshold = buf;
+      }
+    } else if (o.threshold == "zscore") {
+      double mean = 0, var = 0;
+      for (const auto& h : hits) mean += scoreOf(h);
+      mean /= static_cast<double>(hits.size());
+      for (const auto& h : hits) var += (scoreOf(h) - mean) * (scoreOf(h) - mean);
+      const double sd = std::sqrt(var / static_cast<double>(hits.size()));
+      for (auto& h : hits) {
+        const double z = sd > 0 ? (scoreOf(h) - mean) / sd : 0.0;
+        h.kept = z >= o.zMin;
+        std::snprintf(buf, sizeof buf, "%s z %.3g %s %.3g over %zu candidates", what, z, h.kept ? ">=" : "<", o.zMin, hits.size());
+        h.threshold = buf;
+      }
+    } else if (o.threshold == "none") {
+      for (auto& h : hits) h.threshold = "no threshold";
+    } else {
+      throw Error("--threshold", "unknown threshold '" + o.threshold + "'", "relative, zscore or none");
+    }
+  }
+  if (hits.size() > static_cast<size_t>(std::max(0, o.k))) hits.resize(static_cast<size_t>(std::max(0, o.k)));
+  return hits;
+}
+
+}  // namespace kh::retrieval

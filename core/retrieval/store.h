@@ -1,0 +1,150 @@
+// A retrieval workspace: documents imported from text, Markdown and JSONL files, their chunks,
+// a BM25 index and (with an embedder) a FAISS index, all in one folder. Every update writes a
+// new generation folder and then switches the CURRENT file to it (rename), so a reader sees the
+// old store or the new one, never a mix. Search fuses dense and BM25 ranks by reciprocal rank
+// fusion and explains every hit. Never holds a model unless given an embedder.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/retrieval/bm25.h"
+#include "core/retrieval/dense.h"
+#include "core/retrieval/text.h"
+
+namespace kh::retrieval {
+
+struct Chunk {
+  int64_t key = 0;    // stable number (FAISS id); never reused within a store
+  std::string id;     // "<doc id>#<n>"
+  std::string docId;
+  std::string text;
+  int64_t begin = 0, end = 0;  // code points in the document
+};
+
+struct Document {
+  std::string id;
+  std::string source;  // file it came from
+  std::string hash;    // fnv1a64 of the text, hex
+  nlohmann::json metadata = nlohmann::json::object();
+  std::vector<int64_t> chunkKeys;
+};
+
+// A document read from a file, not yet in a store.
+struct SourceDocument {
+  std::string id, source, text;
+  nlohmann::json metadata = nlohmann::json::object();
+};
+// .jsonl: one {"text": ..., "id"?: ..., "metadata"?: {...}} per line (id default "<file stem>:<line>");
+// anything else (.txt, .md, ...) is one document with id = the file name. kh::Error for an empty
+// or binary (NUL byte) file, invalid UTF-8 (byte offset and line), a bad JSONL line (line number).
+std::vector<SourceDocument> readSourceFile(const std::string& path);
+
+struct ImportReport {
+  int added = 0, updated = 0, unchanged = 0;
+  int64_t chunksEmbedded = 0;
+};
+
+// Reranker: may rescore fused candidates (higher = better); the default keeps the fused order.
+class Reranker {
+ public:
+  virtual ~Reranker() = default;
+  virtual std::optional<double> score(const std::string& query, const std::string& chunkText) const = 0;
+};
+
+enum class Method { Bm25, Dense, Fused };
+const char* methodName(Method m);
+Method parseMethod(const std::string& s);
+
+struct SearchOptions {
+  int k = 10;               // hits returned
+  int candidates = 50;      // top-k taken from each of dense and BM25 before fusion
+  double rrfK = 60;
+  double denseWeight = 1.0, bm25Weight = 1.0;
+  Method method = Method::Fused;
+  // Threshold relative to the query: "relative" keeps hits with score >= relativeRatio * best;
+  // "zscore" keeps hits whose score is >= zMin standard deviations above the candidates' mean;
+  // "none" keeps all. The score is the reranker's when it gave one, else the method's.
+  std::string threshold = "relative";
+  double relativeRatio = 0.5;
+  double zMin = 0.0;
+  const Reranker* reranker = nullptr;
+};
+
+struct RetrievalHit {
+  std::string chunkId, docId, text;
+  int64_t chunkKey = 0;
+  std::optional<double> denseCosine;
+  int denseRank = 0;  // 1-based; 0 = not in the dense top candidates
+  std::optional<double> bm25Score;
+  int bm25Rank = 0;
+  double fusedScore = 0;  // RRF (Fused), or the method's own score (Bm25: BM25, Dense: cosine)
+  std::optional<double> rerankScore;
+  bool kept = true;
+  std::string threshold;  // why it was kept or dropped, e.g. "fused 0.0328 >= 0.5 x best 0.0328"
+  nlohmann::json toJson() const;
+};
+
+struct StoreOptions {
+  ChunkOptions chunking;
+  Bm25Params bm25;
+};
+
+class DocumentStore {
+ public:
+  // Opens the store in `dir` (creating an empty one when the folder has no store).
+  static DocumentStore open(const std::string& dir, const StoreOptions& options = {});
+  // The documents and chunks only, indexes not read (for rebuild() after a corrupt index).
+  static DocumentStore openChunksOnly(const std::string& dir, const StoreOptions& options = {});
+  // Imports files: new documents are added, documents whose text hash changed are re-chunked
+  // (and re-embedded), unchanged ones keep their chunks and vectors. Then saves. The embedder
+  // must match the one that built the store (kh::Error naming both otherwise); with none, a store
+  // that has dense vectors refuses (its dense index would go stale).
+  ImportReport importFiles(const std::vector<std::string>& files, const Embedder* embedder,
+                           const EmbedProgress& progress = {});
+  ImportReport importDocuments(const std::vector<SourceDocument>& docs, const Embedder* embedder,
+                               const EmbedProgress& progress = {});
+  // Rebuilds BM25 from the chunks and (with an embedder) the dense index from scratch; saves.
+  void rebuild(const Embedder* embedder, const EmbedProgress& progress = {});
+
+  // Ranked hits (kept and dropped, best first, at most options.k). kh::Error for an empty query,
+  // for a dense/fused query without an embedder on a store that has vectors, or with another one.
+  std::vector<RetrievalHit> search(const std::string& query, const SearchOptions& options,
+                                   const Embedder* embedder) const;
+
+  const std::string& dir() const { return dir_; }
+  const std::vector<Document>& documents() const { return docs_; }
+  const std::vector<Chunk>& chunks() const { return chunks_; }
+  const std::string& embedderIdentity() const { return embedderIdentity_; }  // "" when BM25 only
+  const std::string& embedderModel() const { return embedderModel_; }        // model folder it was given as
+  void setEmbedderModel(const std::string& dir) { embedderModel_ = dir; }
+  bool hasDense() const { return dense_ != nullptr; }
+  Bm25Index& bm25() { return bm25_; }
+  const Bm25Index& bm25() const { return bm25_; }
+  const Chunk* chunkByKey(int64_t key) const;
+  bool hasId(const std::string& docOrChunkId) const;
+
+ private:
+  static DocumentStore openImpl(const std::string& dir, const StoreOptions& options, bool withIndexes);
+  void checkEmbedder(const Embedder* embedder, bool forQuery) const;
+  void rebuildBm25();
+  void save();
+  std::string dir_;
+  StoreOptions options_;
+  std::vector<Document> docs_;
+  std::vector<Chunk> chunks_;  // BM25 numbering = position here
+  int64_t nextKey_ = 0;
+  std::string embedderIdentity_, embedderModel_;
+  int embedderDim_ = 0;
+  Bm25Index bm25_;
+  std::unique_ptr<DenseIndex> dense_;
+  std::unordered_map<int64_t, size_t> byKey_;
+  int64_t generation_ = 0;
+};
+
+}  // namespace kh::retrieval

@@ -1,0 +1,59 @@
+// kumihimo-cli index add / retrieve / retrieval-eval as a user runs them: the persona set with a
+// tiny random Llama as the embedder (dense is noise, weighted down; the name query is carried by
+// BM25 via RRF),
+// JSON hits with every score, the eval table and run folder, and the refusals.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "tests/test_util.h"
+
+using kh::test::runCli;
+using kh::test::TempDir;
+
+TEST(CliRetrieval, IndexRetrieveAndEvaluate) {
+  TempDir d;
+  ASSERT_EQ(runCli({"make-tiny", "llama", "-o", d.file("m")}).exitCode, 0);
+  ASSERT_EQ(runCli({"make-tiny", "qwen2", "-o", d.file("other")}).exitCode, 0);
+  const std::string docs = kh::test::sourceDir() + "/resources/retrieval/ja_persona_docs.jsonl";
+  auto add = runCli({"index", "add", d.file("store"), docs, "--embedder", d.file("m")});
+  ASSERT_EQ(add.exitCode, 0) << add.err;
+  EXPECT_NE(add.out.find("15 added"), std::string::npos) << add.out;
+  auto again = runCli({"index", "add", d.file("store"), docs});  // recorded embedder, nothing changed
+  ASSERT_EQ(again.exitCode, 0) << again.err;
+  EXPECT_NE(again.out.find("15 unchanged"), std::string::npos) << again.out;
+
+  auto r = runCli({"retrieve", d.file("store"), "あなたの名前はなんですか?", "--json", "--k", "3",
+                   "--dense-weight", "0.05"});  // noise embedder: BM25 carries it (see test_retrieval.cpp)
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["hits"].size(), 3u);
+  const auto& top = j["hits"][0];
+  EXPECT_EQ(top["doc"], "persona-name");
+  EXPECT_EQ(top["bm25_rank"], 1);
+  EXPECT_TRUE(top["dense_cosine"].is_number());
+  EXPECT_TRUE(top["bm25_score"].is_number());
+  EXPECT_TRUE(top["fused_score"].is_number());
+  EXPECT_TRUE(top["rerank_score"].is_null());
+  EXPECT_FALSE(top["threshold"].get<std::string>().empty());
+
+  auto e = runCli({"retrieval-eval", d.file("store"), kh::test::sourceDir() + "/resources/retrieval/ja_persona_queries.jsonl",
+                   "-o", d.file("run")});
+  ASSERT_EQ(e.exitCode, 0) << e.err;
+  EXPECT_NE(e.out.find("bm25"), std::string::npos);
+  EXPECT_NE(e.out.find("dense"), std::string::npos);
+  EXPECT_NE(e.out.find("fused"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(d.file("run/metrics.json")));
+
+  auto refused = runCli({"retrieve", d.file("store"), "名前", "--embedder", d.file("other")});
+  EXPECT_NE(refused.exitCode, 0);
+  EXPECT_NE(refused.err.find("is not the one that built this store"), std::string::npos) << refused.err;
+  // chat --rag: the retrieved chunks are named on stderr and the chat answers.
+  auto chat = runCli({"chat", d.file("m"), "--rag", d.file("store"), "--max-new-tokens", "3"}, "あなたの名前はなんですか?\n/quit\n");
+  ASSERT_EQ(chat.exitCode, 0) << chat.err;
+  EXPECT_NE(chat.err.find("(retrieved "), std::string::npos) << chat.err;
+  auto empty = runCli({"retrieve", d.file("store"), ""});
+  EXPECT_NE(empty.exitCode, 0);
+  EXPECT_NE(empty.err.find("empty query"), std::string::npos) << empty.err;
+}

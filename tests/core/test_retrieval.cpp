@@ -1,0 +1,384 @@
+// Retrieval: chunking, normalisation, BM25 against a brute-force twin, FAISS against exhaustive
+// search, fused search on the researcher's persona case, re-import, persistence and errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+
+#include "core/error.h"
+#include "core/model/model_folder.h"
+#include "core/model/runtime.h"
+#include "core/model/tiny.h"
+#include "core/retrieval/eval.h"
+#include "core/retrieval/store.h"
+#include "tests/test_util.h"
+
+using namespace kh::retrieval;
+using kh::test::TempDir;
+using kh::test::writeFile;
+
+namespace {
+
+std::vector<char32_t> cps(const std::string& s) { return decodeUtf8(s, "test"); }
+
+// Deterministic bag-of-bytes embedder that counts the texts it embedded.
+class CountingEmbedder : public Embedder {
+ public:
+  explicit CountingEmbedder(std::string id) : id_(std::move(id)) {}
+  std::string identity() const override { return id_; }
+  int dim() const override { return 16; }
+  std::vector<float> embed(const std::vector<std::string>& texts, const EmbedProgress& p = {}) const override {
+    std::vector<float> v(texts.size() * 16, 0.f);
+    for (size_t i = 0; i < texts.size(); ++i)
+      for (unsigned char c : texts[i]) v[i * 16 + (c * 7u) % 16] += 1.f;
+    normalizeRows(v, 16);
+    embedded += texts.size();
+    if (p) p(texts.size(), texts.size());
+    return v;
+  }
+  mutable size_t embedded = 0;
+
+ private:
+  std::string id_;
+};
+
+std::string expectError(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const kh::Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no kh::Error";
+  return {};
+}
+
+}  // namespace
+
+TEST(RetrievalText, ChunksAtSentenceEndsAndNewlinesWithOverlap) {
+  const auto doc = cps("一文目です。二文目です！三文目？\n四行目");
+  ChunkOptions o;
+  o.targetChars = 8;
+  o.overlapChars = 0;
+  auto c = chunkText(doc, o);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].text, "一文目です。二文目です！");
+  EXPECT_EQ(c[0].begin, 0);
+  EXPECT_EQ(c[0].end, 12);
+  EXPECT_EQ(c[1].text, "三文目？\n四行目");
+  EXPECT_EQ(c[1].begin, 12);
+  EXPECT_EQ(c[1].end, 20);
+  o.overlapChars = 6;  // the last whole sentence (6 chars) of a chunk starts the next
+  c = chunkText(doc, o);
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[1].text, "二文目です！三文目？");
+  EXPECT_EQ(c[2].text, "三文目？\n四行目");
+  // A sentence longer than the target is cut at the target.
+  o.overlapChars = 0;
+  std::string longSentence;
+  for (int i = 0; i < 20; ++i) longSentence += "あ";
+  c = chunkText(cps(longSentence), o);
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[0].end - c[0].begin, 8);
+  EXPECT_EQ(c[2].end - c[2].begin, 4);
+  // Closing brackets stay with their sentence.
+  c = chunkText(cps("「はい。」と言った。"), ChunkOptions{5, 0});
+  ASSERT_GE(c.size(), 1u);
+  EXPECT_EQ(c[0].text, "「はい。」");
+}
+
+TEST(RetrievalText, NormalisesFullWidthAndHalfWidthKana) {
+  EXPECT_EQ(encodeUtf8(normalizeForSearch(cps("ＡＢＣ１２３　ｘ"))), "abc123 x");
+  EXPECT_EQ(encodeUtf8(normalizeForSearch(cps("ｶﾞｷﾞﾊﾟｱｲｳｰ"))), "ガギパアイウー");
+  EXPECT_EQ(encodeUtf8(normalizeForSearch(cps("名前は？"))), "名前は?");
+  // Bigrams, and a unigram for a one-character piece.
+  const auto t = searchTerms(normalizeForSearch(cps("名前は 猫")), false);
+  EXPECT_EQ(t, (std::vector<std::string>{"名前", "前は", "\x01猫"}));
+}
+
+TEST(RetrievalText, InvalidUtf8NamesByteAndLine) {
+  const std::string bad = std::string("ok\nあ") + '\xE3' + 'x';
+  const std::string msg = expectError([&] { decodeUtf8(bad, "f.txt"); });
+  EXPECT_NE(msg.find("invalid UTF-8 at byte 6 (line 2)"), std::string::npos) << msg;
+}
+
+// BM25 computed plainly: bigrams of each text, tf, df, Lucene idf, length in bigrams.
+TEST(RetrievalBm25, MatchesBruteForce) {
+  const std::vector<std::string> docs = {"名前は小野寺絢音です", "出身は宮城県の気仙沼市です", "猫の名前を呼ぶ",
+                                         "趣味はパン作りです", "名前名前名前の話", "東北新幹線は速い"};
+  const std::string query = "あなたの名前はなんですか";
+  const double k1 = 1.5, b = 0.6;
+  auto bigrams = [](const std::string& s) {
+    auto c = decodeUtf8(s, "t");
+    std::vector<std::string> out;
+    for (size_t i = 0; i + 1 < c.size(); ++i) out.push_back(encodeUtf8(c, i, i + 2));
+    return out;
+  };
+  std::vector<std::vector<std::string>> dterms;
+  double avg = 0;
+  for (const auto& d : docs) dterms.push_back(bigrams(d)), avg += static_cast<double>(dterms.back().size());
+  avg /= static_cast<double>(docs.size());
+  std::set<std::string> qterms;
+  for (const auto& t : bigrams(query)) qterms.insert(t);
+  std::vector<double> expected(docs.size(), 0.0);
+  for (const auto& t : qterms) {
+    double df = 0;
+    for (const auto& d : dterms) df += std::count(d.begin(), d.end(), t) > 0;
+    if (df == 0) continue;
+    const double idf = std::log(1 + (docs.size() - df + 0.5) / (df + 0.5));
+    for (size_t i = 0; i < docs.size(); ++i) {
+      const double tf = static_cast<double>(std::count(dterms[i].begin(), dterms[i].end(), t));
+      const double len = static_cast<double>(dterms[i].size());
+      expected[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg));
+    }
+  }
+  Bm25Index ix({k1, b});
+  for (const auto& d : docs) ix.add(d);
+  const auto hits = ix.search(query, 10);
+  size_t positive = 0;
+  for (double e : expected) positive += e > 0;
+  ASSERT_EQ(hits.size(), positive);
+  for (size_t r = 0; r < hits.size(); ++r) {
+    EXPECT_NEAR(hits[r].score, expected[static_cast<size_t>(hits[r].chunk)], 1e-9);
+    if (r) EXPECT_GE(hits[r - 1].score, hits[r].score);
+  }
+  EXPECT_EQ(hits[0].chunk, 0);  // 名前は小野寺絢音: 名前 and 前は
+  // Persisted and read back: same scores; a damaged file is refused with a rebuild hint.
+  TempDir d;
+  ix.save(d.file("bm25.bin"));
+  const auto back = Bm25Index::load(d.file("bm25.bin")).search(query, 10);
+  ASSERT_EQ(back.size(), hits.size());
+  EXPECT_DOUBLE_EQ(back[0].score, hits[0].score);
+  std::string bytes = kh::test::readFile(d.file("bm25.bin"));
+  writeFile(d.file("bm25.bin"), bytes.substr(0, bytes.size() / 2));
+  const std::string msg = expectError([&] { Bm25Index::load(d.file("bm25.bin")); });
+  EXPECT_NE(msg.find("corrupt BM25 index"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("index rebuild"), std::string::npos) << msg;
+  // One-character query: unigrams.
+  EXPECT_EQ(ix.search("猫", 5).size(), 1u);
+}
+
+TEST(RetrievalDense, FlatIndexEqualsExhaustiveSearch) {
+  const int dim = 32, n = 500;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> g;
+  std::vector<float> v(static_cast<size_t>(n * dim));
+  for (auto& x : v) x = g(rng);
+  normalizeRows(v, dim);
+  std::vector<int64_t> keys(n);
+  for (int i = 0; i < n; ++i) keys[static_cast<size_t>(i)] = 1000 + 3 * i;
+  DenseIndex ix(dim);
+  ix.add(keys, v);
+  ix.remove({1000, 1003});
+  for (int q = 0; q < 10; ++q) {
+    std::vector<float> qv(static_cast<size_t>(dim));
+    for (auto& x : qv) x = g(rng);
+    normalizeRows(qv, dim);
+    std::vector<std::pair<float, int64_t>> all;
+    for (int i = 2; i < n; ++i) {
+      double s = 0;
+      for (int k = 0; k < dim; ++k) s += double(qv[static_cast<size_t>(k)]) * v[static_cast<size_t>(i * dim + k)];
+      all.push_back({static_cast<float>(s), keys[static_cast<size_t>(i)]});
+    }
+    std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.first > b.first; });
+    const auto hits = ix.search(qv.data(), 10);
+    ASSERT_EQ(hits.size(), 10u);
+    for (size_t r = 0; r < 10; ++r) {
+      EXPECT_EQ(hits[r].key, all[r].second);
+      EXPECT_NEAR(hits[r].cosine, all[r].first, 1e-5);
+    }
+  }
+  TempDir d;
+  ix.save(d.file("x.faiss"));
+  EXPECT_EQ(DenseIndex::load(d.file("x.faiss"), dim).size(), n - 2);
+  writeFile(d.file("x.faiss"), "not a faiss index");
+  const std::string msg = expectError([&] { DenseIndex::load(d.file("x.faiss"), dim); });
+  EXPECT_NE(msg.find("corrupt dense index"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("index rebuild"), std::string::npos) << msg;
+}
+
+// THE RESEARCHER'S CASE. The embedder is a tiny random Llama: its dense ranking is noise. The
+// persona document comes first with the fused method because BM25 ranks it first (名前 and 前は are
+// bigrams of both the query and 「名前は小野寺絢音」) and RRF carries that rank. With equal RRF
+// weights a noise ranking can still win (here it puts sengoku, BM25 #2, first); with the BM25
+// weight w_b and dense weight w_d, the BM25 #1 document wins against ANY dense ranking of N <= 15
+// documents when w_b (1/61 - 1/62) > w_d (1/61 - 1/75), i.e. w_b / w_d > 11.6: we use 20.
+TEST(RetrievalStore, NameQueryFindsThePersonaNameFirstThroughFusion) {
+  TempDir d;
+  kh::TinyOptions to;
+  to.family = "llama";
+  to.seed = 3;
+  kh::makeTinyCheckpoint(d.file("tiny"), to);
+  DecoderEmbedder emb(d.file("tiny"), 8);
+  size_t calls = 0;
+  auto store = DocumentStore::open(d.file("store"));
+  const auto rep = store.importFiles({kh::test::sourceDir() + "/resources/retrieval/ja_persona_docs.jsonl"}, &emb,
+                                     [&](size_t, size_t) { ++calls; });
+  EXPECT_EQ(rep.added, 15);
+  EXPECT_GT(calls, 0u);
+  SearchOptions o;
+  o.k = 5;
+  o.denseWeight = 0.05;
+  const auto hits = store.search("あなたの名前はなんですか?", o, &emb);
+  ASSERT_FALSE(hits.empty());
+  EXPECT_EQ(hits[0].docId, "persona-name");
+  EXPECT_EQ(hits[0].bm25Rank, 1);
+  ASSERT_TRUE(hits[0].denseCosine.has_value());  // the dense side took part
+  EXPECT_GT(hits[0].denseRank, 0);
+  EXPECT_TRUE(hits[0].kept);
+  EXPECT_NE(hits[0].threshold.find(">="), std::string::npos) << hits[0].threshold;
+  EXPECT_NEAR(hits[0].fusedScore, 1.0 / 61 + 0.05 / (60 + hits[0].denseRank), 1e-12);
+  // The vectors are the embedder's mean-pooled states: re-embedding a chunk gives its stored cosine.
+  const auto qv = emb.embed({"あなたの名前はなんですか?"});
+  const auto cv = emb.embed({hits[0].text});
+  double dot = 0;
+  for (int i = 0; i < emb.dim(); ++i) dot += double(qv[static_cast<size_t>(i)]) * cv[static_cast<size_t>(i)];
+  EXPECT_NEAR(*hits[0].denseCosine, dot, 1e-4);
+  // Reopened from disk: same answer. Another embedder is refused, named.
+  auto again = DocumentStore::open(d.file("store"));
+  EXPECT_EQ(again.search("あなたの名前はなんですか?", o, &emb)[0].chunkId, hits[0].chunkId);
+  CountingEmbedder other("fake-other");
+  const std::string msg = expectError([&] { again.search("名前", o, &other); });
+  EXPECT_NE(msg.find("fake-other"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(emb.identity()), std::string::npos) << msg;
+}
+
+TEST(RetrievalStore, ReimportRedoesOnlyChangedDocuments) {
+  TempDir d;
+  writeFile(d.file("a.txt"), "名前は小野寺絢音です。");
+  writeFile(d.file("b.md"), "# 趣味\nパン作りです。");
+  writeFile(d.file("c.jsonl"), "{\"id\": \"x\", \"text\": \"猫が好き。\", \"metadata\": {\"k\": 1}}\n{\"text\": \"犬も好き。\"}\n");
+  CountingEmbedder emb("fake-a");
+  auto s = DocumentStore::open(d.file("store"));
+  auto r = s.importFiles({d.file("a.txt"), d.file("b.md"), d.file("c.jsonl")}, &emb);
+  EXPECT_EQ(r.added, 4);
+  EXPECT_TRUE(s.hasId("c:2"));
+  EXPECT_TRUE(s.hasId("x#0"));
+  const size_t before = emb.embedded;
+  std::map<std::string, std::vector<int64_t>> keys;
+  for (const auto& doc : s.documents()) keys[doc.id] = doc.chunkKeys;
+  writeFile(d.file("b.md"), "# 趣味\nフィルムカメラです。");
+  auto s2 = DocumentStore::open(d.file("store"));
+  r = s2.importFiles({d.file("a.txt"), d.file("b.md"), d.file("c.jsonl")}, &emb);
+  EXPECT_EQ(r.added, 0);
+  EXPECT_EQ(r.updated, 1);
+  EXPECT_EQ(r.unchanged, 3);
+  EXPECT_EQ(emb.embedded - before, static_cast<size_t>(r.chunksEmbedded));
+  for (const auto& doc : s2.documents()) {
+    if (doc.id == "b.md") EXPECT_NE(doc.chunkKeys, keys[doc.id]);
+    else EXPECT_EQ(doc.chunkKeys, keys[doc.id]) << doc.id;
+  }
+  auto s3 = DocumentStore::open(d.file("store"));
+  EXPECT_EQ(s3.chunks().size(), s2.chunks().size());
+  SearchOptions o;
+  EXPECT_EQ(s3.search("フィルム", o, &emb)[0].docId, "b.md");
+  SearchOptions bm;
+  bm.method = Method::Bm25;
+  EXPECT_TRUE(s3.search("パン作り", bm, nullptr).empty());  // the old text is gone from BM25
+  // One generation folder on disk, named by CURRENT.
+  int gens = 0;
+  for (const auto& e : std::filesystem::directory_iterator(d.file("store"))) gens += e.is_directory();
+  EXPECT_EQ(gens, 1);
+}
+
+TEST(RetrievalStore, RefusesBadInputAndCorruptIndexes) {
+  TempDir d;
+  writeFile(d.file("empty.txt"), " \n");
+  writeFile(d.file("bin.txt"), std::string("ab\0cd", 5));
+  writeFile(d.file("bad.txt"), std::string("名前") + '\xFF');
+  writeFile(d.file("ok.txt"), "名前は小野寺絢音。");
+  auto s = DocumentStore::open(d.file("store"));
+  EXPECT_NE(expectError([&] { s.importFiles({d.file("empty.txt")}, nullptr); }).find("empty file"), std::string::npos);
+  EXPECT_NE(expectError([&] { s.importFiles({d.file("bin.txt")}, nullptr); }).find("NUL byte at byte 2"), std::string::npos);
+  EXPECT_NE(expectError([&] { s.importFiles({d.file("bad.txt")}, nullptr); }).find("invalid UTF-8 at byte 6"), std::string::npos);
+  CountingEmbedder a("fake-a"), b("fake-b");
+  s.importFiles({d.file("ok.txt")}, &a);
+  EXPECT_NE(expectError([&] { s.search("  ", SearchOptions{}, &a); }).find("empty query"), std::string::npos);
+  const std::string other = expectError([&] { s.search("名前", SearchOptions{}, &b); });
+  EXPECT_NE(other.find("fake-b"), std::string::npos) << other;
+  EXPECT_NE(other.find("fake-a"), std::string::npos) << other;
+  EXPECT_NE(expectError([&] { s.importFiles({d.file("ok.txt")}, &b); }).find("fake-a"), std::string::npos);
+  // BM25-only searches need no embedder.
+  SearchOptions bm;
+  bm.method = Method::Bm25;
+  EXPECT_EQ(s.search("名前", bm, nullptr).size(), 1u);
+  // Corrupt dense index: refused on open with a rebuild hint; rebuild repairs it.
+  const std::string gen = [&] { std::string g = kh::test::readFile(d.file("store/CURRENT")); g.pop_back(); return g; }();
+  writeFile(d.file("store/" + gen + "/dense.faiss"), "garbage");
+  const std::string msg = expectError([&] { DocumentStore::open(d.file("store")); });
+  EXPECT_NE(msg.find("corrupt dense index"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("index rebuild"), std::string::npos) << msg;
+  auto fix = DocumentStore::openChunksOnly(d.file("store"));
+  fix.rebuild(&a);
+  EXPECT_EQ(DocumentStore::open(d.file("store")).search("名前", SearchOptions{}, &a).size(), 1u);
+  // A query file naming an id the store lacks.
+  writeFile(d.file("q.jsonl"), "{\"query\": \"名前\", \"relevant\": [\"ok.txt\"]}\n{\"query\": \"x\", \"relevant\": [\"nope\"]}\n");
+  const std::string q = expectError([&] { readLabelledQueries(d.file("q.jsonl"), DocumentStore::open(d.file("store"))); });
+  EXPECT_NE(q.find("q.jsonl:2"), std::string::npos) << q;
+  EXPECT_NE(q.find("unknown id 'nope'"), std::string::npos) << q;
+}
+
+TEST(RetrievalEval, MetricsByHandAndOnTheBundledSet) {
+  RetrievalHit x, rel;
+  x.docId = "x", x.chunkId = "x#0";
+  rel.docId = "r", rel.chunkId = "r#0";
+  const auto m = scoreRanking({x, rel}, {"r"});
+  EXPECT_DOUBLE_EQ(m.mrr, 0.5);
+  EXPECT_DOUBLE_EQ(m.recallAt1, 0.0);
+  EXPECT_DOUBLE_EQ(m.recallAt5, 1.0);
+  EXPECT_NEAR(m.ndcg10, 1.0 / std::log2(3.0), 1e-12);
+  TempDir d;
+  auto s = DocumentStore::open(d.file("store"));
+  s.importFiles({kh::test::sourceDir() + "/resources/retrieval/ja_persona_docs.jsonl"}, nullptr);
+  const auto qs = readLabelledQueries(kh::test::sourceDir() + "/resources/retrieval/ja_persona_queries.jsonl", s);
+  EXPECT_GE(qs.size(), 15u);
+  const auto rep = evaluateRetrieval(s, qs, SearchOptions{}, nullptr, d.file("run"));
+  ASSERT_EQ(rep.methods.size(), 2u);  // bm25 and fused (no dense index)
+  EXPECT_EQ(rep.methods[0].method, "bm25");
+  EXPECT_GT(rep.methods[0].mean.mrr, 0.6);
+  EXPECT_TRUE(std::filesystem::exists(d.file("run/metrics.json")));
+  EXPECT_TRUE(std::filesystem::exists(d.file("run/table.txt")));
+}
+
+// forwardHidden is the state the output head projects: lm_head(hidden) equals forward's logits,
+// for a padded batch too.
+TEST(RetrievalEmbedder, ForwardHiddenIsWhatTheHeadProjects) {
+  TempDir d;
+  kh::TinyOptions to;
+  to.family = "llama";
+  to.dtype = kh::st::DType::F32;
+  kh::makeTinyCheckpoint(d.file("m"), to);
+  auto model = kh::Model::load(kh::ModelFolder::open(d.file("m")));
+  kh::ForwardBatch b;
+  b.ids = at::tensor(std::vector<int64_t>{5, 6, 7, 8, 9, 10}, at::kLong).view({2, 3});
+  b.positions = at::tensor(std::vector<int64_t>{0, 1, 2, 0, 1, -1}, at::kLong).view({2, 3});
+  auto c1 = model->newCache(2, 3), c2 = model->newCache(2, 3);
+  const at::Tensor logits = model->forward(b, c1);      // [2, 3, V]
+  const at::Tensor hidden = model->forwardHidden(b, c2);  // [2, 3, D]
+  ASSERT_EQ(hidden.size(2), model->config().hiddenSize);
+  const std::string head = model->hasWeight("lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight";
+  EXPECT_TRUE(at::allclose(at::linear(hidden, model->weight(head)), logits, 1e-5, 1e-5));
+}
+
+TEST(RetrievalStore, RerankerAndZScoreThresholdExplainThemselves) {
+  struct ShortFirst : Reranker {
+    std::optional<double> score(const std::string&, const std::string& text) const override { return -double(text.size()); }
+  } shortFirst;
+  TempDir d;
+  auto s = DocumentStore::open(d.file("store"));
+  s.importFiles({kh::test::sourceDir() + "/resources/retrieval/ja_persona_docs.jsonl"}, nullptr);
+  SearchOptions o;
+  o.reranker = &shortFirst;
+  o.threshold = "zscore";
+  o.zMin = 0.5;
+  const auto hits = s.search("名前は何ですか", o, nullptr);
+  ASSERT_GE(hits.size(), 3u);
+  for (size_t i = 1; i < hits.size(); ++i) EXPECT_GE(*hits[i - 1].rerankScore, *hits[i].rerankScore);
+  EXPECT_NE(hits[0].threshold.find("rerank z"), std::string::npos) << hits[0].threshold;
+  EXPECT_TRUE(hits.front().kept);
+  EXPECT_FALSE(hits.back().kept);
+}
