@@ -391,11 +391,13 @@ void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, i
   const float scale = m.rescale ? m.scale : 1.0f;
   if (m.kind == FusedModel::Random) {
     const uint64_t first = static_cast<uint64_t>(offset + begin);
+    const uint32_t below = static_cast<uint32_t>(std::ceil(static_cast<double>(m.density) * 16777216.0));
     for (int64_t i = 0; i < n; ++i) {
       const float d = xs[begin + i] - b[begin + i];
       const uint64_t h = splitMix64(m.key + (first + static_cast<uint64_t>(i)) * kMaskStride);
-      const float u = static_cast<float>(static_cast<uint32_t>(h >> 40)) * (1.0f / 16777216.0f);
-      float v = d * static_cast<float>(u < m.density);
+      // u = r / 2^24 < density  <=>  r < ceil(density * 2^24): an integer compare, no branch.
+      const uint32_t r = static_cast<uint32_t>(h >> 40);
+      float v = d * static_cast<float>(static_cast<int>(r < below));
       if (m.rescale) v = v * scale;
       x[i] = v * m.weight;
     }
