@@ -28,6 +28,7 @@ void addMerge(CLI::App& app, Action& run);
 void addEvolve(CLI::App& app, Action& run);
 void addResume(CLI::App& app, Action& run);
 void addEval(CLI::App& app, Action& run);  // app/cli_eval.cpp
+void addTrain(CLI::App& app, Action& run);  // app/cli_train.cpp
 
 // The model every inference command runs: folder, tokenizer and weights on the chosen device.
 struct ModelArgs {

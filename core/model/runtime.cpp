@@ -116,6 +116,24 @@ void Model::setWeight(const std::string& name, at::Tensor value) {
   it->second = std::move(value);
 }
 
+void Model::setAdapter(const std::string& module, LinearAdapter a) {
+  auto it = weights_.find(module + ".weight");
+  if (it == weights_.end() || it->second.dim() != 2) throw Error(module, "the model has no linear layer of that name");
+  const int64_t out = it->second.size(0), in = it->second.size(1);
+  if (!a.A.defined() || !a.B.defined() || a.A.dim() != 2 || a.B.dim() != 2 || a.A.size(1) != in || a.B.size(0) != out ||
+      a.B.size(1) != a.A.size(0))
+    throw Error(module, "adapter shapes do not fit the layer [" + std::to_string(out) + ", " + std::to_string(in) + "]",
+                "lora_A must be [r, in] and lora_B [out, r]");
+  adapters_[module] = std::move(a);
+}
+
+std::vector<std::string> Model::weightNames() const {
+  std::vector<std::string> names;
+  for (const auto& e : family_->layout(config_))
+    if (weights_.count(e.name)) names.push_back(e.name);
+  return names;
+}
+
 const at::Tensor& Model::weight(const std::string& name) const {
   auto it = weights_.find(name);
   KH_ASSERT(it != weights_.end(), "no weight " + name);
@@ -249,7 +267,12 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 at::Tensor linear(const Model& m, const std::string& name, const at::Tensor& x) {
   const std::string bias = name + ".bias";
-  return at::linear(x, m.weight(name + ".weight"), m.hasWeight(bias) ? m.weight(bias) : at::Tensor());
+  at::Tensor y = at::linear(x, m.weight(name + ".weight"), m.hasWeight(bias) ? m.weight(bias) : at::Tensor());
+  if (const LinearAdapter* a = m.adapter(name)) {
+    at::Tensor xin = (m.training && a->dropout > 0) ? at::dropout(x, a->dropout, /*train=*/true) : x;
+    y = y + at::linear(at::linear(xin, a->A), a->B) * a->scale;  // [.., out]
+  }
+  return y;
 }
 
 at::Tensor selfAttention(const Model& m, const std::string& p, int64_t layer, const at::Tensor& h,
