@@ -24,33 +24,48 @@ std::string defaultRunDir() {
   std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&now));
   return std::string("runs/train-") + buf;
 }
+
+train::TrainResult start(const std::string& config, const std::string& runDir, const std::function<void(const std::string&)>& print) {
+  std::ifstream in(config, std::ios::binary);
+  if (!in) throw Error(config, "cannot open the training config");
+  std::stringstream text;
+  text << in.rdbuf();
+  train::TrainConfig c = train::parseTrainConfig(text.str(), config);
+  return train::runTraining(c, runDir.empty() ? defaultRunDir() : runDir, print, &gTrainStop);
+}
+
+void report(const train::TrainResult& r) {
+  std::cout << "run " << r.runDir << ": loss " << r.firstLoss << " -> " << r.finalLoss << ", stop-rate " << r.eval.stopRate() << " ("
+            << r.eval.stopped << "/" << r.eval.prompts << ")\n";
+  if (!r.adapterDir.empty()) std::cout << "adapter (PEFT): " << r.adapterDir << "\n";
+  if (!r.mergedDir.empty()) std::cout << "merged model: " << r.mergedDir << "\n";
+}
+
 }  // namespace
 
 void addTrain(CLI::App& app, Action& run) {
   struct Args {
-    std::string config, runDir;
+    std::string config, runDir, resume;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("train", "Fine-tune a model on chat data (LoRA or full) from TRAIN.yaml");
-  sub->add_option("config", a->config, "TRAIN.yaml")->required();
+  sub->add_option("config", a->config, "TRAIN.yaml");
+  sub->add_option("--resume", a->resume, "go on with this run folder from its last checkpoint (its own config.yaml)");
   sub->add_option("-o,--out", a->runDir, "run folder (default runs/train-DATE)");
   sub->callback([a, &run] {
     run = [a] {
-      std::ifstream in(a->config, std::ios::binary);
-      if (!in) throw Error(a->config, "cannot open the training config");
-      std::stringstream text;
-      text << in.rdbuf();
-      train::TrainConfig c = train::parseTrainConfig(text.str(), a->config);
+      auto print = [](const std::string& s) { std::cerr << s << (s.empty() || s.back() != '\n' ? "\n" : "") << std::flush; };
       gTrainStop = false;
       std::signal(SIGINT, khTrainOnSigint);
-      const std::string dir = a->runDir.empty() ? defaultRunDir() : a->runDir;
-      train::TrainResult r = train::runTraining(
-          c, dir, [](const std::string& s) { std::cerr << s << (s.empty() || s.back() != '\n' ? "\n" : "") << std::flush; },
-          &gTrainStop);
-      std::cout << "run " << r.runDir << ": loss " << r.firstLoss << " -> " << r.finalLoss << ", stop-rate " << r.eval.stopRate()
-                << " (" << r.eval.stopped << "/" << r.eval.prompts << ")\n";
-      if (!r.adapterDir.empty()) std::cout << "adapter (PEFT): " << r.adapterDir << "\n";
-      if (!r.mergedDir.empty()) std::cout << "merged model: " << r.mergedDir << "\n";
+      train::TrainResult r;
+      if (!a->resume.empty()) {
+        if (!a->config.empty()) throw Error("train", "give either TRAIN.yaml or --resume RUN, not both");
+        r = train::resumeTraining(a->resume, print, &gTrainStop);
+      } else {
+        if (a->config.empty()) throw Error("train", "no TRAIN.yaml given", "kumihimo-cli train TRAIN.yaml [-o RUN]");
+        r = start(a->config, a->runDir, print);
+      }
+      report(r);
     };
   });
 }

@@ -122,13 +122,22 @@ TokenizedExample tokenizeConversation(const Conversation& c, const TemplateConte
     if (!startsWith(prompt, done) || !startsWith(full, prompt))
       throw Error(c.source, std::string("the ") + chatFormatName(t.format) + " template does not render this conversation turn by turn");
     const bool labelTurn = o.mode == LabelMode::All || o.mode == LabelMode::Assistant || i == lastAssistant;
-    for (int id : tok.encode(prompt.substr(done.size()), false)) {
+    const std::vector<int> promptIds = tok.encode(prompt.substr(done.size()), false);
+    // The answer is tokenized in context (prompt + answer as one text), as a tokenizer sees the
+    // whole conversation: a SentencePiece dummy prefix must not appear at the answer's start.
+    // Only where the tokenizer merges across the boundary is the answer encoded on its own.
+    const std::vector<int> together = tok.encode(full.substr(done.size()), false);
+    std::vector<int> answer;
+    if (together.size() >= promptIds.size() && std::equal(promptIds.begin(), promptIds.end(), together.begin()))
+      answer.assign(together.begin() + static_cast<long>(promptIds.size()), together.end());
+    else
+      answer = tok.encode(full.substr(prompt.size()), false);
+    for (int id : promptIds) {
       ex.ids.push_back(id);
       ex.trained.push_back(o.mode == LabelMode::All);
     }
     ex.answerStart.push_back(static_cast<int64_t>(ex.ids.size()));
     if (i == lastAssistant) ex.lastPrompt = ex.ids;
-    std::vector<int> answer = tok.encode(full.substr(prompt.size()), false);
     // The answer is trained up to and including its end-of-turn token; what the template writes
     // after it (Gemma's "\n") is not part of what generation produces.
     int64_t stopAt = -1;

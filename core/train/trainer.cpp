@@ -163,6 +163,14 @@ std::vector<std::string> attachLora(Model& m, const LoraSpec& spec, uint64_t see
   return targets;
 }
 
+static std::string readAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path, "cannot read");
+  std::stringstream b;
+  b << in.rdbuf();
+  return b.str();
+}
+
 static void writeAtomically(const fs::path& file, const std::string& text) {
   const fs::path partial = file.string() + ".partial";
   {
@@ -419,16 +427,32 @@ std::string fmt(double v, int prec = 4) {
   return o.str();
 }
 
+std::string sci(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.3g", v);
+  return b;
+}
+
 }  // namespace
 
-TrainResult runTraining(const TrainConfig& c, const std::string& runDirIn, const std::function<void(const std::string&)>& onLineIn,
-                        const std::atomic<bool>* cancel) {
+// The examples of step `step`'s micro-batches come from a position in an endless stream of epochs,
+// each shuffled by (seed, epoch): any step's batches are known without replaying the run (resume).
+static std::vector<size_t> epochOrder(size_t n, uint64_t seed, int64_t epoch) {
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch) + 1);
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
+}
+
+static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, bool resume,
+                             const std::function<void(const std::string&)>& onLineIn, const std::atomic<bool>* cancel) {
   auto onLine = [&](const std::string& s) {
     if (onLineIn) onLineIn(s);
   };
   TrainResult res;
   const fs::path runDir(runDirIn);
-  if (fs::exists(runDir)) throw Error(runDir.string(), "the run folder exists", "choose another -o RUN");
+  if (!resume && fs::exists(runDir)) throw Error(runDir.string(), "the run folder exists", "choose another -o RUN, or resume it with train --resume RUN");
   ModelFolder folder = ModelFolder::open(c.model);
   auto tok = folder.requireTokenizer();
   TemplateContext tc{resolveChatFormat(*tok, c.chatTemplate, folder.dir), {}, {}};
@@ -462,11 +486,13 @@ TrainResult runTraining(const TrainConfig& c, const std::string& runDirIn, const
                 "see the label audit; set allow_unterminated: true to train anyway");
 
   std::error_code ec;
-  fs::create_directories(runDir.parent_path().empty() ? fs::path(".") : runDir.parent_path(), ec);
-  fs::create_directories(runDir);
-  writeAtomically(runDir / "config.yaml", c.yamlText.empty() ? std::string("model: " + c.model + "\ndata: " + c.data + "\n") : c.yamlText);
-  writeAtomically(runDir / "audit.txt", res.audit.report);
-  writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", 0}, {"status", "running"}}).dump() + "\n");
+  if (!resume) {
+    fs::create_directories(runDir.parent_path().empty() ? fs::path(".") : runDir.parent_path(), ec);
+    fs::create_directories(runDir);
+    writeAtomically(runDir / "config.yaml", c.yamlText.empty() ? std::string("model: " + c.model + "\ndata: " + c.data + "\n") : c.yamlText);
+    writeAtomically(runDir / "audit.txt", res.audit.report);
+    writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", 0}, {"status", "running"}}).dump() + "\n");
+  }
   res.runDir = runDir.string();
 
   RunOptions ro;
@@ -493,10 +519,26 @@ TrainResult runTraining(const TrainConfig& c, const std::string& runDirIn, const
 
   const int64_t perStep = c.batchSize * c.gradAccum;
   const int64_t total = c.steps > 0 ? c.steps : std::max<int64_t>(1, c.epochs * ((static_cast<int64_t>(xs.size()) + perStep - 1) / perStep));
-  std::vector<size_t> order(xs.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), rng);
-  size_t cursor = 0;
+  // Resume: parameters and AdamW moments from the last checkpoint (written atomically).
+  int64_t startStep = 0;
+  if (resume) {
+    const fs::path ck = runDir / "checkpoint" / "trainer_state.safetensors";
+    if (!fs::exists(ck)) throw Error(runDir.string(), "has no checkpoint to resume from", "set save_every to write checkpoints");
+    const json st = json::parse(readAll((runDir / "checkpoint" / "state.json").string()));
+    startStep = st.at("step").get<int64_t>();
+    opt.t = st.at("adam_t").get<int64_t>();
+    auto f = SafetensorsFile::open(ck.string());
+    at::NoGradGuard noGrad;
+    for (size_t i = 0; i < opt.params.size(); ++i) {
+      const std::string k = std::to_string(i);
+      if (!f->find("param." + k)) throw Error(ck.string(), "does not hold parameter " + k, "the run's config changed since it was saved");
+      opt.params[i].copy_(f->tensor("param." + k));
+      if (f->find("m." + k)) opt.m[i] = f->tensor("m." + k).to(opt.params[i].options()).clone(), opt.v[i] = f->tensor("v." + k).to(opt.params[i].options()).clone();
+    }
+    onLine("resuming " + runDir.string() + " at step " + std::to_string(startStep));
+  }
+  int64_t streamEpoch = -1;
+  std::vector<size_t> order;
   std::ofstream metrics(runDir / "metrics.jsonl", std::ios::app);
   const auto t0 = std::chrono::steady_clock::now();
   int64_t tokensSeen = 0;
@@ -515,24 +557,35 @@ TrainResult runTraining(const TrainConfig& c, const std::string& runDirIn, const
     return e;
   };
   auto saveCheckpoint = [&](int64_t step) {
-    if (c.method == "lora") exportPeftAdapter(*model, spec, c.model, (runDir / "checkpoint").string());
-    else exportMerged(*model, folder, (runDir / "checkpoint").string());
+    buildFolderAtomically(runDir / "checkpoint", [&](const fs::path& dir) {
+      std::vector<std::pair<std::string, at::Tensor>> ts;
+      for (size_t i = 0; i < opt.params.size(); ++i) {
+        const std::string k = std::to_string(i);
+        ts.push_back({"param." + k, opt.params[i].detach().contiguous()});
+        if (opt.m[i].defined()) ts.push_back({"m." + k, opt.m[i].contiguous()}), ts.push_back({"v." + k, opt.v[i].contiguous()});
+      }
+      saveSafetensors((dir / "trainer_state.safetensors").string(), ts);
+      std::ofstream((dir / "state.json").string()) << json({{"step", step}, {"adam_t", opt.t}}).dump() << "\n";
+    });
     writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", step}, {"steps", total}, {"status", "running"}}).dump() + "\n");
   };
 
   model->training = true;
-  for (int64_t step = 0; step < total; ++step) {
-    if (cancel && cancel->load()) throw Cancelled();
+  for (int64_t step = startStep; step < total; ++step) {
+    at::manual_seed(c.seed + static_cast<uint64_t>(step));  // adapter dropout: reproducible per step
+    if (cancel && cancel->load()) {
+      saveCheckpoint(step);  // `train --resume RUN` goes on from here
+      throw Cancelled();
+    }
     double lossSum = 0;
     int64_t stepTokens = 0;
     for (int64_t a = 0; a < c.gradAccum; ++a) {
       std::vector<const TokenizedExample*> mb;
       for (int64_t k = 0; k < c.batchSize; ++k) {
-        if (cursor == order.size()) {
-          std::shuffle(order.begin(), order.end(), rng);
-          cursor = 0;
-        }
-        mb.push_back(&xs[order[cursor++]]);
+        const int64_t pos = (step * c.gradAccum + a) * c.batchSize + k;  // place in the example stream
+        const int64_t epoch = pos / static_cast<int64_t>(xs.size());
+        if (epoch != streamEpoch) order = epochOrder(xs.size(), c.seed, streamEpoch = epoch);
+        mb.push_back(&xs[order[static_cast<size_t>(pos % static_cast<int64_t>(xs.size()))]]);
       }
       Batch b = collate(mb, padId);
       at::Tensor loss = batchLoss(*model, b);
@@ -553,8 +606,7 @@ TrainResult runTraining(const TrainConfig& c, const std::string& runDirIn, const
     metrics << json({{"step", step + 1}, {"loss", lossSum}, {"lr", lr}, {"tokens_per_s", tps}}).dump() << "\n" << std::flush;
     if ((step + 1) % logEvery == 0 || step + 1 == total) {
       const double eta = secs / static_cast<double>(step + 1) * static_cast<double>(total - step - 1);
-      onLine("step " + std::to_string(step + 1) + "/" + std::to_string(total) + "  loss " + fmt(lossSum) + "  lr " + fmt(lr * 1e4, 3) +
-             "e-4  " + fmt(tps, 0) + " tokens/s  ETA " + fmt(eta, 0) + " s");
+      onLine("step " + std::to_string(step + 1) + "/" + std::to_string(total) + "  loss " + fmt(lossSum) + "  lr " + sci(lr) + "  " + fmt(tps, 0) + " tokens/s  ETA " + fmt(eta, 0) + " s");
     }
     if (c.evalEvery > 0 && (step + 1) % c.evalEvery == 0 && step + 1 < total) runEval(step + 1);
     if (c.saveEvery > 0 && (step + 1) % c.saveEvery == 0 && step + 1 < total) saveCheckpoint(step + 1);
@@ -572,6 +624,25 @@ TrainResult runTraining(const TrainConfig& c, const std::string& runDirIn, const
   fs::remove_all(runDir / "checkpoint", ec);
   writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", total}, {"steps", total}, {"status", "done"}}).dump() + "\n");
   return res;
+}
+
+}  // namespace kh::train
+
+namespace kh::train {
+
+TrainResult runTraining(const TrainConfig& c, const std::string& runDir, const std::function<void(const std::string&)>& onLine,
+                        const std::atomic<bool>* cancel) {
+  return trainInto(c, runDir, false, onLine, cancel);
+}
+
+TrainResult resumeTraining(const std::string& runDir, const std::function<void(const std::string&)>& onLine,
+                           const std::atomic<bool>* cancel) {
+  const fs::path cfgPath = fs::path(runDir) / "config.yaml";
+  if (!fs::exists(cfgPath)) throw Error(runDir, "is not a training run folder (no config.yaml)");
+  const json st = json::parse(readAll((fs::path(runDir) / "state.json").string()));
+  if (st.value("kind", "") != "train") throw Error(runDir, "is not a training run folder");
+  if (st.value("status", "") == "done") throw Error(runDir, "the run is finished");
+  return trainInto(parseTrainConfig(readAll(cfgPath.string()), cfgPath.string()), runDir, true, onLine, cancel);
 }
 
 }  // namespace kh::train

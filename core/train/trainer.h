@@ -124,6 +124,12 @@ struct TrainResult {
 // progress lines. kh::Error before any training when the audit fails (see allowUnterminated).
 TrainResult runTraining(const TrainConfig& c, const std::string& runDir, const std::function<void(const std::string&)>& onLine = {},
                         const std::atomic<bool>* cancel = nullptr);
+// Goes on from the run folder's last checkpoint (save_every, or the one written when cancelled) with
+// the run's own config.yaml: parameters, AdamW moments and the data order are restored, so the
+// remaining steps are those the uninterrupted run would have taken. kh::Error for a folder that is
+// not a training run, is finished, or has no checkpoint.
+TrainResult resumeTraining(const std::string& runDir, const std::function<void(const std::string&)>& onLine = {},
+                           const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace train
 }  // namespace kh

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <filesystem>
+#include <iostream>
 #include <fstream>
 
 #include "core/error.h"
@@ -85,6 +87,16 @@ TEST(TrainData, EveryFormatParsesToTheSameConversationAndRendersAsChatDoes) {
     ChatRenderOptions r = t.tc.render;
     r.addGenerationPrompt = false;
     EXPECT_EQ(t.tok->decode(x.ids, false), t.tok->decode(t.tok->encode(renderChat(t.tc.format, want, r), false), false));
+  }
+  // SentencePiece with a dummy prefix (tiny llama, llm-jp-3 template): the training ids are the
+  // tokenization of the whole rendered conversation, not of its pieces (no stray "▁" before the answer).
+  {
+    Tiny l("llama");
+    TokenizedExample x = tokenizeConversation(parseConversation(lines[0], "l:1"), l.tc, *l.tok, {});
+    ChatRenderOptions r = l.tc.render;
+    r.addGenerationPrompt = false;
+    EXPECT_EQ(x.ids, l.tok->encode(renderChat(l.tc.format, want, r), false));
+    EXPECT_EQ(x.lastPrompt, l.chatPrompt({want[0]}));
   }
   // Alpaca's input joins the instruction.
   Conversation a = parseConversation(R"({"instruction": "訳して", "input": "猫", "output": "cat"})", "a:1");
@@ -286,6 +298,9 @@ TEST(TrainRun, ATinyModelLearnsToStopOnlyWhenItsEndOfTurnIsTrained) {
   TrainResult good = runTraining(parseTrainConfig(yaml, "t.yaml"), d.file("good"), [&](const std::string& s) { lines.push_back(s); });
   TrainConfig maskedCfg = parseTrainConfig(yaml + "mask_end_of_turn: true\nallow_unterminated: true\n", "t.yaml");
   TrainResult masked = runTraining(maskedCfg, d.file("masked"));
+  std::cout << "stop-rate with end of turn trained " << good.eval.stopRate() << ", masked " << masked.eval.stopRate()
+            << "; generated tokens " << good.eval.meanGenerated << " vs " << masked.eval.meanGenerated << " (reference "
+            << good.eval.meanReference << ")\n";
   EXPECT_LT(good.finalLoss, good.firstLoss);
   EXPECT_GE(good.eval.stopRate(), 0.85) << "trained end of turn: answers must stop";
   EXPECT_LE(masked.eval.stopRate(), 0.25) << "masked end of turn: answers ramble";
@@ -299,4 +314,30 @@ TEST(TrainRun, ATinyModelLearnsToStopOnlyWhenItsEndOfTurnIsTrained) {
   EXPECT_NE(metrics.find("\"stop_rate\""), std::string::npos);
   ASSERT_FALSE(lines.empty());
   EXPECT_NE(lines.front().find("label audit"), std::string::npos);
+}
+
+TEST(TrainRun, CancelledRunResumesToTheSameAdapterAsAnUninterruptedOne) {
+  Tiny t("llama", 32, 2);
+  test::TempDir d;
+  std::string data;
+  for (int i = 0; i < 12; ++i) data += R"({"prompt": "問)" + std::to_string(i) + R"(", "completion": "答)" + std::to_string(i % 3) + "\"}\n";
+  test::writeFile(d.file("data.jsonl"), data);
+  const std::string yaml = "model: " + t.path + "\ndata: " + d.file("data.jsonl") +
+                           "\nlora: {rank: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, v_proj]}\nsteps: 8\nbatch_size: 3\n"
+                           "grad_accum: 2\nweight_decay: 0.01\nschedule: linear\nwarmup_steps: 2\neval_prompts: 2\neval_max_new_tokens: 4\n"
+                           "export_merged: false\nlearning_rate: 0.01\n";
+  const TrainConfig cfg = parseTrainConfig(yaml, "t.yaml");
+  runTraining(cfg, d.file("whole"));
+  std::atomic<bool> stop{false};
+  EXPECT_THROW(runTraining(cfg, d.file("cut"), [&](const std::string& s) { if (s.rfind("step 5/8", 0) == 0) stop = true; }, &stop),
+               Cancelled);
+  EXPECT_TRUE(std::filesystem::exists(d.file("cut/checkpoint/trainer_state.safetensors")));
+  TrainResult resumed = resumeTraining(d.file("cut"));
+  auto a = SafetensorsFile::open(d.file("whole/adapter/adapter_model.safetensors"));
+  auto b = SafetensorsFile::open(resumed.adapterDir + "/adapter_model.safetensors");
+  ASSERT_EQ(a->tensors().size(), b->tensors().size());
+  for (const auto& e : a->tensors())
+    EXPECT_LT((a->tensor(e.name) - b->tensor(e.name)).abs().max().item<double>(), 1e-5) << e.name;
+  EXPECT_NE(errorOf([&] { resumeTraining(d.file("cut")); }).find("finished"), std::string::npos);
+  EXPECT_NE(errorOf([&] { resumeTraining(d.file("nothing")); }).find("not a training run"), std::string::npos);
 }
