@@ -33,8 +33,9 @@ void addTrain(CLI::App& app, Action& run);  // app/cli_train.cpp
 // The model every inference command runs: folder, tokenizer and weights on the chosen device.
 struct ModelArgs {
   std::string dir, device = "cpu", dtype;
+  std::string adapter;  // PEFT LoRA adapter folder applied at run time ("" = none)
 };
-// MODEL, --device, --dtype.
+// MODEL, --device, --dtype, --adapter.
 void addModelArgs(CLI::App* sub, ModelArgs& m);
 struct LoadedModel {
   ModelFolder folder;

@@ -100,11 +100,13 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where) 
     else if (k == "dtype") get(v, k, c.dtype);
     else if (k == "device") get(v, k, c.device);
     else if (k == "export_merged") get(v, k, c.exportMerged);
+    else if (k == "merged_dtype") get(v, k, c.mergedDtype);
     else
       throw Error(where, "unknown key '" + k + "'",
                   "TRAIN.yaml takes model, data, eval_data, eval_split, chat_template, method, lora, learning_rate, weight_decay, "
                   "schedule, warmup_steps, steps, epochs, batch_size, grad_accum, clip_norm, seed, max_length, labels, "
-                  "allow_unterminated, eval_every, eval_prompts, eval_max_new_tokens, save_every, dtype, device, export_merged");
+                  "allow_unterminated, eval_every, eval_prompts, eval_max_new_tokens, save_every, dtype, device, export_merged, "
+                  "merged_dtype");
   }
   c.labels.mode = parseLabelMode(labels);
   if (c.model.empty()) throw Error(where, "missing 'model'", "the base model folder");
@@ -126,6 +128,8 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where) 
 double LoraSpec::scale() const { return rsLora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / static_cast<double>(rank); }
 
 std::vector<std::string> loraTargets(const Model& m, const std::string& pattern) {
+  // Adapters act inside ops::linear; GPT-2's Conv1D layers do not go through it.
+  if (m.family().name == "gpt2") throw Error("lora", "LoRA is not supported for gpt2 models yet", "use method: full");
   std::regex re;
   try {
     re = std::regex(pattern);
@@ -256,15 +260,21 @@ LoraSpec loadPeftAdapter(Model& m, const std::string& dir) {
   return spec;
 }
 
-void exportMerged(const Model& m, const ModelFolder& base, const std::string& outDir) {
+void exportMerged(const Model& m, const ModelFolder& base, const std::string& outDir, const std::string& dtype) {
   at::NoGradGuard noGrad;
+  c10::ScalarType forced = at::kFloat;
+  if (dtype == "fp32" || dtype == "float32") forced = at::kFloat;
+  else if (dtype == "bf16" || dtype == "bfloat16") forced = at::kBFloat16;
+  else if (dtype == "fp16" || dtype == "float16") forced = at::kHalf;
+  else if (!dtype.empty()) throw Error("merged_dtype", "'" + dtype + "' is not one of fp32, bf16, fp16");
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& n : m.weightNames()) {
     at::Tensor w = m.weight(n).detach().to(at::kFloat);
     const std::string module = n.size() > 7 ? n.substr(0, n.size() - 7) : n;
     if (const LinearAdapter* a = m.adapter(module))
       w = w + at::matmul(a->B.detach().to(at::kFloat), a->A.detach().to(at::kFloat)) * a->scale;  // [out, in]
-    const c10::ScalarType stored = base.weights->has(n) ? toScalarType(base.weights->entry(n).dtype, n) : at::kFloat;
+    const c10::ScalarType stored =
+        !dtype.empty() ? forced : base.weights->has(n) ? toScalarType(base.weights->entry(n).dtype, n) : at::kFloat;
     tensors.push_back({n, w.to(stored).contiguous()});
   }
   buildFolderAtomically(outDir, [&](const fs::path& dir) {
@@ -619,7 +629,7 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
   }
   if (c.exportMerged || c.method == "full") {
     res.mergedDir = (runDir / "merged").string();
-    exportMerged(*model, folder, res.mergedDir);
+    exportMerged(*model, folder, res.mergedDir, c.mergedDtype);
   }
   fs::remove_all(runDir / "checkpoint", ec);
   writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", total}, {"steps", total}, {"status", "done"}}).dump() + "\n");

@@ -58,6 +58,7 @@ struct TrainConfig {
   std::string dtype = "fp32";
   std::string device = "cpu";
   bool exportMerged = true;
+  std::string mergedDtype;  // "" = the base's stored dtypes; fp32 | bf16 | fp16
   std::string yamlText;  // the config as given (copied to the run folder)
 };
 
@@ -84,7 +85,8 @@ void exportPeftAdapter(const Model& m, const LoraSpec& spec, const std::string& 
 LoraSpec loadPeftAdapter(Model& m, const std::string& adapterDir);
 // Writes `base` with the model's current weights (adapters merged: W + scale B A in fp32, cast to the
 // stored dtype) as a complete HF folder beside `outDir`, renamed into place when complete.
-void exportMerged(const Model& m, const ModelFolder& base, const std::string& outDir);
+// `dtype`: "" keeps each tensor's stored dtype, else "fp32", "bf16" or "fp16" for every tensor.
+void exportMerged(const Model& m, const ModelFolder& base, const std::string& outDir, const std::string& dtype = "");
 
 // ---- batches and loss ----
 struct Batch {
