@@ -29,6 +29,8 @@ void addEvolve(CLI::App& app, Action& run);
 void addResume(CLI::App& app, Action& run);
 void addEval(CLI::App& app, Action& run);  // app/cli_eval.cpp
 void addTrain(CLI::App& app, Action& run);  // app/cli_train.cpp
+// `resume RUN` on a training run folder (state.json kind: train) goes here instead of evolution.
+void resumeTrainingRun(const std::string& runDir);
 
 // The model every inference command runs: folder, tokenizer and weights on the chosen device.
 struct ModelArgs {

@@ -43,6 +43,13 @@ void report(const train::TrainResult& r) {
 
 }  // namespace
 
+void resumeTrainingRun(const std::string& runDir) {
+  gTrainStop = false;
+  std::signal(SIGINT, khTrainOnSigint);
+  report(train::resumeTraining(
+      runDir, [](const std::string& s) { std::cerr << s << (s.empty() || s.back() != '\n' ? "\n" : "") << std::flush; }, &gTrainStop));
+}
+
 void addTrain(CLI::App& app, Action& run) {
   struct Args {
     std::string config, runDir, resume;

@@ -645,6 +645,17 @@ TrainResult runTraining(const TrainConfig& c, const std::string& runDir, const s
   return trainInto(c, runDir, false, onLine, cancel);
 }
 
+bool isTrainingRun(const std::string& dir) {
+  const fs::path st = fs::path(dir) / "state.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(st, ec)) return false;
+  try {
+    return json::parse(readAll(st.string())).value("kind", "") == "train";
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 TrainResult resumeTraining(const std::string& runDir, const std::function<void(const std::string&)>& onLine,
                            const std::atomic<bool>* cancel) {
   const fs::path cfgPath = fs::path(runDir) / "config.yaml";

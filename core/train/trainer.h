@@ -130,6 +130,8 @@ TrainResult runTraining(const TrainConfig& c, const std::string& runDir, const s
 // the run's own config.yaml: parameters, AdamW moments and the data order are restored, so the
 // remaining steps are those the uninterrupted run would have taken. kh::Error for a folder that is
 // not a training run, is finished, or has no checkpoint.
+// Whether `dir` is a training run folder (its state.json says kind: train).
+bool isTrainingRun(const std::string& dir);
 TrainResult resumeTraining(const std::string& runDir, const std::function<void(const std::string&)>& onLine = {},
                            const std::atomic<bool>* cancel = nullptr);
 

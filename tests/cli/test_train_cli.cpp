@@ -48,6 +48,10 @@ TEST(CliTrain, LoraRunPrintsAuditProgressAndWritesAdapterAndMergedModel) {
                             "三の次は", "--max-new-tokens", "6"});
   ASSERT_EQ(viaAdapter.exitCode, 0) << viaAdapter.err;
   EXPECT_EQ(viaMerged.out, viaAdapter.out);
+  // `resume` recognises a training run (and this one is finished).
+  auto again = runCli({"resume", d.file("run")});
+  EXPECT_NE(again.exitCode, 0);
+  EXPECT_NE(again.err.find("the run is finished"), std::string::npos) << again.err;
 }
 
 TEST(CliTrain, FullFineTuningWritesAMergedModel) {

@@ -131,6 +131,24 @@ TEST(TrainData, BadInputIsOneLineErrorNamingFileAndLine) {
   EXPECT_NE(e.find("long.jsonl:4"), std::string::npos) << e;
   EXPECT_NE(e.find("max_length"), std::string::npos) << e;
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  // A template that cannot express a system message (Mistral v0.2) refuses it, naming the example.
+  Tiny m("mistral");
+  Conversation sys = parseConversation(
+      R"({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]})",
+      "sys.jsonl:7");
+  const std::string es = errorOf([&] { tokenizeConversation(sys, m.tc, *m.tok, {}); });
+  EXPECT_NE(es.find("sys.jsonl:7"), std::string::npos) << es;
+  // Examples longer than max_length are cut and counted; a cut answer is not counted as unterminated.
+  Conversation lng = parseConversation(R"({"prompt": "一", "completion": "二三四五六七八九十二三四五六七八九十"})", "c:1");
+  LabelOptions shortLen;
+  shortLen.maxLength = tokenizeConversation(lng, t.tc, *t.tok, {}).answerStart[0] + 3;  // prompt + 3 answer tokens
+  TokenizedExample cx = tokenizeConversation(lng, t.tc, *t.tok, shortLen);
+  EXPECT_TRUE(cx.cut);
+  EXPECT_EQ(static_cast<int64_t>(cx.ids.size()), shortLen.maxLength);
+  LabelAudit ca = auditLabels({cx, tokenizeConversation(c, t.tc, *t.tok, {})}, {lng}, t.tc, *t.tok);
+  EXPECT_EQ(ca.cutExamples, 1);
+  EXPECT_EQ(ca.cutTurns, 1);
+  EXPECT_TRUE(ca.ok()) << ca.report;
 }
 
 TEST(TrainLabels, EndOfTurnIsTrainedAndPaddingIsMaskedByPositionEvenWhenPadIsEos) {
