@@ -166,6 +166,20 @@ TEST(TrainLabels, EndOfTurnIsTrainedAndPaddingIsMaskedByPositionEvenWhenPadIsEos
     all.mode = LabelMode::All;
     TokenizedExample xa = tokenizeConversation(parseConversation(R"({"prompt": "一", "completion": "二"})", "g:1"), t.tc, *t.tok, all);
     EXPECT_TRUE(xa.trained[1]);
+    // last_turn: only the final answer is trained; every answer is trained by default.
+    Conversation two = parseConversation(
+        R"({"messages": [{"role": "user", "content": "一"}, {"role": "assistant", "content": "二"}, {"role": "user", "content": "三"}, {"role": "assistant", "content": "四"}]})",
+        "g:2");
+    LabelOptions lastTurn;
+    lastTurn.mode = LabelMode::LastTurn;
+    TokenizedExample xl = tokenizeConversation(two, t.tc, *t.tok, lastTurn);
+    TokenizedExample xd = tokenizeConversation(two, t.tc, *t.tok, {});
+    EXPECT_FALSE(xl.trained[static_cast<size_t>(xl.answerStart[0])]);
+    EXPECT_TRUE(xl.trained[static_cast<size_t>(xl.answerStart[1])]);
+    EXPECT_TRUE(xd.trained[static_cast<size_t>(xd.answerStart[0])]);
+    EXPECT_EQ(xd.ids[static_cast<size_t>(xd.lastTrained[0])], eot);
+    EXPECT_EQ(xd.ids[static_cast<size_t>(xd.lastTrained[1])], eot);
+    EXPECT_TRUE(auditLabels({xl}, {two}, t.tc, *t.tok).ok());
   }
   {  // llm-jp-3 (tiny llama): the answer ends on </s>; batched with pad == eos, that eos stays trained.
     Tiny t("llama");
