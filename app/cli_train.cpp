@@ -3,6 +3,7 @@
 // model in the run folder. Ctrl-C stops between steps. Never starts when the audit fails.
 #include <atomic>
 #include <csignal>
+#include <filesystem>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -30,7 +31,9 @@ train::TrainResult start(const std::string& config, const std::string& runDir, c
   if (!in) throw Error(config, "cannot open the training config");
   std::stringstream text;
   text << in.rdbuf();
-  train::TrainConfig c = train::parseTrainConfig(text.str(), config);
+  // Paths in TRAIN.yaml are relative to the file, as in EVOLVE.yaml.
+  const std::string base = std::filesystem::absolute(config).parent_path().string();
+  train::TrainConfig c = train::parseTrainConfig(text.str(), config, base);
   return train::runTraining(c, runDir.empty() ? defaultRunDir() : runDir, print, &gTrainStop);
 }
 

@@ -35,7 +35,7 @@ namespace kh::train {
 // ---------------------------------------------------------------------------------------------
 // config
 
-TrainConfig parseTrainConfig(const std::string& text, const std::string& where) {
+TrainConfig parseTrainConfig(const std::string& text, const std::string& where, const std::string& baseDir) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -109,6 +109,10 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where) 
                   "merged_dtype");
   }
   c.labels.mode = parseLabelMode(labels);
+  c.baseDir = baseDir;
+  if (!baseDir.empty())
+    for (std::string* p : {&c.model, &c.data, &c.evalData})
+      if (!p->empty() && fs::path(*p).is_relative()) *p = fs::absolute(fs::path(baseDir) / *p).lexically_normal().string();
   if (c.model.empty()) throw Error(where, "missing 'model'", "the base model folder");
   if (c.data.empty()) throw Error(where, "missing 'data'", "a JSONL file of conversations");
   if (c.method != "lora" && c.method != "full") throw Error(where, "method '" + c.method + "' is not lora or full");
@@ -501,7 +505,7 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
     fs::create_directories(runDir);
     writeAtomically(runDir / "config.yaml", c.yamlText.empty() ? std::string("model: " + c.model + "\ndata: " + c.data + "\n") : c.yamlText);
     writeAtomically(runDir / "audit.txt", res.audit.report);
-    writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", 0}, {"status", "running"}}).dump() + "\n");
+    writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", 0}, {"status", "running"}, {"config_dir", c.baseDir}}).dump() + "\n");
   }
   res.runDir = runDir.string();
 
@@ -577,7 +581,7 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
       saveSafetensors((dir / "trainer_state.safetensors").string(), ts);
       std::ofstream((dir / "state.json").string()) << json({{"step", step}, {"adam_t", opt.t}}).dump() << "\n";
     });
-    writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", step}, {"steps", total}, {"status", "running"}}).dump() + "\n");
+    writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", step}, {"steps", total}, {"status", "running"}, {"config_dir", c.baseDir}}).dump() + "\n");
   };
 
   model->training = true;
@@ -632,7 +636,7 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
     exportMerged(*model, folder, res.mergedDir, c.mergedDtype);
   }
   fs::remove_all(runDir / "checkpoint", ec);
-  writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", total}, {"steps", total}, {"status", "done"}}).dump() + "\n");
+  writeAtomically(runDir / "state.json", json({{"kind", "train"}, {"step", total}, {"steps", total}, {"status", "done"}, {"config_dir", c.baseDir}}).dump() + "\n");
   return res;
 }
 
@@ -663,7 +667,8 @@ TrainResult resumeTraining(const std::string& runDir, const std::function<void(c
   const json st = json::parse(readAll((fs::path(runDir) / "state.json").string()));
   if (st.value("kind", "") != "train") throw Error(runDir, "is not a training run folder");
   if (st.value("status", "") == "done") throw Error(runDir, "the run is finished");
-  return trainInto(parseTrainConfig(readAll(cfgPath.string()), cfgPath.string()), runDir, true, onLine, cancel);
+  return trainInto(parseTrainConfig(readAll(cfgPath.string()), cfgPath.string(), st.value("config_dir", "")), runDir, true, onLine,
+                   cancel);
 }
 
 }  // namespace kh::train

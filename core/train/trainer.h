@@ -60,10 +60,13 @@ struct TrainConfig {
   bool exportMerged = true;
   std::string mergedDtype;  // "" = the base's stored dtypes; fp32 | bf16 | fp16
   std::string yamlText;  // the config as given (copied to the run folder)
+  std::string baseDir;   // where its relative paths start (recorded in state.json for resume)
 };
 
 // Parses TRAIN.yaml text; kh::Error(where, ...) naming the key for unknown keys or bad values.
-TrainConfig parseTrainConfig(const std::string& yamlText, const std::string& where);
+// Relative model/data/eval_data paths are taken from `baseDir` (the config file's folder, as
+// evolution does) when it is given, and made absolute.
+TrainConfig parseTrainConfig(const std::string& yamlText, const std::string& where, const std::string& baseDir = "");
 
 // ---- LoRA ----
 struct LoraSpec {
