@@ -238,9 +238,10 @@ TEST(TrainLora, GradientsMatchFiniteDifferences) {
   auto targets = attachLora(*model, spec, 3);
   ASSERT_EQ(targets.size(), 6u);
   // B starts at zero; give it values so A's gradient is not trivially zero.
+  auto bGen = at::detail::createCPUGenerator(5);
   for (const auto& m : targets) {
     at::NoGradGuard g;
-    const_cast<at::Tensor&>(model->adapter(m)->B).normal_(0, 0.2);
+    const_cast<at::Tensor&>(model->adapter(m)->B).normal_(0, 0.2, bGen);
   }
   TokenizedExample x = tokenizeConversation(parseConversation(R"({"prompt": "一二三", "completion": "四五"})", "g:1"), t.tc, *t.tok, {});
   Batch b = collate({&x}, 0);
@@ -263,7 +264,8 @@ TEST(TrainLora, GradientsMatchFiniteDifferences) {
         const double down = batchLoss(*model, b).item<double>();
         param.add_(dir, h);
         const double fd = (up - down) / (2 * h);
-        EXPECT_NEAR(want, fd, 2e-5 + 2e-3 * std::abs(want)) << m;
+        // fp32 logits leave ~4e-5 of rounding in the quotient; along the gradient |g| is far above it.
+        EXPECT_NEAR(want, fd, 1e-4 + 2e-3 * std::abs(want)) << m;
       }
     }
   }
