@@ -177,9 +177,10 @@ at::Tensor Model::logits(const std::vector<int64_t>& ids) const {
 namespace ops {
 
 at::Tensor rmsNorm(const at::Tensor& x, const at::Tensor& w, double eps, bool addOne) {
-  at::Tensor xf = x.to(at::kFloat);
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;  // fp64 only for fp64 models (gradient checks)
+  at::Tensor xf = x.to(acc);
   at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  if (addOne) return (normed * (w.to(at::kFloat) + 1.0)).to(x.scalar_type());  // Gemma: all in fp32
+  if (addOne) return (normed * (w.to(acc) + 1.0)).to(x.scalar_type());  // Gemma: all in fp32
   return w * normed.to(x.scalar_type());                                       // Llama: cast, then scale
 }
 
@@ -259,7 +260,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   if (softcap > 0) scores = at::tanh(scores / softcap) * softcap;
   // The lowest finite float, as transformers does: a padding query (no allowed key) gets a
   // harmless uniform row instead of NaNs that would reach the cache.
-  scores = scores.to(at::kFloat).masked_fill(mask.logical_not(), std::numeric_limits<float>::lowest());
+  scores = scores.to(scores.scalar_type() == at::kDouble ? at::kDouble : at::kFloat).masked_fill(mask.logical_not(), std::numeric_limits<float>::lowest());
   at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());                  // [B, H, T, S]
   at::Tensor out = at::matmul(probs.view({B, KVH, groups * T, -1}), v);             // [B, KVH, groups*T, hd]
   return out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});

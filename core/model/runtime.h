@@ -80,7 +80,8 @@ class Model {
   bool training = false;  // adapter dropout on (the forward is otherwise the same)
 
   KVCache newCache(int64_t batch, int64_t capacity) const;
-  // Runs the batch, appends its keys/values to `cache`, returns logits [B, T, V] in fp32.
+  // Runs the batch, appends its keys/values to `cache`, returns logits [B, T, V] in fp32 (fp64 for
+  // an fp64 model of the Llama-style families, built with fromWeights for gradient checks).
   at::Tensor forward(const ForwardBatch& batch, KVCache& cache) const;
   // Convenience: one unpadded sequence, fresh cache; logits [T, V] fp32.
   at::Tensor logits(const std::vector<int64_t>& ids) const;
