@@ -108,6 +108,11 @@ TokenizedExample tokenizeConversation(const Conversation& c, const TemplateConte
     try {
       return renderChat(t.format, m, r);
     } catch (const Error& e) {
+      const bool system = std::any_of(c.messages.begin(), c.messages.end(), [](const ChatMessage& x) { return x.role == "system"; });
+      if (system)
+        throw Error(c.source, e.what(),
+                    std::string("the ") + chatFormatName(t.format) +
+                        " template cannot express a system message: remove it or fold it into the first user turn");
       throw Error(c.source, e.what());
     }
   };

@@ -138,6 +138,7 @@ TEST(TrainData, BadInputIsOneLineErrorNamingFileAndLine) {
       "sys.jsonl:7");
   const std::string es = errorOf([&] { tokenizeConversation(sys, m.tc, *m.tok, {}); });
   EXPECT_NE(es.find("sys.jsonl:7"), std::string::npos) << es;
+  EXPECT_NE(es.find("cannot express a system message"), std::string::npos) << es;
   // Examples longer than max_length are cut and counted; a cut answer is not counted as unterminated.
   Conversation lng = parseConversation(R"({"prompt": "一", "completion": "二三四五六七八九十二三四五六七八九十"})", "c:1");
   LabelOptions shortLen;
