@@ -18,6 +18,7 @@
 #include "core/io/safetensors.h"
 #include <ATen/ATen.h>
 #include "core/text/tokenizer.h"
+#include "core/train/trainer.h"
 
 namespace kh::cli {
 
@@ -217,6 +218,7 @@ void addModelArgs(CLI::App* sub, ModelArgs& m) {
   sub->add_option("MODEL", m.dir, "Model folder")->required();
   sub->add_option("--device", m.device, "cpu, cuda or cuda:N")->default_val("cpu");
   sub->add_option("--dtype", m.dtype, "fp32 | bf16 | fp16 (default: stored; fp16 runs as fp32 on CPU)");
+  sub->add_option("--adapter", m.adapter, "PEFT LoRA adapter folder (adapter_config.json) applied at run time");
 }
 LoadedModel loadModel(const ModelArgs& m) {
   LoadedModel l;
@@ -226,6 +228,7 @@ LoadedModel loadModel(const ModelArgs& m) {
   ro.device = m.device;
   ro.dtype = m.dtype;
   l.model = Model::load(l.folder, ro);
+  if (!m.adapter.empty()) train::loadPeftAdapter(*l.model, m.adapter);
   return l;
 }
 

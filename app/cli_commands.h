@@ -35,12 +35,16 @@ void addRetrievalEval(CLI::App& app, Action& run);  // app/cli_retrieval.cpp
 // the store's top kept chunks (fused with the store's recorded embedder when it exists, else BM25)
 // placed before the question; names the chunks it used on stderr.
 std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& store, int k);
+void addTrain(CLI::App& app, Action& run);  // app/cli_train.cpp
+// `resume RUN` on a training run folder (state.json kind: train) goes here instead of evolution.
+void resumeTrainingRun(const std::string& runDir);
 
 // The model every inference command runs: folder, tokenizer and weights on the chosen device.
 struct ModelArgs {
   std::string dir, device = "cpu", dtype;
+  std::string adapter;  // PEFT LoRA adapter folder applied at run time ("" = none)
 };
-// MODEL, --device, --dtype.
+// MODEL, --device, --dtype, --adapter.
 void addModelArgs(CLI::App* sub, ModelArgs& m);
 struct LoadedModel {
   ModelFolder folder;

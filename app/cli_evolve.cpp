@@ -14,6 +14,7 @@
 #include "core/evolve/evolution.h"
 #include "core/merge/executor.h"
 #include "core/merge/recipe.h"
+#include "core/train/trainer.h"
 
 namespace kh::cli {
 
@@ -82,11 +83,12 @@ void addEvolve(CLI::App& app, Action& run) {
 
 void addResume(CLI::App& app, Action& run) {
   auto a = std::make_shared<EvolveArgs>();
-  auto* sub = app.add_subcommand("resume", "Continue an evolution run from its last finished generation");
+  auto* sub = app.add_subcommand("resume", "Continue an evolution run from its last finished generation (or a training run from its last checkpoint)");
   sub->add_option("run", a->runDir, "Run folder")->required();
   sub->add_option("--config", a->config, "Check that the run was started with this EVOLVE.yaml");
   sub->add_option("--write-model", a->writeModel, "Also merge the best recipe into this folder at the end");
   sub->callback([a, &run]() { run = [a]() {
+    if (train::isTrainingRun(a->runDir)) return resumeTrainingRun(a->runDir);  // same as train --resume RUN
     finish(evolve::resumeEvolution(a->runDir, consoleOptions(), a->config), a->writeModel);
   }; });
 }

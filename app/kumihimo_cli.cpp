@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   kh::cli::addChat(app, run);
   kh::cli::addMerge(app, run);
   kh::cli::addEval(app, run);
+  kh::cli::addTrain(app, run);
   kh::cli::addEvolve(app, run);
   kh::cli::addResume(app, run);
   kh::cli::addIndex(app, run);

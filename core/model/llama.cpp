@@ -58,7 +58,8 @@ at::Tensor llamaStyleForward(const Model& m, const ForwardBatch& b, KVCache& cac
     x = x + ops::gatedMlp(m, p, h);
   }
   x = ops::rmsNorm(x, m.weight("model.norm.weight"), c.normEps, false);
-  return ops::outputHead(m, x, "model.embed_tokens.weight").to(at::kFloat);  // [B, T, V]
+  // [B, T, V] fp32 (fp64 for an fp64 model: gradient checks need the precision end to end)
+  return ops::outputHead(m, x, "model.embed_tokens.weight").to(m.dtype() == at::kDouble ? at::kDouble : at::kFloat);
 }
 
 static ModelConfig parseLlama(const nlohmann::json& j, const std::string& w) { return parseLlamaLike(j, "llama", w); }

@@ -116,6 +116,24 @@ void Model::setWeight(const std::string& name, at::Tensor value) {
   it->second = std::move(value);
 }
 
+void Model::setAdapter(const std::string& module, LinearAdapter a) {
+  auto it = weights_.find(module + ".weight");
+  if (it == weights_.end() || it->second.dim() != 2) throw Error(module, "the model has no linear layer of that name");
+  const int64_t out = it->second.size(0), in = it->second.size(1);
+  if (!a.A.defined() || !a.B.defined() || a.A.dim() != 2 || a.B.dim() != 2 || a.A.size(1) != in || a.B.size(0) != out ||
+      a.B.size(1) != a.A.size(0))
+    throw Error(module, "adapter shapes do not fit the layer [" + std::to_string(out) + ", " + std::to_string(in) + "]",
+                "lora_A must be [r, in] and lora_B [out, r]");
+  adapters_[module] = std::move(a);
+}
+
+std::vector<std::string> Model::weightNames() const {
+  std::vector<std::string> names;
+  for (const auto& e : family_->layout(config_))
+    if (weights_.count(e.name)) names.push_back(e.name);
+  return names;
+}
+
 const at::Tensor& Model::weight(const std::string& name) const {
   auto it = weights_.find(name);
   KH_ASSERT(it != weights_.end(), "no weight " + name);
@@ -177,9 +195,10 @@ at::Tensor Model::logits(const std::vector<int64_t>& ids) const {
 namespace ops {
 
 at::Tensor rmsNorm(const at::Tensor& x, const at::Tensor& w, double eps, bool addOne) {
-  at::Tensor xf = x.to(at::kFloat);
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;  // fp64 only for fp64 models (gradient checks)
+  at::Tensor xf = x.to(acc);
   at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  if (addOne) return (normed * (w.to(at::kFloat) + 1.0)).to(x.scalar_type());  // Gemma: all in fp32
+  if (addOne) return (normed * (w.to(acc) + 1.0)).to(x.scalar_type());  // Gemma: all in fp32
   return w * normed.to(x.scalar_type());                                       // Llama: cast, then scale
 }
 
@@ -259,7 +278,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   if (softcap > 0) scores = at::tanh(scores / softcap) * softcap;
   // The lowest finite float, as transformers does: a padding query (no allowed key) gets a
   // harmless uniform row instead of NaNs that would reach the cache.
-  scores = scores.to(at::kFloat).masked_fill(mask.logical_not(), std::numeric_limits<float>::lowest());
+  scores = scores.to(scores.scalar_type() == at::kDouble ? at::kDouble : at::kFloat).masked_fill(mask.logical_not(), std::numeric_limits<float>::lowest());
   at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());                  // [B, H, T, S]
   at::Tensor out = at::matmul(probs.view({B, KVH, groups * T, -1}), v);             // [B, KVH, groups*T, hd]
   return out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
@@ -267,7 +286,12 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 at::Tensor linear(const Model& m, const std::string& name, const at::Tensor& x) {
   const std::string bias = name + ".bias";
-  return at::linear(x, m.weight(name + ".weight"), m.hasWeight(bias) ? m.weight(bias) : at::Tensor());
+  at::Tensor y = at::linear(x, m.weight(name + ".weight"), m.hasWeight(bias) ? m.weight(bias) : at::Tensor());
+  if (const LinearAdapter* a = m.adapter(name)) {
+    at::Tensor xin = (m.training && a->dropout > 0) ? at::dropout(x, a->dropout, /*train=*/true) : x;
+    y = y + at::linear(at::linear(xin, a->A), a->B) * a->scale;  // [.., out]
+  }
+  return y;
 }
 
 at::Tensor selfAttention(const Model& m, const std::string& p, int64_t layer, const at::Tensor& h,

@@ -35,6 +35,15 @@ struct ForwardBatch {
   at::Tensor positions;  // [B, T] int64; -1 marks a padding token (never attended to)
 };
 
+// A low-rank update of one linear layer applied at run time (LoRA, core/train/lora.h):
+// y = x W^T + b + scale * (dropout(x) A^T) B^T. Models without adapters run exactly as before.
+struct LinearAdapter {
+  at::Tensor A;          // [r, in], the model's dtype and device
+  at::Tensor B;          // [out, r]
+  double scale = 1.0;    // alpha / r (rsLoRA: alpha / sqrt(r))
+  double dropout = 0.0;  // on the adapter's input, only while Model::training is set
+};
+
 class Model {
  public:
   // Loads weights to the device. Dtype policy: CPU computes in bf16 or fp32 (fp16 checkpoints are
@@ -57,8 +66,22 @@ class Model {
   // Replaces an existing weight; kh::Error unless `value` has its shape, dtype and device.
   void setWeight(const std::string& name, at::Tensor value);
 
+  // LoRA adapters by module name ("model.layers.0.self_attn.q_proj"; kh::Error for a module the
+  // model has no weight for or shapes that do not fit it).
+  void setAdapter(const std::string& module, LinearAdapter adapter);
+  const LinearAdapter* adapter(const std::string& module) const {
+    if (adapters_.empty()) return nullptr;
+    auto it = adapters_.find(module);
+    return it == adapters_.end() ? nullptr : &it->second;
+  }
+  void clearAdapters() { adapters_.clear(); }
+  // Weight names in layout order (what a trainer may adapt or fine-tune).
+  std::vector<std::string> weightNames() const;
+  bool training = false;  // adapter dropout on (the forward is otherwise the same)
+
   KVCache newCache(int64_t batch, int64_t capacity) const;
-  // Runs the batch, appends its keys/values to `cache`, returns logits [B, T, V] in fp32.
+  // Runs the batch, appends its keys/values to `cache`, returns logits [B, T, V] in fp32 (fp64 for
+  // an fp64 model of the Llama-style families, built with fromWeights for gradient checks).
   at::Tensor forward(const ForwardBatch& batch, KVCache& cache) const;
   // As forward, but returns the final hidden states (after the last norm, before the output head)
   // [B, T, D] fp32 and skips the vocabulary projection; logits from forward() are unchanged.
@@ -72,6 +95,7 @@ class Model {
   c10::Device device_ = c10::kCPU;
   c10::ScalarType dtype_ = c10::kFloat;
   std::unordered_map<std::string, at::Tensor> weights_;
+  std::unordered_map<std::string, LinearAdapter> adapters_;
 };
 
 c10::Device parseDevice(const std::string& text);  // kh::Error for a device that does not exist
