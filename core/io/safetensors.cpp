@@ -102,9 +102,12 @@ void MappedFile::willNeed(uint64_t offset, uint64_t length) const {
 
 void MappedFile::release(uint64_t offset, uint64_t length) const {
   if (!data_ || length == 0 || offset >= size_) return;
-  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  const uint64_t start = offset / page * page;
-  const uint64_t end = std::min(size_, offset + length);
+  // Rounded out to 2 MiB: the kernel maps whole page-cache folios (up to 2 MiB for large files read
+  // sequentially) on a fault, so pages beyond the exact range would otherwise stay resident. What
+  // the next read needs simply faults back in from the page cache.
+  constexpr uint64_t kSpan = 2ull << 20;
+  const uint64_t start = offset / kSpan * kSpan;
+  const uint64_t end = std::min(size_, (offset + length + kSpan - 1) / kSpan * kSpan);
   madvise(data_ + start, end - start, MADV_DONTNEED);  // advisory: a failure only keeps the pages
 }
 

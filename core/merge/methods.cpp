@@ -351,6 +351,15 @@ bool fusable(Sparsifier s) { return s == Sparsifier::None || s == Sparsifier::Ma
 
 uint64_t maskKey(uint64_t seed, const std::string& name) { return splitMix64(seed ^ splitMix64(fnv1a(name))); }
 
+// 1.0f when `yes`, else 0.0f, by bit masking: GCC turns a bool-to-float conversion back into a
+// branch, which mispredicts on coin-flip data.
+inline float oneIf(bool yes) {
+  const uint32_t bits = (0u - static_cast<uint32_t>(yes)) & 0x3f800000u;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 inline float keepOf(FusedModel& m, float d, int64_t index) {
   switch (m.kind) {
     case FusedModel::All: return 1.0f;
@@ -397,7 +406,7 @@ void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, i
       const uint64_t h = splitMix64(m.key + (first + static_cast<uint64_t>(i)) * kMaskStride);
       // u = r / 2^24 < density  <=>  r < ceil(density * 2^24): an integer compare, no branch.
       const uint32_t r = static_cast<uint32_t>(h >> 40);
-      float v = d * static_cast<float>(static_cast<int>(r < below));
+      float v = d * oneIf(r < below);
       if (m.rescale) v = v * scale;
       x[i] = v * m.weight;
     }
@@ -414,7 +423,7 @@ void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, i
       const float a = std::fabs(d);
       int32_t bits;
       std::memcpy(&bits, &a, 4);
-      float keep = static_cast<float>(bits > threshold);
+      float keep = oneIf(bits > threshold);
       if (bits == threshold) keep = keepOf(m, d, 0);  // rare: ties at the threshold, by index
       float v = d * keep;
       if (m.rescale) v = v * scale;
@@ -449,7 +458,7 @@ void fusedApply(const float* b, std::vector<FusedModel>& ms, float* out, int64_t
           for (size_t j = 0; j < k; ++j) {
             const float v = x[j * kBlock + i];
             const int sign = static_cast<int>(0.0f < v) - static_cast<int>(v < 0.0f);
-            const float keep = static_cast<float>(static_cast<int>(sign == majority));  // integer compare: no branch
+            const float keep = oneIf(sign == majority);
             mixed = mixed + v * keep;
             divisor = divisor + keep * ms[j].weight;
           }
