@@ -13,6 +13,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
+
+#include <ATen/Parallel.h>
 
 #include "core/merge/executor.h"
 #include "core/model/tiny.h"
@@ -45,6 +48,8 @@ std::vector<std::string> weightFiles(const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // All cores, as kumihimo-cli uses by default (Debian's libtorch would start with one).
+  at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   int64_t layers = 4;
   std::string keep;
   for (int i = 1; i + 1 < argc; i += 2) {
