@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/io/tensor_load.h"
 #include "core/merge/resolved.h"
+#include "core/merge/scratch.h"
 #include "core/model/runtime.h"
 
 namespace kh::merge {
@@ -89,6 +90,9 @@ at::Tensor InPlaceMerger::mergeOne(size_t i, const detail::TensorParams& tp, c10
   if (!cache_[i]) reader.emplace(*x_, i, device);
   const detail::TensorInputs* cached = cache_[i].get();
   at::Tensor out = at::empty({rows, cols}, at::TensorOptions().dtype(dtype).device(device));
+  // Chunk buffers from fixed free lists, as in the executor: allocated between long-lived outputs,
+  // glibc's heap would fragment and hold several times the live memory.
+  ScratchScope scratch;
   mergeRows(
       recipe_.method, x_->sources[i].hasBase(), x_->sources[i].others.size(), shape,
       [&](int input, int64_t r0, int64_t r1) {

@@ -15,6 +15,7 @@
 #include "core/eval/evaluator.h"
 #include "core/eval/suite.h"
 #include "core/evolve/genome.h"
+#include "core/merge/executor.h"
 #include "core/merge/in_place.h"
 #include "core/model/memory.h"
 #include "core/model/model_folder.h"
@@ -70,6 +71,8 @@ int main(int argc, char** argv) {
   auto t0 = Clock::now();
   kh::merge::InPlaceMerger merger(kh::evolve::decodeGenome(spec, x), ipo);
   const double first = since(t0);
+  const uint64_t afterMerge = kh::peakRss() - rss0;
+  kh::resetPeakRss();
   const kh::ModelFolder folder = kh::ModelFolder::open(spec.baseModel);
   const uint64_t resident = folder.weights->parameterCount() * c10::elementSize(merger.model()->dtype());
   // Evaluation: the ja-arith suite's fitness split on the resident model.
@@ -82,6 +85,8 @@ int main(int argc, char** argv) {
   t0 = Clock::now();
   ev.run(*merger.model());
   const double evalSeconds = since(t0);
+  const uint64_t afterEval = kh::peakRss() > rss0 ? kh::peakRss() - rss0 : 0;
+  kh::resetPeakRss();
   // One layer group changed, each group in turn; then every gene changed.
   double oneGroup = 0;
   size_t tensorsOne = 0;
@@ -106,8 +111,18 @@ int main(int argc, char** argv) {
               tensorsOne / static_cast<size_t>(spec.groups()), 100.0 * oneGroup / evalSeconds);
   std::printf("merge, every gene changed   %8.3f s  (%zu tensors)  %.1f%% of the evaluation\n", all, tensorsAll,
               100.0 * all / evalSeconds);
-  std::printf("peak RSS growth %s; plan: resident model %s + cache %s + merge scratch\n", kh::formatBytes(peak).c_str(),
-              kh::formatBytes(resident).c_str(), kh::formatBytes(ipo.cacheBytes).c_str());
+  // The evolution loop's plan (core/evolve/evolution.cpp): resident + cache + merge scratch + scoring.
+  kh::merge::MergeOptions mo;
+  const kh::merge::MemoryPlan mp = kh::merge::planMerge(kh::evolve::decodeGenome(spec, x), mo);
+  const int64_t len = std::max<int64_t>(1, ev.longestSequence());
+  const kh::RunMemory rm = kh::estimateRunMemory(folder.config, folder.weights->parameterCount(), kh::st::DType::F32,
+                                                 kh::DeviceKind::CPU, len, len);
+  const uint64_t scoring = static_cast<uint64_t>(ev.batchSize()) * (rm.kvCache + rm.activations);
+  std::printf("peak RSS growth: %s building the resident model, %s while evaluating, %s while re-merging\n",
+              kh::formatBytes(afterMerge).c_str(), kh::formatBytes(afterEval).c_str(), kh::formatBytes(peak).c_str());
+  std::printf("plan: resident model %s + cache %s + merge scratch %s + scoring %s = %s\n", kh::formatBytes(resident).c_str(),
+              kh::formatBytes(merger.cachedBytes()).c_str(), kh::formatBytes(mp.ramPeak).c_str(), kh::formatBytes(scoring).c_str(),
+              kh::formatBytes(resident + merger.cachedBytes() + mp.ramPeak + scoring).c_str());
   if (keep.empty()) fs::remove_all(dir);
   return 0;
 }
