@@ -3,8 +3,12 @@
 // device) over the tabs "Chat" and "Compare". It never touches torch (see widgets/chat/).
 #pragma once
 
+#include <functional>
+
 class QWidget;
 
 namespace kh {
-QWidget* makeChatPage(QWidget* parent);
+// `runOnWorker` runs a task on the thread that owns the device (the main window's job runner), in
+// order; empty: the page starts a worker thread of its own (tests, a page shown alone).
+QWidget* makeChatPage(QWidget* parent, std::function<void(std::function<void()>)> runOnWorker = {});
 }

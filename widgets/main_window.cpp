@@ -54,7 +54,13 @@ MainWindow::MainWindow(QWidget* parent, bool persistLibrary) : QMainWindow(paren
   merge_ = new MergeView(runner_, stack_);
   evolve_ = new EvolveView(runner_, stack_);
   runs_ = new RunsView(stack_);
-  chat_ = makeChatPage(stack_);
+  // Chat answers run on the device's job runner like every other job (one thread owns the device).
+  chat_ = makeChatPage(stack_, [runner = runner_](std::function<void()> task) {
+    JobSpec job;
+    job.name = QStringLiteral("chat answer");
+    job.fn = [task = std::move(task)](ProgressReporter&, const std::atomic<bool>&) { task(); };
+    runner->enqueue(std::move(job));
+  });
   for (QWidget* w : {static_cast<QWidget*>(models_), static_cast<QWidget*>(merge_), static_cast<QWidget*>(evolve_),
                      static_cast<QWidget*>(runs_), chat_})
     stack_->addWidget(w);
@@ -162,6 +168,8 @@ MainWindow::MainWindow(QWidget* parent, bool persistLibrary) : QMainWindow(paren
 }
 
 MainWindow::~MainWindow() {
+  delete chat_;    // cancels its running answer, so the runner's current task ends soon
+  chat_ = nullptr;
   delete runner_;  // joins the worker before the views it reports to go away
   runner_ = nullptr;
 }

@@ -19,6 +19,7 @@
 #include "core/model/runtime.h"
 #include "core/model/tiny.h"
 #include "widgets/chat/chat_pane.h"
+#include "widgets/chat/chat_worker.h"
 #include "widgets/chat/compare_pane.h"
 #include "widgets/chat_page.h"
 
@@ -66,6 +67,7 @@ class ChatGuiTest : public QObject {
   void compareShowsTwoAnswers();
   void pageHasChatAndCompareTabs();
   void errorsBecomeMessages();
+  void injectedRunnerCarriesTheAnswers();
 
  private:
   QTemporaryDir tmp_;
@@ -291,6 +293,27 @@ void ChatGuiTest::errorsBecomeMessages() {
   QVERIFY(failed.at(0).at(0).toString().contains("no-such-format"));
   QVERIFY(!pane.column()->entries().back().error.isEmpty());
   QVERIFY(!pane.column()->busy());
+}
+
+// The main window hands the page its device job runner: every model call must go through it, and
+// the answer is the same as on the pane's own worker.
+void ChatGuiTest::injectedRunnerCarriesTheAnswers() {
+  kh::gui::ChatWorker device;  // stands in for the job runner's thread
+  std::atomic<int> calls{0};
+  kh::gui::RunOnWorker run = [&](std::function<void()> task) {
+    ++calls;
+    device.runner()(std::move(task));
+  };
+  kh::gui::ChatPane pane(nullptr, run);
+  pane.setEngine(a_);
+  const kh::ChatSettings s = testSettings(11, 64);
+  pane.settingsBox()->setSettings(s);
+  QSignalSpy done(pane.column(), &kh::gui::ChatColumn::replyFinished);
+  pane.input()->setPlainText("こんにちは、元気ですか?");
+  QTest::keyClick(pane.input(), Qt::Key_Return);
+  QVERIFY(done.wait(15000));
+  QVERIFY(calls.load() >= 1);
+  QCOMPARE(pane.column()->entries().back().content.toStdString(), referenceAnswer(dirA_, "こんにちは、元気ですか?", s));
 }
 
 QTEST_MAIN(ChatGuiTest)

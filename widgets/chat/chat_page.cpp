@@ -18,9 +18,10 @@ namespace {
 
 class ChatPage : public QWidget {
  public:
-  explicit ChatPage(QWidget* parent) : QWidget(parent), worker_(std::make_unique<ChatWorker>()) {
+  ChatPage(QWidget* parent, RunOnWorker injected)
+      : QWidget(parent), worker_(injected ? nullptr : std::make_unique<ChatWorker>()) {
     setObjectName("chat_page");
-    const RunOnWorker run = worker_->runner();
+    const RunOnWorker run = injected ? injected : worker_->runner();
     auto* pickerA = new ModelPicker(tr("Model"), run, this);
     pickerA->setObjectName("model_picker");
     chat_ = new ChatPane(this, run);
@@ -58,7 +59,7 @@ class ChatPage : public QWidget {
   ~ChatPage() override {
     chat_->stop();
     compare_->stop();
-    // worker_ joins after the running answer sees its cancel flag
+    // worker_ (when the page has its own) joins after the running answer sees its cancel flag
   }
 
  private:
@@ -71,5 +72,7 @@ class ChatPage : public QWidget {
 }  // namespace kh::gui
 
 namespace kh {
-QWidget* makeChatPage(QWidget* parent) { return new kh::gui::ChatPage(parent); }
+QWidget* makeChatPage(QWidget* parent, std::function<void(std::function<void()>)> runOnWorker) {
+  return new kh::gui::ChatPage(parent, std::move(runOnWorker));
+}
 }  // namespace kh
