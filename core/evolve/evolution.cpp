@@ -425,6 +425,10 @@ EvolveSummary loop(Run& run, const EvolveOptions& o) {
     log(s.str());
   }
   sum.stopReason = es.shouldStop() ? es.stopReason() : "budget";
+  // The run ended by its own rule (not a kill or a cancel): say so, so that a viewer can tell a
+  // finished run from a stopped one.
+  run.state["stop_reason"] = sum.stopReason;
+  writeAtomically(run.dir / "state.json", run.state.dump() + "\n");
   if (es.hasBest()) {
     sum.bestFitness = -es.bestF();
     sum.bestGenome = es.bestX();

@@ -388,15 +388,15 @@ RunInfo readRunInfo(const std::string& dir) {
       std::ifstream in(d / "state.json");
       auto st = nlohmann::json::parse(in);
       generation = st.value("generation", 0);
+      if (st.contains("stop_reason")) r.status = "finished";  // ended by its budget or a CMA-ES stop rule
       YAML::Node cfg = YAML::Load(st.value("config", std::string()));
       if (cfg["search"] && cfg["search"]["generations"]) generations = cfg["search"]["generations"].as<int>();
       else generations = 10;
     }
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-    if (generation >= 0 && generations > 0 && generation >= generations) r.status = "finished";
-    else if (fs::exists(d / "finished")) r.status = "finished";
-    else if (last && now - last < 30) r.status = "running";
-    else r.status = "stopped";
+    const bool ended = r.status == "finished" || (generation >= 0 && generations > 0 && generation >= generations) ||
+                       fs::exists(d / "finished");
+    r.status = ended ? "finished" : (last && now - last < 30) ? "running" : "stopped";
   } catch (const std::exception& e) {
     r.status = "failed";
     r.error = e.what();

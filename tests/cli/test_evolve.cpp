@@ -95,6 +95,9 @@ TEST_F(Synthetic, EvolutionRecoversTheKnownPerGroupWeights) {
   EXPECT_TRUE(lines[8].contains("heldout_best"));
   EXPECT_TRUE(fs::exists(dir.file("run/best.yaml")));
   EXPECT_EQ(kh::merge::loadRecipe(dir.file("run/best.yaml")).models.size(), 2u);
+  // A run that ended by its budget says so (the workbench shows it as finished, not stopped).
+  std::ifstream st(dir.file("run/state.json"));
+  EXPECT_EQ(nlohmann::json::parse(st).value("stop_reason", ""), "budget");
 }
 
 TEST_F(Synthetic, KilledAndResumedRunEqualsAnUninterruptedOne) {
