@@ -27,17 +27,26 @@ st::DType dtypeFromName(const std::string& n, const std::string& where) {
 
 }  // namespace
 
-// Layer index of a tensor name ("model.layers.12.", "transformer.h.3."), -1 outside the layers.
-int64_t layerOf(const std::string& name) {
+namespace {
+// Where the layer index sits in a tensor name ("model.layers.12.", "transformer.h.3."): [first, end)
+// of its digits, or first == end when the name is outside the layers.
+std::pair<size_t, size_t> layerDigits(const std::string& name) {
   for (const char* key : {"layers.", ".h."}) {
     size_t p = name.find(key);
     if (p == std::string::npos) continue;
     p += std::strlen(key);
     size_t e = p;
     while (e < name.size() && std::isdigit(static_cast<unsigned char>(name[e]))) ++e;
-    if (e > p && e < name.size() && name[e] == '.') return std::stoll(name.substr(p, e - p));
+    if (e > p && e < name.size() && name[e] == '.') return {p, e};
   }
-  return -1;
+  return {0, 0};
+}
+}  // namespace
+
+// Layer index of a tensor name ("model.layers.12.", "transformer.h.3."), -1 outside the layers.
+int64_t layerOf(const std::string& name) {
+  const auto [p, e] = layerDigits(name);
+  return e > p ? std::stoll(name.substr(p, e - p)) : -1;
 }
 
 // Tensors outside the layers that sit after them (final norm, head) take a gradient's last value.
@@ -53,16 +62,9 @@ namespace fs = std::filesystem;
 
 // `name` with its layer index replaced by `layer` (the same two forms layerOf() reads).
 std::string withLayer(const std::string& name, int64_t layer) {
-  for (const char* key : {"layers.", ".h."}) {
-    size_t p = name.find(key);
-    if (p == std::string::npos) continue;
-    p += std::strlen(key);
-    size_t e = p;
-    while (e < name.size() && std::isdigit(static_cast<unsigned char>(name[e]))) ++e;
-    if (e > p && e < name.size() && name[e] == '.') return name.substr(0, p) + std::to_string(layer) + name.substr(e);
-  }
-  KH_ASSERT(false && "withLayer on a tensor outside the layers");
-  return name;
+  const auto [p, e] = layerDigits(name);
+  KH_ASSERT(e > p, "withLayer on a tensor outside the layers: " + name);
+  return name.substr(0, p) + std::to_string(layer) + name.substr(e);
 }
 
 bool samePath(const std::string& a, const std::string& b) {
