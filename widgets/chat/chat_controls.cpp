@@ -21,6 +21,23 @@
 
 namespace kh::gui {
 
+void addInputArea(QVBoxLayout* into, QWidget* input, QPushButton* send, QPushButton* stop, QPushButton* regenerate,
+                  QPushButton* clear, QPushButton* exportButton) {
+  auto* inputRow = new QHBoxLayout;
+  inputRow->addWidget(input, 1);
+  auto* buttons = new QVBoxLayout;
+  buttons->addWidget(send);
+  buttons->addWidget(stop);
+  inputRow->addLayout(buttons);
+  into->addLayout(inputRow);
+  auto* actions = new QHBoxLayout;
+  actions->addWidget(regenerate);
+  actions->addWidget(clear);
+  actions->addStretch(1);
+  if (exportButton) actions->addWidget(exportButton);
+  into->addLayout(actions);
+}
+
 SamplingSettingsBox::SamplingSettingsBox(QWidget* parent) : QWidget(parent) {
   auto* outer = new QVBoxLayout(this);
   auto* form = new QFormLayout;

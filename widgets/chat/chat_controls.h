@@ -18,8 +18,14 @@ class QLineEdit;
 class QComboBox;
 class QLabel;
 class QPushButton;
+class QVBoxLayout;
 
 namespace kh::gui {
+
+// The message box with Send / Stop beside it, then Regenerate, Clear and (when given) Export
+// below: the input area both panes put under their transcript.
+void addInputArea(QVBoxLayout* into, QWidget* input, QPushButton* send, QPushButton* stop, QPushButton* regenerate,
+                  QPushButton* clear, QPushButton* exportButton = nullptr);
 
 class SamplingSettingsBox : public QWidget {
   Q_OBJECT

@@ -47,19 +47,7 @@ ChatPane::ChatPane(QWidget* parent, RunOnWorker runOnWorker) : QWidget(parent) {
   auto* leftLay = new QVBoxLayout(left);
   leftLay->setContentsMargins(0, 0, 0, 0);
   leftLay->addWidget(column_, 1);
-  auto* inputRow = new QHBoxLayout;
-  inputRow->addWidget(input_, 1);
-  auto* buttons = new QVBoxLayout;
-  buttons->addWidget(send_);
-  buttons->addWidget(stop_);
-  inputRow->addLayout(buttons);
-  leftLay->addLayout(inputRow);
-  auto* actions = new QHBoxLayout;
-  actions->addWidget(regenerate_);
-  actions->addWidget(clear_);
-  actions->addStretch(1);
-  actions->addWidget(export_);
-  leftLay->addLayout(actions);
+  addInputArea(leftLay, input_, send_, stop_, regenerate_, clear_, export_);
 
   auto* split = new QSplitter(this);
   split->addWidget(left);
