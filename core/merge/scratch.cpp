@@ -5,6 +5,7 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -20,8 +21,11 @@ class CachingAllocator final : public c10::Allocator {
 
   c10::DataPtr allocate(size_t n) const override {
     if (n < kMinCached || !active()) {
-      void* small = c10::alloc_cpu(n);
-      return {small, small, &CachingAllocator::release, c10::Device(c10::DeviceType::CPU)};
+      // Outside a scope (the rest of the process, once installed) nothing is tracked: freed
+      // straight by c10::free_cpu, no lock, no lookup. raw_deallocate still works: release()
+      // frees any pointer it does not know.
+      void* plain = c10::alloc_cpu(n);
+      return {plain, plain, &c10::free_cpu, c10::Device(c10::DeviceType::CPU)};
     }
     // Best fit among the cached blocks; a new block is rounded up to a power of two, so that the
     // last, shorter chunk of a tensor and the chunks of other shapes reuse the same blocks.
@@ -52,10 +56,7 @@ class CachingAllocator final : public c10::Allocator {
   // libtorch's raw_allocate/raw_deallocate need the context to be the pointer and one deleter.
   c10::DeleterFnPtr raw_deleter() const override { return &CachingAllocator::release; }
 
-  bool active() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return scopes_ > 0;
-  }
+  bool active() const { return scopes_.load(std::memory_order_relaxed) > 0; }
   void enter() {
     std::lock_guard<std::mutex> lock(mu_);
     if (scopes_++ == 0) peak_ = held_;
@@ -88,7 +89,7 @@ class CachingAllocator final : public c10::Allocator {
   mutable std::map<size_t, std::vector<void*>> free_;
   mutable std::unordered_map<void*, size_t> sizes_;  // blocks of ours, cached or live
   mutable uint64_t held_ = 0, peak_ = 0;
-  int scopes_ = 0;
+  std::atomic<int> scopes_{0};  // changed under mu_; read without it on the allocation fast path
 };
 
 CachingAllocator& instance() {
