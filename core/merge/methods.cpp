@@ -491,8 +491,8 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
     }
   };
   // The fused CPU loop when the rows live on the CPU and every mask is cheap to compute inline.
-  bool fused = fusable(p.s) && k <= 16;
-  if (fused && g.rows > 0) fused = src(-1, 0, std::min(g.rows, g.rowsPerChunk)).device().is_cpu();
+  // Decided by the first base rows read (every pass reads the base first): the rows' device.
+  bool fused = fusable(p.s) && k <= 16, decided = false;
   auto fusedModels = [&](const std::vector<at::Tensor>& xs) {
     std::vector<FusedModel> ms(k);
     for (size_t i = 0; i < k; ++i) {
@@ -518,7 +518,14 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
     }
     return ms;
   };
-  auto rowsOf = [&](int input, int64_t r0, int64_t r1) { return src(input, r0, r1).contiguous(); };
+  auto rowsOf = [&](int input, int64_t r0, int64_t r1) {
+    at::Tensor t = src(input, r0, r1).contiguous();
+    if (!decided) {
+      fused = fused && t.device().is_cpu();
+      decided = true;
+    }
+    return t;
+  };
   if (p.select) {
     for (int level = 0; level < 2; ++level) {
       eachChunk(g, [&](int64_t r0, int64_t r1) {
