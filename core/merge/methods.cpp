@@ -360,28 +360,11 @@ inline float oneIf(bool yes) {
   return f;
 }
 
-inline float keepOf(FusedModel& m, float d, int64_t index) {
-  switch (m.kind) {
-    case FusedModel::All: return 1.0f;
-    case FusedModel::None: return 0.0f;
-    case FusedModel::Random: {
-      const uint64_t h = splitMix64(m.key + static_cast<uint64_t>(index) * kMaskStride);
-      return static_cast<float>(h >> 40) * (1.0f / 16777216.0f) < m.density ? 1.0f : 0.0f;
-    }
-    case FusedModel::Rank: {
-      const float a = std::fabs(d);
-      int32_t bits;
-      std::memcpy(&bits, &a, 4);
-      if (bits > m.cut->threshold()) return 1.0f;
-      if (bits == m.cut->threshold()) return m.cut->seen()++ >= m.cut->quota() ? 1.0f : 0.0f;
-      return 0.0f;
-    }
-  }
-  return 1.0f;
-}
-
 // X = ((d * keep) * scale) * weight for elements [begin, end) of one model, into x[0, end - begin).
-void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, int64_t offset, float* x) {
+// `seen`: for a rank cut, how many elements equal to its threshold precede `begin` in the tensor
+// (the first quota() of them are dropped); advanced past this block's.
+void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, int64_t offset, float* x,
+                    int64_t& seen) {
   const float* xs = m.x;
   const int64_t n = end - begin;
   if (!m.sparse || m.kind == FusedModel::All) {
@@ -417,66 +400,136 @@ void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, i
       x[i] = v * m.weight;
     }
   } else {
+    // Above the threshold: kept. Equal to it: kept unless among the first quota() by index. The
+    // main loop has no branch (it vectorises) and counts the equal ones per 256 elements; a run
+    // with any is fixed up in a second loop. Bf16 weights tie often: most blocks hold one or two.
     const int32_t threshold = m.cut->threshold();
-    for (int64_t i = 0; i < n; ++i) {
-      const float d = xs[begin + i] - b[begin + i];
-      const float a = std::fabs(d);
-      int32_t bits;
-      std::memcpy(&bits, &a, 4);
-      float keep = oneIf(bits > threshold);
-      if (bits == threshold) keep = keepOf(m, d, 0);  // rare: ties at the threshold, by index
-      float v = d * keep;
-      if (m.rescale) v = v * scale;
-      x[i] = v * m.weight;
+    const int64_t quota = m.cut->quota();
+    constexpr int64_t kRun = 256;
+    for (int64_t r0 = 0; r0 < n; r0 += kRun) {
+      const int64_t r1 = std::min(n, r0 + kRun);
+      int32_t equal = 0;
+      for (int64_t i = r0; i < r1; ++i) {
+        const float d = xs[begin + i] - b[begin + i];
+        const float a = std::fabs(d);
+        int32_t bits;
+        std::memcpy(&bits, &a, 4);
+        equal += static_cast<int32_t>(bits == threshold);
+        float v = d * oneIf(bits > threshold);
+        if (m.rescale) v = v * scale;
+        x[i] = v * m.weight;
+      }
+      if (equal == 0) continue;
+      for (int64_t i = r0; i < r1; ++i) {
+        const float d = xs[begin + i] - b[begin + i];
+        const float a = std::fabs(d);
+        int32_t bits;
+        std::memcpy(&bits, &a, 4);
+        if (bits != threshold) continue;
+        float v = d * (seen++ >= quota ? 1.0f : 0.0f);
+        if (m.rescale) v = v * scale;
+        x[i] = v * m.weight;
+      }
     }
   }
 }
 
+// How many elements of [begin, end) have |x - b| equal to the cut's threshold.
+int64_t equalToThreshold(const FusedModel& m, const float* b, int64_t begin, int64_t end) {
+  const int32_t threshold = m.cut->threshold();
+  int64_t equal = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const float a = std::fabs(m.x[i] - b[i]);
+    int32_t bits;
+    std::memcpy(&bits, &a, 4);
+    equal += static_cast<int64_t>(bits == threshold);
+  }
+  return equal;
+}
+
 // The merged rows into out[0, n): base b, element indices from `offset`. Works in blocks of 4096
-// elements: each model's weighted deltas first (a tight loop per model), then the combination.
+// elements, in parallel: each model's weighted deltas first (a tight loop per model), then the
+// combination, element by element in the same fp32 operation order as the ATen path. A rank cut
+// whose tied elements are still being numbered (seen < quota) first counts them per block, so
+// each block knows its first ordinal and the blocks need not run in order.
 void fusedApply(const float* b, std::vector<FusedModel>& ms, float* out, int64_t n, int64_t offset, bool consensus,
                 bool normalize, float wsum, double lambda) {
   constexpr int64_t kBlock = 4096;
-  bool sequential = false;
-  for (const auto& m : ms) sequential = sequential || m.kind == FusedModel::Rank;  // tie ordinals run in order
   const size_t k = ms.size();
+  const int64_t nblocks = (n + kBlock - 1) / kBlock;
+  // first[j][blk]: model j's tie ordinal at the start of block blk (rank cuts only).
+  std::vector<std::vector<int64_t>> first(k);
+  for (size_t j = 0; j < k; ++j) {
+    FusedModel& m = ms[j];
+    if (m.kind != FusedModel::Rank) continue;
+    auto& f = first[j];
+    const int64_t start = m.cut->seen();
+    if (start >= m.cut->quota()) {  // every tie from here on is kept: ordinals no longer matter
+      f.assign(static_cast<size_t>(nblocks), start);
+      continue;
+    }
+    f.assign(static_cast<size_t>(nblocks) + 1, 0);
+    at::parallel_for(0, nblocks, 16, [&](int64_t b0, int64_t b1) {
+      for (int64_t blk = b0; blk < b1; ++blk)
+        f[static_cast<size_t>(blk) + 1] = equalToThreshold(m, b, blk * kBlock, std::min(n, (blk + 1) * kBlock));
+    });
+    f[0] = start;
+    for (int64_t blk = 0; blk < nblocks; ++blk) f[static_cast<size_t>(blk) + 1] += f[static_cast<size_t>(blk)];
+    m.cut->seen() = f[static_cast<size_t>(nblocks)];
+  }
   const float lam = static_cast<float>(lambda);
-  auto blocks = [&](int64_t first, int64_t last) {
-    std::vector<float> xbuf(k * kBlock);
-    for (int64_t blk = first; blk < last; ++blk) {
+  auto blocks = [&](int64_t firstBlock, int64_t lastBlock) {
+    std::vector<float> xbuf(k * kBlock), total(kBlock), mixed(kBlock), divisor(kBlock);
+    for (int64_t blk = firstBlock; blk < lastBlock; ++blk) {
       const int64_t begin = blk * kBlock, end = std::min(n, begin + kBlock), len = end - begin;
-      for (size_t j = 0; j < k; ++j) weightedDeltas(ms[j], b, begin, end, offset, xbuf.data() + j * kBlock);
-      const float* x = xbuf.data();
-      for (int64_t i = 0; i < len; ++i) {
-        float mixed;
-        if (consensus) {
-          float total = x[i];
-          for (size_t j = 1; j < k; ++j) total = total + x[j * kBlock + i];
-          const int majority = static_cast<int>(total >= 0) * 2 - 1;  // NaN: -1, as at::where
-          mixed = 0.0f;
-          float divisor = 0.0f;
-          for (size_t j = 0; j < k; ++j) {
-            const float v = x[j * kBlock + i];
-            const int sign = static_cast<int>(0.0f < v) - static_cast<int>(v < 0.0f);
-            const float keep = oneIf(sign == majority);
-            mixed = mixed + v * keep;
-            divisor = divisor + keep * ms[j].weight;
-          }
-          divisor = divisor + static_cast<float>(divisor == 0.0f);  // 0 -> 1
-          if (normalize) mixed = mixed / divisor;
-        } else {
-          mixed = x[i];
-          for (size_t j = 1; j < k; ++j) mixed = mixed + x[j * kBlock + i];
-          if (normalize) mixed = mixed / wsum;
-        }
-        if (lambda != 1.0) mixed = mixed * lam;
-        out[begin + i] = b[begin + i] + mixed;
+      for (size_t j = 0; j < k; ++j) {
+        int64_t seen = first[j].empty() ? 0 : first[j][static_cast<size_t>(blk)];
+        weightedDeltas(ms[j], b, begin, end, offset, xbuf.data() + j * kBlock, seen);
       }
+      const float* x = xbuf.data();
+      float* t = total.data();
+      float* mx = mixed.data();
+      if (consensus) {
+        // s = sign(sum X_j), >= 0 counts as + (NaN as -, as at::where); X_j kept where sign == s.
+        for (int64_t i = 0; i < len; ++i) t[i] = x[i];
+        for (size_t j = 1; j < k; ++j)
+          for (int64_t i = 0; i < len; ++i) t[i] = t[i] + x[j * kBlock + i];
+        float* dv = divisor.data();
+        for (int64_t i = 0; i < len; ++i) {
+          mx[i] = 0.0f;
+          dv[i] = 0.0f;
+        }
+        for (size_t j = 0; j < k; ++j) {
+          const float* xj = x + j * kBlock;
+          const float w = ms[j].weight;
+          for (int64_t i = 0; i < len; ++i) {
+            const float v = xj[i];
+            // keep when v's sign is the majority's: v > 0 with total >= 0, or v < 0 with total < 0
+            // (or NaN); zeros are never kept.
+            const int positive = static_cast<int>(t[i] >= 0.0f);
+            const int agree = (static_cast<int>(0.0f < v) & positive) | (static_cast<int>(v < 0.0f) & (positive ^ 1));
+            const float keep = oneIf(agree != 0);
+            mx[i] = mx[i] + v * keep;
+            dv[i] = dv[i] + keep * w;
+          }
+        }
+        for (int64_t i = 0; i < len; ++i) {
+          const float d = dv[i] + oneIf(dv[i] == 0.0f);  // 0 -> 1
+          if (normalize) mx[i] = mx[i] / d;
+        }
+      } else {
+        for (int64_t i = 0; i < len; ++i) mx[i] = x[i];
+        for (size_t j = 1; j < k; ++j)
+          for (int64_t i = 0; i < len; ++i) mx[i] = mx[i] + x[j * kBlock + i];
+        if (normalize)
+          for (int64_t i = 0; i < len; ++i) mx[i] = mx[i] / wsum;
+      }
+      if (lambda != 1.0)
+        for (int64_t i = 0; i < len; ++i) mx[i] = mx[i] * lam;
+      for (int64_t i = 0; i < len; ++i) out[begin + i] = b[begin + i] + mx[i];
     }
   };
-  const int64_t nblocks = (n + kBlock - 1) / kBlock;
-  if (sequential) blocks(0, nblocks);
-  else at::parallel_for(0, nblocks, 1, blocks);
+  at::parallel_for(0, nblocks, 1, blocks);
 }
 
 void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, const RowSink& sink,
@@ -580,6 +633,7 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
         // order: deterministic for any thread count.
         constexpr int64_t kBlock = 4096;
         std::vector<float> kept(kBlock);
+        int64_t unusedSeen = 0;
         for (size_t i = 0; i < k; ++i) {
           if (!p.sparse[i]) continue;
           FusedModel unit = ms[i];
@@ -588,7 +642,7 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
           double in[4] = {0, 0, 0, 0}, out[4] = {0, 0, 0, 0};
           for (int64_t s0 = 0; s0 < n; s0 += kBlock) {
             const int64_t s1 = std::min(n, s0 + kBlock);
-            weightedDeltas(unit, bp, s0, s1, offset, kept.data());
+            weightedDeltas(unit, bp, s0, s1, offset, kept.data(), unit.cut ? unit.cut->seen() : unusedSeen);
             for (int64_t j = s0; j < s1; ++j) {
               in[j & 3] += std::fabs(static_cast<double>(ms[i].x[j] - bp[j]));
               out[j & 3] += std::fabs(static_cast<double>(kept[static_cast<size_t>(j - s0)]));
