@@ -207,7 +207,16 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
             writer.writePart(name, filled, c.data_ptr(), c.nbytes());
             filled += c.nbytes();
           },
-          tp.models, tp.method);
+          tp.models, tp.method,
+          [&](int input, int64_t r0, int64_t r1) {
+            if (o.cancel && o.cancel->load()) throw Cancelled();
+            at::Tensor t = reader.rawRows(input, r0, r1);
+            if (t.defined()) {
+              reads += static_cast<double>(t.numel());
+              progress(done, name, false);
+            }
+            return t;
+          });
       ++done;
       progress(done, name, done == x.outputs.size());
     }

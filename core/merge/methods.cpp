@@ -153,14 +153,25 @@ void histogram(const at::Tensor& bits, int32_t wantBin, std::vector<int64_t>& hi
   for (size_t k = 0; k < hist.size(); ++k) hist[k] += c[k];
 }
 
-// histogram() of |o - b| for CPU fp32 rows, without materialising the difference.
-void histogramOfDiff(const float* o, const float* b, int64_t n, int32_t wantBin, std::vector<int64_t>& hist) {
+// Element i of CPU rows as fp32: the rows as stored (fp32, or bf16 read in place: bf16 -> fp32 is
+// exact, a 16-bit shift, so results do not depend on which form a chunk came in).
+inline float loadF(const float* p, int64_t i) { return p[i]; }
+inline float loadF(const uint16_t* p, int64_t i) {
+  const uint32_t u = static_cast<uint32_t>(p[i]) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// histogram() of |o - b| for CPU rows (fp32 or bf16, T), without materialising the difference.
+template <class T>
+void histogramOfDiff(const T* o, const T* b, int64_t n, int32_t wantBin, std::vector<int64_t>& hist) {
   std::vector<std::vector<int64_t>> local(static_cast<size_t>(at::get_num_threads()));
   at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
     auto& h = local[static_cast<size_t>(at::get_thread_num())];
     if (h.empty()) h.assign(hist.size(), 0);
     for (int64_t i = begin; i < end; ++i) {
-      const float a = std::fabs(o[i] - b[i]);
+      const float a = std::fabs(loadF(o, i) - loadF(b, i));
       uint32_t bits;
       std::memcpy(&bits, &a, 4);
       if (wantBin < 0) ++h[bits >> 16];
@@ -201,13 +212,15 @@ class RankCut {
   void addLow(const at::Tensor& a) {
     if (!trivial()) histogram(bitsOf(a), bin_, hist_);
   }
-  // The same for |o - b| of CPU fp32 rows (the fused path).
-  void addHighDiff(const float* o, const float* b, int64_t n) {
+  // The same for |o - b| of CPU rows (the fused path; T = float or bf16 bits).
+  template <class T>
+  void addHighDiff(const T* o, const T* b, int64_t n) {
     if (trivial()) return;
     if (hist_.empty()) hist_.assign(32768, 0);
     histogramOfDiff(o, b, n, -1, hist_);
   }
-  void addLowDiff(const float* o, const float* b, int64_t n) {
+  template <class T>
+  void addLowDiff(const T* o, const T* b, int64_t n) {
     if (!trivial()) histogramOfDiff(o, b, n, bin_, hist_);
   }
   // For the fused path: keep all (r <= 0), keep none (r >= n), or by threshold and quota.
@@ -339,7 +352,7 @@ at::Tensor chunkMask(SparsePlan& p, size_t i, const at::Tensor& d, int64_t r0, c
 constexpr uint64_t kMaskStride = 0xd1b54a32d192ed03ull;
 
 struct FusedModel {
-  const float* x = nullptr;
+  const void* x = nullptr;  // the model's rows: const float* or const uint16_t* (bf16), as the chunk came
   enum Kind { All, Rank, Random, None } kind = All;
   bool sparse = false, rescale = false;
   RankCut* cut = nullptr;   // Rank
@@ -363,13 +376,14 @@ inline float oneIf(bool yes) {
 // X = ((d * keep) * scale) * weight for elements [begin, end) of one model, into x[0, end - begin).
 // `seen`: for a rank cut, how many elements equal to its threshold precede `begin` in the tensor
 // (the first quota() of them are dropped); advanced past this block's.
-void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, int64_t offset, float* x,
+template <class T>
+void weightedDeltas(FusedModel& m, const T* b, int64_t begin, int64_t end, int64_t offset, float* x,
                     int64_t& seen) {
-  const float* xs = m.x;
+  const T* xs = static_cast<const T*>(m.x);
   const int64_t n = end - begin;
   if (!m.sparse || m.kind == FusedModel::All) {
     for (int64_t i = 0; i < n; ++i) {
-      float d = xs[begin + i] - b[begin + i];
+      float d = loadF(xs, begin + i) - loadF(b, begin + i);
       if (m.sparse) {
         d = d * 1.0f;
         if (m.rescale) d = d * m.scale;
@@ -385,7 +399,7 @@ void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, i
     const uint64_t first = static_cast<uint64_t>(offset + begin);
     const uint32_t below = static_cast<uint32_t>(std::ceil(static_cast<double>(m.density) * 16777216.0));
     for (int64_t i = 0; i < n; ++i) {
-      const float d = xs[begin + i] - b[begin + i];
+      const float d = loadF(xs, begin + i) - loadF(b, begin + i);
       const uint64_t h = splitMix64(m.key + (first + static_cast<uint64_t>(i)) * kMaskStride);
       // u = r / 2^24 < density  <=>  r < ceil(density * 2^24): an integer compare, no branch.
       const uint32_t r = static_cast<uint32_t>(h >> 40);
@@ -395,7 +409,7 @@ void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, i
     }
   } else if (m.kind == FusedModel::None) {
     for (int64_t i = 0; i < n; ++i) {
-      float v = (xs[begin + i] - b[begin + i]) * 0.0f;
+      float v = (loadF(xs, begin + i) - loadF(b, begin + i)) * 0.0f;
       if (m.rescale) v = v * scale;
       x[i] = v * m.weight;
     }
@@ -410,7 +424,7 @@ void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, i
       const int64_t r1 = std::min(n, r0 + kRun);
       int32_t equal = 0;
       for (int64_t i = r0; i < r1; ++i) {
-        const float d = xs[begin + i] - b[begin + i];
+        const float d = loadF(xs, begin + i) - loadF(b, begin + i);
         const float a = std::fabs(d);
         int32_t bits;
         std::memcpy(&bits, &a, 4);
@@ -421,7 +435,7 @@ void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, i
       }
       if (equal == 0) continue;
       for (int64_t i = r0; i < r1; ++i) {
-        const float d = xs[begin + i] - b[begin + i];
+        const float d = loadF(xs, begin + i) - loadF(b, begin + i);
         const float a = std::fabs(d);
         int32_t bits;
         std::memcpy(&bits, &a, 4);
@@ -434,12 +448,37 @@ void weightedDeltas(FusedModel& m, const float* b, int64_t begin, int64_t end, i
   }
 }
 
+// lanes[j & 3] += value(j) for j in [0, n), in order within each lane: four fp64 sums whose
+// result does not depend on the thread count. Callers start at indices divisible by 4, so lane
+// j & 3 of a call is lane j & 3 of the whole chunk. Register accumulators, not lanes[j & 3] in
+// memory: that form was a store-to-load chain per element.
+template <class F>
+inline void laneSums(double* lanes, int64_t n, F value) {
+  double a0 = lanes[0], a1 = lanes[1], a2 = lanes[2], a3 = lanes[3];
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    a0 += value(j);
+    a1 += value(j + 1);
+    a2 += value(j + 2);
+    a3 += value(j + 3);
+  }
+  if (j < n) a0 += value(j);
+  if (j + 1 < n) a1 += value(j + 1);
+  if (j + 2 < n) a2 += value(j + 2);
+  lanes[0] = a0;
+  lanes[1] = a1;
+  lanes[2] = a2;
+  lanes[3] = a3;
+}
+
 // How many elements of [begin, end) have |x - b| equal to the cut's threshold.
-int64_t equalToThreshold(const FusedModel& m, const float* b, int64_t begin, int64_t end) {
+template <class T>
+int64_t equalToThreshold(const FusedModel& m, const T* b, int64_t begin, int64_t end) {
   const int32_t threshold = m.cut->threshold();
+  const T* xs = static_cast<const T*>(m.x);
   int64_t equal = 0;
   for (int64_t i = begin; i < end; ++i) {
-    const float a = std::fabs(m.x[i] - b[i]);
+    const float a = std::fabs(loadF(xs, i) - loadF(b, i));
     int32_t bits;
     std::memcpy(&bits, &a, 4);
     equal += static_cast<int64_t>(bits == threshold);
@@ -452,7 +491,8 @@ int64_t equalToThreshold(const FusedModel& m, const float* b, int64_t begin, int
 // combination, element by element in the same fp32 operation order as the ATen path. A rank cut
 // whose tied elements are still being numbered (seen < quota) first counts them per block, so
 // each block knows its first ordinal and the blocks need not run in order.
-void fusedApply(const float* b, std::vector<FusedModel>& ms, float* out, int64_t n, int64_t offset, bool consensus,
+template <class T>
+void fusedApply(const T* b, std::vector<FusedModel>& ms, float* out, int64_t n, int64_t offset, bool consensus,
                 bool normalize, float wsum, double lambda) {
   constexpr int64_t kBlock = 4096;
   const size_t k = ms.size();
@@ -526,14 +566,28 @@ void fusedApply(const float* b, std::vector<FusedModel>& ms, float* out, int64_t
       }
       if (lambda != 1.0)
         for (int64_t i = 0; i < len; ++i) mx[i] = mx[i] * lam;
-      for (int64_t i = 0; i < len; ++i) out[begin + i] = b[begin + i] + mx[i];
+      for (int64_t i = 0; i < len; ++i) out[begin + i] = loadF(b, begin + i) + mx[i];
     }
   };
   at::parallel_for(0, nblocks, 1, blocks);
 }
 
-void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, const RowSink& sink,
-                             const std::vector<ModelParams>& params, const MethodParams& mp) {
+// One chunk's rows for the fused loops: the base and the models read (others undefined), all
+// bf16 (read in place from the stored rows) or all fp32.
+struct Rows {
+  at::Tensor b;
+  std::vector<at::Tensor> xs;
+  bool bf16 = false;
+  // f(base pointer): const uint16_t* (bf16 bits) or const float*.
+  template <class F>
+  void visit(F f) const {
+    if (bf16) f(static_cast<const uint16_t*>(b.data_ptr()));
+    else f(static_cast<const float*>(b.data_ptr()));
+  }
+};
+
+void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, const RawRowSource& raw,
+                             const RowSink& sink, const std::vector<ModelParams>& params, const MethodParams& mp) {
   SparsePlan p = sparsePlan(m, g, params, mp);
   const size_t k = params.size();
   std::vector<double> lIn(k, 0.0), lOut(k, 0.0), scale(k, 1.0);
@@ -546,11 +600,11 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
   // The fused CPU loop when the rows live on the CPU and every mask is cheap to compute inline.
   // Decided by the first base rows read (every pass reads the base first): the rows' device.
   bool fused = fusable(p.s) && k <= 16, decided = false;
-  auto fusedModels = [&](const std::vector<at::Tensor>& xs) {
+  auto fusedModels = [&](const Rows& rows) {
     std::vector<FusedModel> ms(k);
     for (size_t i = 0; i < k; ++i) {
       FusedModel& f = ms[i];
-      f.x = xs[i].data_ptr<float>();
+      f.x = rows.xs[i].defined() ? rows.xs[i].data_ptr() : nullptr;
       f.sparse = p.sparse[i];
       f.rescale = p.rescale;
       f.scale = static_cast<float>(scale[i]);
@@ -571,33 +625,66 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
     }
     return ms;
   };
-  auto rowsOf = [&](int input, int64_t r0, int64_t r1) {
-    at::Tensor t = src(input, r0, r1).contiguous();
+  // A chunk's base rows (their device decides the fused path the first time), and on the fused
+  // path the models' rows too (every model, or only the sparsified ones). Rows come as stored
+  // where `raw` gives them; when base and models are all bf16 the loops read bf16 in place,
+  // otherwise everything is fp32.
+  auto readRows = [&](int64_t r0, int64_t r1, bool onlySparse) {
+    Rows rows;
+    rows.xs.resize(k);
+    auto one = [&](int input) {
+      at::Tensor t;
+      if (raw) t = raw(input, r0, r1);
+      if (!t.defined()) t = src(input, r0, r1).contiguous();
+      return t;
+    };
+    rows.b = one(-1);
     if (!decided) {
-      fused = fused && t.device().is_cpu();
+      fused = fused && rows.b.device().is_cpu();
       decided = true;
     }
-    return t;
+    bool bf16 = fused && rows.b.scalar_type() == at::kBFloat16;
+    if (fused) {
+      for (size_t i = 0; i < k; ++i) {
+        if (onlySparse && !p.sparse[i]) continue;
+        rows.xs[i] = one(static_cast<int>(i));
+        bf16 = bf16 && rows.xs[i].scalar_type() == at::kBFloat16;
+      }
+    }
+    rows.bf16 = bf16;
+    if (!bf16) {
+      if (rows.b.scalar_type() != at::kFloat) rows.b = rows.b.to(at::kFloat);
+      for (auto& x : rows.xs)
+        if (x.defined() && x.scalar_type() != at::kFloat) x = x.to(at::kFloat);
+    }
+    return rows;
   };
   if (p.select) {
     for (int level = 0; level < 2; ++level) {
       eachChunk(g, [&](int64_t r0, int64_t r1) {
-        auto b = rowsOf(-1, r0, r1);
+        Rows rows = readRows(r0, r1, /*onlySparse=*/true);
+        if (fused) {
+          rows.visit([&](auto bp) {
+            using T = std::remove_const_t<std::remove_pointer_t<decltype(bp)>>;
+            for (size_t i = 0; i < k; ++i) {
+              if (!p.sparse[i]) continue;
+              const T* op = static_cast<const T*>(rows.xs[i].data_ptr());
+              const int64_t n = rows.xs[i].numel();
+              if (level == 0) p.keepFrom[i].addHighDiff(op, bp, n);
+              else p.keepFrom[i].addLowDiff(op, bp, n);
+              if (level == 0 && p.norms) {
+                double in[4] = {0, 0, 0, 0};
+                laneSums(in, n, [&](int64_t j) { return std::fabs(static_cast<double>(loadF(op, j) - loadF(bp, j))); });
+                lIn[i] += (in[0] + in[1]) + (in[2] + in[3]);
+              }
+            }
+          });
+          return;
+        }
+        const at::Tensor& b = rows.b;
         for (size_t i = 0; i < k; ++i) {
           if (!p.sparse[i]) continue;
-          auto o = rowsOf(static_cast<int>(i), r0, r1);
-          if (fused) {
-            const float *op = o.data_ptr<float>(), *bp = b.data_ptr<float>();
-            if (level == 0) p.keepFrom[i].addHighDiff(op, bp, o.numel());
-            else p.keepFrom[i].addLowDiff(op, bp, o.numel());
-            if (level == 0 && p.norms) {
-              double in[4] = {0, 0, 0, 0};
-              for (int64_t j = 0; j < o.numel(); ++j) in[j & 3] += std::fabs(static_cast<double>(op[j] - bp[j]));
-              lIn[i] += (in[0] + in[1]) + (in[2] + in[3]);
-            }
-            continue;
-          }
-          auto a = (o - b).abs();  // [r, cols] f32
+          auto a = (src(static_cast<int>(i), r0, r1) - b).abs();  // [r, cols] f32
           if (level == 0) {
             p.keepFrom[i].addHigh(a);
             p.dropFrom[i].addHigh(a);
@@ -622,37 +709,38 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
   if (p.norms) {
     restart();
     eachChunk(g, [&](int64_t r0, int64_t r1) {
-      auto b = rowsOf(-1, r0, r1);
+      Rows rows = readRows(r0, r1, /*onlySparse=*/true);
       if (fused) {
-        std::vector<at::Tensor> xs;
-        for (size_t i = 0; i < k; ++i) xs.push_back(rowsOf(static_cast<int>(i), r0, r1));
-        auto ms = fusedModels(xs);
-        const float* bp = b.data_ptr<float>();
-        const int64_t n = b.numel(), offset = r0 * g.cols;
-        // Blocks of masked deltas (weight 1, unscaled), summed into four fp64 lanes in a fixed
-        // order: deterministic for any thread count.
-        constexpr int64_t kBlock = 4096;
-        std::vector<float> kept(kBlock);
-        int64_t unusedSeen = 0;
-        for (size_t i = 0; i < k; ++i) {
-          if (!p.sparse[i]) continue;
-          FusedModel unit = ms[i];
-          unit.rescale = false;
-          unit.weight = 1.0f;
-          double in[4] = {0, 0, 0, 0}, out[4] = {0, 0, 0, 0};
-          for (int64_t s0 = 0; s0 < n; s0 += kBlock) {
-            const int64_t s1 = std::min(n, s0 + kBlock);
-            weightedDeltas(unit, bp, s0, s1, offset, kept.data(), unit.cut ? unit.cut->seen() : unusedSeen);
-            for (int64_t j = s0; j < s1; ++j) {
-              in[j & 3] += std::fabs(static_cast<double>(ms[i].x[j] - bp[j]));
-              out[j & 3] += std::fabs(static_cast<double>(kept[static_cast<size_t>(j - s0)]));
+        auto ms = fusedModels(rows);
+        rows.visit([&](auto bp) {
+          using T = std::remove_const_t<std::remove_pointer_t<decltype(bp)>>;
+          const int64_t n = rows.b.numel(), offset = r0 * g.cols;
+          // Blocks of masked deltas (weight 1, unscaled), summed into four fp64 lanes in a fixed
+          // order: deterministic for any thread count.
+          constexpr int64_t kBlock = 4096;
+          std::vector<float> kept(kBlock);
+          int64_t unusedSeen = 0;
+          for (size_t i = 0; i < k; ++i) {
+            if (!p.sparse[i]) continue;
+            FusedModel unit = ms[i];
+            unit.rescale = false;
+            unit.weight = 1.0f;
+            double in[4] = {0, 0, 0, 0}, out[4] = {0, 0, 0, 0};
+            for (int64_t s0 = 0; s0 < n; s0 += kBlock) {
+              const int64_t s1 = std::min(n, s0 + kBlock);
+              weightedDeltas(unit, bp, s0, s1, offset, kept.data(), unit.cut ? unit.cut->seen() : unusedSeen);
+              const T* xi = static_cast<const T*>(ms[i].x) + s0;
+              const T* bi = bp + s0;
+              laneSums(in, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(loadF(xi, j) - loadF(bi, j))); });
+              laneSums(out, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(kept[static_cast<size_t>(j)])); });
             }
+            if (!p.select) lIn[i] += (in[0] + in[1]) + (in[2] + in[3]);
+            lOut[i] += (out[0] + out[1]) + (out[2] + out[3]);
           }
-          if (!p.select) lIn[i] += (in[0] + in[1]) + (in[2] + in[3]);
-          lOut[i] += (out[0] + out[1]) + (out[2] + out[3]);
-        }
+        });
         return;
       }
+      const at::Tensor& b = rows.b;
       for (size_t i = 0; i < k; ++i) {
         if (!p.sparse[i]) continue;
         auto d = src(static_cast<int>(i), r0, r1) - b;
@@ -669,17 +757,18 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
   for (const auto& q : params) wsum += q.weight;
   const bool consensus = usesSignConsensus(m);
   eachChunk(g, [&](int64_t r0, int64_t r1) {
-    auto b = rowsOf(-1, r0, r1);  // [r, cols] f32
+    Rows rows = readRows(r0, r1, /*onlySparse=*/false);
     if (fused) {
-      std::vector<at::Tensor> xs;
-      for (size_t i = 0; i < k; ++i) xs.push_back(rowsOf(static_cast<int>(i), r0, r1));
-      auto ms = fusedModels(xs);
-      at::Tensor out = at::empty_like(b);
-      fusedApply(b.data_ptr<float>(), ms, out.data_ptr<float>(), b.numel(), r0 * g.cols, consensus, p.normalize,
-                 static_cast<float>(wsum), mp.lambda);
+      auto ms = fusedModels(rows);
+      at::Tensor out = at::empty({r1 - r0, g.cols}, at::kFloat);
+      rows.visit([&](auto bp) {
+        fusedApply(bp, ms, out.data_ptr<float>(), out.numel(), r0 * g.cols, consensus, p.normalize,
+                   static_cast<float>(wsum), mp.lambda);
+      });
       sink(r0, r1, out);
       return;
     }
+    const at::Tensor& b = rows.b;  // [r, cols] f32
     std::vector<at::Tensor> weighted;  // X_i = w_i * sparsify(theta_i - base)
     weighted.reserve(k);
     for (size_t i = 0; i < k; ++i) {
@@ -969,7 +1058,8 @@ int mergePasses(Method m, const std::vector<ModelParams>& params, const MethodPa
 }
 
 void mergeRows(Method m, bool hasBase, size_t others, at::IntArrayRef shape, const RowSource& source,
-               const RowSink& sink, const std::vector<ModelParams>& params, const MethodParams& mp) {
+               const RowSink& sink, const std::vector<ModelParams>& params, const MethodParams& mp,
+               const RawRowSource& raw) {
   validate(m, hasBase, others, params, mp);
   const RowGrid g = rowGrid(m, mp, shape);
   if (g.rows * g.cols == 0) return;
@@ -985,7 +1075,7 @@ void mergeRows(Method m, bool hasBase, size_t others, at::IntArrayRef shape, con
       return nuslerpRows(g, shape, hasBase, source, sink, t, mp);
     }
     case Method::ModelStock: return modelStockRows(g, others, source, sink);
-    default: return mergeTaskArithmeticRows(m, g, source, sink, params, mp);
+    default: return mergeTaskArithmeticRows(m, g, source, raw, sink, params, mp);
   }
 }
 

@@ -112,13 +112,18 @@ int mergePasses(Method m, const std::vector<ModelParams>& params, const MethodPa
 // input -1 is the base, i >= 0 the i-th other model. Returns fp32 [r1 - r0, cols] on the merge
 // device; may be a view (it is never written to).
 using RowSource = std::function<at::Tensor(int input, int64_t r0, int64_t r1)>;
+// Optional: input rows as stored (CPU, contiguous: bf16, fp16 or fp32), a view valid while the
+// merge runs, or an undefined tensor where it cannot give them (another device, padded rows).
+// The fused CPU loops read bf16 rows in place instead of converting each chunk to fp32 first.
+using RawRowSource = std::function<at::Tensor(int input, int64_t r0, int64_t r1)>;
 // Receives the merged rows [r0, r1) as fp32 [r1 - r0, cols], in order.
 using RowSink = std::function<void(int64_t r0, int64_t r1, const at::Tensor& merged)>;
 
 // The streaming form of mergeTensor: same checks, same results, bounded memory. `shape` is the
 // tensor's shape; every input has it.
 void mergeRows(Method m, bool hasBase, size_t others, at::IntArrayRef shape, const RowSource& source,
-               const RowSink& sink, const std::vector<ModelParams>& params, const MethodParams& mp);
+               const RowSink& sink, const std::vector<ModelParams>& params, const MethodParams& mp,
+               const RawRowSource& raw = {});
 
 // Counter-based uniforms in [0, 1): element i is a SplitMix64 hash of (seed, fnv1a(name), i),
 // top 24 bits, so the same (seed, name) gives the same bits anywhere. Returns fp32 [numel] on CPU.

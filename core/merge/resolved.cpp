@@ -545,6 +545,31 @@ at::Tensor RowReader::read(const Source& s, int64_t r0, int64_t r1) const {
   return t;
 }
 
+void RowReader::releaseHeld(const Source& s) const {
+  if (s.map && s.heldTo > s.heldFrom)
+    s.map->release(s.fileOffset + static_cast<uint64_t>(s.heldFrom) * s.rowBytes,
+                   static_cast<uint64_t>(s.heldTo - s.heldFrom) * s.rowBytes);
+  s.heldFrom = s.heldTo = 0;
+}
+
+RowReader::~RowReader() {
+  releaseHeld(base_);
+  releaseHeld(pad_);
+  for (const auto& s : others_) releaseHeld(s);
+}
+
+at::Tensor RowReader::rawRows(int input, int64_t r0, int64_t r1) const {
+  if (!device_.is_cpu()) return {};
+  KH_ASSERT(input >= 0 || base_.map);
+  const Source& s = input < 0 ? base_ : others_.at(static_cast<size_t>(input));
+  if (r1 > s.view.size(0)) return {};
+  releaseHeld(s);
+  s.heldFrom = r0;
+  s.heldTo = r1;
+  read_ += static_cast<uint64_t>((r1 - r0) * cols_);
+  return s.view.narrow(0, r0, r1 - r0);
+}
+
 at::Tensor RowReader::rows(int input, int64_t r0, int64_t r1) const {
   KH_ASSERT(input >= 0 || base_.map);
   const Source& s = input < 0 ? base_ : others_.at(static_cast<size_t>(input));

@@ -97,14 +97,23 @@ class RowReader {
  public:
   RowReader(const Resolved& x, size_t output, c10::Device device);
   at::Tensor rows(int input, int64_t r0, int64_t r1) const;  // input -1: the base (or ref), i: others[i]
+  // The rows as stored, zero-copy over the mapping (mergeRows' RawRowSource): undefined off the
+  // CPU or where padded rows are needed. The pages are released when the same input's next rows
+  // are asked for, or when the reader goes.
+  at::Tensor rawRows(int input, int64_t r0, int64_t r1) const;
   uint64_t elementsRead() const { return read_; }
+  ~RowReader();
+  RowReader(const RowReader&) = delete;
+  RowReader& operator=(const RowReader&) = delete;
 
  private:
   struct Source {
     at::Tensor view;  // [rows, cols] zero-copy over the mapping
     const MappedFile* map = nullptr;
     uint64_t fileOffset = 0, rowBytes = 0;
+    mutable int64_t heldFrom = 0, heldTo = 0;  // rows handed out by rawRows, not yet released
   };
+  void releaseHeld(const Source& s) const;
   at::Tensor read(const Source& s, int64_t r0, int64_t r1) const;
   c10::Device device_;
   int64_t rows_ = 1, cols_ = 1;
