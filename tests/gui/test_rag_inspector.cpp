@@ -11,6 +11,7 @@
 #include <QJsonObject>
 #include <QSignalSpy>
 #include <QSlider>
+#include <QSplitter>
 #include <QTableWidget>
 #include <QTemporaryDir>
 #include <QTextBrowser>
@@ -104,6 +105,7 @@ class RagInspectorTest : public QObject {
   void nameQueryShowsThePersonaFirstWithEveryScore();
   void thresholdPreviewMatchesRecount();
   void openSourceShowsTheDocument();
+  void screenshot();
   void eachTurnKeepsItsOwnHits();
   void cleanupTestCase();
 
@@ -375,18 +377,21 @@ void RagInspectorTest::eachTurnKeepsItsOwnHits() {
   QVERIFY(!pane_->inspector()->isHidden());
 }
 
-void RagInspectorTest::cleanupTestCase() {
+// docs/screenshots/chat-rag.png: the first turn, a threshold that drops a few rows.
+void RagInspectorTest::screenshot() {
   const QByteArray dir = qgetenv("KH_SCREENSHOT_DIR");
-  if (!dir.isEmpty() && pane_) {
-    pane_->inspector()->selectTurn(0);
-    pane_->inspector()->setThreshold(kh::RagThreshold{"relative", 0.6, 0.0});
-    pane_->resize(1500, 760);
-    pane_->show();
-    QApplication::processEvents();
-    QVERIFY(pane_->grab().save(QString::fromLocal8Bit(dir) + "/chat-rag.png"));
-  }
-  pane_.reset();
+  if (dir.isEmpty()) QSKIP("set KH_SCREENSHOT_DIR to save chat-rag.png");
+  pane_->inspector()->setThreshold(kh::RagThreshold{"relative", 0.6, 0.0});
+  pane_->resize(1700, 760);
+  pane_->show();
+  if (auto* split = pane_->findChild<QSplitter*>()) split->setSizes({420, 1000, 280});
+  QApplication::processEvents();
+  QVERIFY(pane_->grab().save(QString::fromLocal8Bit(dir) + "/chat-rag.png"));
+  pane_->hide();
+  pane_->inspector()->setThreshold(kh::RagThreshold{});
 }
+
+void RagInspectorTest::cleanupTestCase() { pane_.reset(); }
 
 QTEST_MAIN(RagInspectorTest)
 #include "test_rag_inspector.moc"

@@ -254,7 +254,7 @@ RetrievalInspector::RetrievalInspector(QWidget* parent) : QWidget(parent) {
   lay->addWidget(new QLabel(tr("<b>Retrieval inspector</b> (Ctrl+I)"), this));
   turnList_ = new QListWidget(this);
   turnList_->setObjectName("turns");
-  turnList_->setMaximumHeight(90);
+  turnList_->setMaximumHeight(64);
   lay->addWidget(turnList_);
 
   mode_ = new QComboBox(this);
@@ -280,14 +280,16 @@ RetrievalInspector::RetrievalInspector(QWidget* parent) : QWidget(parent) {
   table_ = new QTableWidget(0, ColumnCount, this);
   table_->setObjectName("hits");
   table_->setHorizontalHeaderLabels({tr("#"), tr("chunk"), tr("doc"), tr("text"), tr("dense cos"), tr("dense #"),
-                                     tr("BM25"), tr("BM25 #"), tr("fused"), tr("rerank"), tr("kept"), tr("threshold"),
-                                     tr("in prompt")});
+                                     tr("BM25"), tr("BM25 #"), tr("fused"), tr("rerank"), tr("kept"), tr("in prompt"),
+                                     tr("threshold")});
   table_->setSelectionBehavior(QAbstractItemView::SelectRows);
   table_->setSelectionMode(QAbstractItemView::SingleSelection);
   table_->verticalHeader()->hide();
+  table_->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
   table_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
   table_->horizontalHeader()->setSectionResizeMode(Text, QHeaderView::Interactive);
-  table_->setColumnWidth(Text, 220);
+  table_->setColumnWidth(Text, 160);
+  table_->setWordWrap(false);
   table_->setToolTip(tr("Double-click a hit to open its source document"));
   lay->addWidget(table_, 1);
 

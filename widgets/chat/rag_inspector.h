@@ -79,7 +79,7 @@ class SourceDialog : public QDialog {
 class RetrievalInspector : public QWidget {
   Q_OBJECT
  public:
-  enum Column { Rank, Chunk, Doc, Text, DenseCos, DenseRank, Bm25, Bm25Rank, Fused, Rerank, Kept, Why, InPrompt, ColumnCount };
+  enum Column { Rank, Chunk, Doc, Text, DenseCos, DenseRank, Bm25, Bm25Rank, Fused, Rerank, Kept, InPrompt, Why, ColumnCount };
   explicit RetrievalInspector(QWidget* parent = nullptr);
 
   void setStore(std::shared_ptr<kh::RagStore> store) { store_ = std::move(store); }
