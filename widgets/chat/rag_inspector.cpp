@@ -64,7 +64,8 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   k_ = new QSpinBox(this);
   k_->setObjectName("rag_k");
   k_->setRange(1, 50);
-  k_->setValue(kh::RagSettings{}.k);
+  const kh::RagSettings defaults;
+  k_->setValue(defaults.k);
   k_->setToolTip(tr("Kept hits that go into the prompt, best first"));
   auto weight = [this](const char* name, const QString& tip) {
     auto* w = new QDoubleSpinBox(this);
