@@ -8,6 +8,7 @@
 
 #include "app/cli_commands.h"
 #include "core/error.h"
+#include "core/jobs/chat_engine.h"
 #include "core/retrieval/eval.h"
 #include "core/retrieval/store.h"
 
@@ -179,8 +180,7 @@ std::function<std::string(const std::string&)> makeRagAugmenter(const std::strin
       context += "[" + std::to_string(++n) + "] " + h.text + "\n";
       std::cerr << "(retrieved " << h.chunkId << ": " << h.threshold << ")\n";
     }
-    if (context.empty()) return user;
-    return "次の参考情報を使って答えてください。\n" + context + "\n質問: " + user;
+    return fillRagTemplate(defaultRagTemplate(), context, user);  // the GUI's default template too
   };
 }
 

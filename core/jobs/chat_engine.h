@@ -1,5 +1,7 @@
 // A torch-free facade over one chat model for the GUI: load a model folder onto a device, answer
-// a conversation with the model's own chat format, streaming text, with a cancel flag and stats.
+// a conversation with the model's own chat format, streaming text, with a cancel flag and stats;
+// and retrieval-augmented chat: a document store attached to a conversation, its hits per turn with
+// every score, re-thresholding of stored hits and the source of a chunk (RagStore, below).
 // Must never include a torch, ATen or Qt header (widgets include it); errors are kh::Error.
 #pragma once
 
@@ -7,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +68,102 @@ class ChatEngine {
   struct Impl;
   explicit ChatEngine(std::unique_ptr<Impl> impl);
   std::string describeNow() const;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---- Retrieval-augmented chat -------------------------------------------------------------------
+
+// The prompt template retrieved chunks go into: {context} becomes the kept hits as "[1] text\n[2] ...",
+// {question} the user's message. Default: the one `kumihimo-cli chat --rag` uses.
+std::string defaultRagTemplate();
+// Fills the template; with no kept hits (empty context) the user's message goes alone, as in the
+// CLI. kh::Error when the template lacks {question}.
+std::string fillRagTemplate(const std::string& promptTemplate, const std::string& context, const std::string& question);
+
+// Which hits are kept: "relative" (score >= ratio x best), "zscore" (z >= zMin over the candidates)
+// or "none"; the score is the reranker's where there is one, else the fused (or method's) score.
+struct RagThreshold {
+  std::string mode = "relative";
+  double ratio = 0.5;
+  double zMin = 0.0;
+};
+
+struct RagSettings {
+  int k = 3;              // kept hits that go into the prompt (best first)
+  int candidates = 50;    // top-k taken from each of dense and BM25 before fusion
+  std::string method;     // "" = fused when the store has a dense index, else bm25
+  double denseWeight = 1.0, bm25Weight = 1.0;
+  RagThreshold threshold;
+  std::string promptTemplate = defaultRagTemplate();
+};
+
+// One retrieved chunk with every score (core/retrieval's RetrievalHit, without its headers).
+struct RagHit {
+  std::string chunkId, docId, text;
+  int64_t chunkKey = 0;
+  std::optional<double> denseCosine;
+  int denseRank = 0;  // 1-based; 0 = not among the dense candidates
+  std::optional<double> bm25Score;
+  int bm25Rank = 0;
+  double fusedScore = 0;
+  std::optional<double> rerankScore;
+  bool kept = true;
+  std::string threshold;   // why it was kept or dropped, e.g. "fused 0.0328 >= 0.5 x best 0.0328"
+  bool inPrompt = false;   // went into the prompt of its turn (kept, and among the first k kept)
+};
+
+// What was retrieved for one user turn: kept with the message.
+struct RagRetrieval {
+  std::string storeDir, query, method;
+  RagSettings settings;          // as they were for this turn
+  std::vector<RagHit> hits;      // every candidate, best first, kept and dropped
+  std::string prompt;            // the user turn as the model saw it (template filled)
+};
+
+// Re-applies another threshold to a turn's stored hits, without querying again (core's own
+// threshold step); `inPrompt` stays what it was. kh::Error for an unknown mode.
+std::vector<RagHit> rethreshold(const RagRetrieval& turn, const RagThreshold& threshold);
+
+// Where a chunk came from, for "open source".
+struct RagSource {
+  std::string docId;
+  std::string source;         // as recorded at import: a file, or "file.jsonl:LINE"
+  std::string path;           // the file alone (absolute when it exists)
+  int line = 0;               // JSONL line, 0 for a whole file
+  std::string text;           // the document's text
+  int64_t begin = 0, end = 0; // the chunk in `text`, code points [begin, end)
+  size_t byteBegin = 0, byteEnd = 0;  // the same span in bytes of `text`
+  std::string note;           // "" or why the text was rebuilt from the stored chunks
+};
+
+// A document store opened for chat (its embedder, when it has dense vectors, loaded with it).
+// Thread-safe for concurrent const use after open (retrieve, source).
+class RagStore {
+ public:
+  // Opens the store in `dir` with the embedder model folder the store recorded. kh::Error for a
+  // folder that is no store (with a hint). A dense store whose embedder folder is gone is searched
+  // with BM25 only, as the CLI does, and describe() says so.
+  static std::shared_ptr<RagStore> open(const std::string& dir);
+  ~RagStore();
+  RagStore(const RagStore&) = delete;
+  RagStore& operator=(const RagStore&) = delete;
+
+  const std::string& dir() const;
+  size_t documentCount() const;
+  size_t chunkCount() const;
+  std::string embedder() const;  // the embedder identity, "" for BM25 only
+  std::string describe() const;  // "15 documents, 15 chunks, dense by ... (fused)" / "..., BM25 only"
+
+  // Searches for the user's message and fills the template with the first settings.k kept hits.
+  // kh::Error for an empty message, bad settings or a broken template.
+  RagRetrieval retrieve(const std::string& user, const RagSettings& settings) const;
+  // The document a chunk belongs to, read from its source file (rebuilt from the stored chunks,
+  // with a note, when the file is gone or changed). kh::Error for a chunk id the store lacks.
+  RagSource source(const std::string& chunkId) const;
+
+ private:
+  struct Impl;
+  explicit RagStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

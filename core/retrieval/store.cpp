@@ -385,36 +385,40 @@ std::vector<RetrievalHit> DocumentStore::search(const std::string& query, const 
     if (scoreOf(a) != scoreOf(b)) return scoreOf(a) > scoreOf(b);
     return a.chunkKey < b.chunkKey;
   });
-  if (!hits.empty()) {
-    const char* what = hits[0].rerankScore ? "rerank" : methodName(o.method);
-    char buf[160];
-    if (o.threshold == "relative") {
-      const double best = scoreOf(hits[0]), cut = o.relativeRatio * best;
-      for (auto& h : hits) {
-        h.kept = scoreOf(h) >= cut;
-        std::snprintf(buf, sizeof buf, "%s %.4g %s %.3g x best %.4g", what, scoreOf(h), h.kept ? ">=" : "<", o.relativeRatio, best);
-        h.threshold = buf;
-      }
-    } else if (o.threshold == "zscore") {
-      double mean = 0, var = 0;
-      for (const auto& h : hits) mean += scoreOf(h);
-      mean /= static_cast<double>(hits.size());
-      for (const auto& h : hits) var += (scoreOf(h) - mean) * (scoreOf(h) - mean);
-      const double sd = std::sqrt(var / static_cast<double>(hits.size()));
-      for (auto& h : hits) {
-        const double z = sd > 0 ? (scoreOf(h) - mean) / sd : 0.0;
-        h.kept = z >= o.zMin;
-        std::snprintf(buf, sizeof buf, "%s z %.3g %s %.3g over %zu candidates", what, z, h.kept ? ">=" : "<", o.zMin, hits.size());
-        h.threshold = buf;
-      }
-    } else if (o.threshold == "none") {
-      for (auto& h : hits) h.threshold = "no threshold";
-    } else {
-      throw Error("--threshold", "unknown threshold '" + o.threshold + "'", "relative, zscore or none");
-    }
-  }
+  applyThreshold(hits, o);
   if (hits.size() > static_cast<size_t>(std::max(0, o.k))) hits.resize(static_cast<size_t>(std::max(0, o.k)));
   return hits;
+}
+
+void applyThreshold(std::vector<RetrievalHit>& hits, const SearchOptions& o) {
+  auto scoreOf = [](const RetrievalHit& h) { return h.rerankScore.value_or(h.fusedScore); };
+  if (hits.empty()) return;
+  const char* what = hits[0].rerankScore ? "rerank" : methodName(o.method);
+  char buf[160];
+  if (o.threshold == "relative") {
+    const double best = scoreOf(hits[0]), cut = o.relativeRatio * best;
+    for (auto& h : hits) {
+      h.kept = scoreOf(h) >= cut;
+      std::snprintf(buf, sizeof buf, "%s %.4g %s %.3g x best %.4g", what, scoreOf(h), h.kept ? ">=" : "<", o.relativeRatio, best);
+      h.threshold = buf;
+    }
+  } else if (o.threshold == "zscore") {
+    double mean = 0, var = 0;
+    for (const auto& h : hits) mean += scoreOf(h);
+    mean /= static_cast<double>(hits.size());
+    for (const auto& h : hits) var += (scoreOf(h) - mean) * (scoreOf(h) - mean);
+    const double sd = std::sqrt(var / static_cast<double>(hits.size()));
+    for (auto& h : hits) {
+      const double z = sd > 0 ? (scoreOf(h) - mean) / sd : 0.0;
+      h.kept = z >= o.zMin;
+      std::snprintf(buf, sizeof buf, "%s z %.3g %s %.3g over %zu candidates", what, z, h.kept ? ">=" : "<", o.zMin, hits.size());
+      h.threshold = buf;
+    }
+  } else if (o.threshold == "none") {
+    for (auto& h : hits) h.kept = true, h.threshold = "no threshold";
+  } else {
+    throw Error("--threshold", "unknown threshold '" + o.threshold + "'", "relative, zscore or none");
+  }
 }
 
 }  // namespace kh::retrieval

@@ -90,6 +90,13 @@ struct RetrievalHit {
   nlohmann::json toJson() const;
 };
 
+// The threshold step of search(), on its own: sets `kept` and `threshold` on every hit of a list
+// sorted best first (all candidates: the z-score's mean and spread are over the whole list), by the
+// reranker's score where a hit has one, else fusedScore; `options.method` names the score. Lets a
+// caller re-apply another threshold to stored hits without querying again. kh::Error for an
+// unknown threshold.
+void applyThreshold(std::vector<RetrievalHit>& hits, const SearchOptions& options);
+
 struct StoreOptions {
   ChunkOptions chunking;
   Bm25Params bm25;

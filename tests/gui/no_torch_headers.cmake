@@ -1,5 +1,6 @@
-# Fails when any widgets object was compiled with an ATen, torch or c10 header. Reads the header
-# dependencies Ninja recorded (`ninja -t deps`), so it checks what the compiler really included.
+# Fails when any widgets object (kumihimo_widgets, kumihimo_chat_widgets) was compiled with an ATen,
+# torch or c10 header. Reads the header dependencies Ninja recorded (`ninja -t deps`), so it checks
+# what the compiler really included.
 # Usage: cmake -DNINJA=<ninja> -DBUILD_DIR=<build> -P no_torch_headers.cmake
 execute_process(COMMAND ${NINJA} -C ${BUILD_DIR} -t deps OUTPUT_VARIABLE out RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
@@ -9,12 +10,14 @@ string(REPLACE "\n" ";" lines "${out}")
 set(current "")
 set(objects 0)
 foreach(l IN LISTS lines)
-  if(l MATCHES "^([^ ].*\\.o): #deps")
+  # Every record starts a new target (a precompiled header's .gch too, not only .o files); a record
+  # that is not a widgets object must not be read as the widgets object before it.
+  if(l MATCHES "^([^ ].*): #deps")
     set(current "${CMAKE_MATCH_1}")
-    if(current MATCHES "kumihimo_widgets\\.dir")
+    if(current MATCHES "kumihimo_(chat_)?widgets\\.dir.*\\.o$")
       math(EXPR objects "${objects} + 1")
     endif()
-  elseif(current MATCHES "kumihimo_widgets\\.dir" AND l MATCHES "/(ATen|torch|c10)/")
+  elseif(current MATCHES "kumihimo_(chat_)?widgets\\.dir.*\\.o$" AND l MATCHES "/(ATen|torch|c10)/")
     message(FATAL_ERROR "${current} includes a torch header:${l}")
   endif()
 endforeach()

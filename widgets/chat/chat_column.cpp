@@ -45,6 +45,7 @@ ChatColumn::ChatColumn(RunOnWorker runOnWorker, QWidget* parent)
   lay->addWidget(view_, 1);
   connect(view_, &QTextBrowser::anchorClicked, this, [this](const QUrl& url) {
     if (url.scheme() == "copy") copyMessage(url.path().toInt());
+    if (url.scheme() == "rag") Q_EMIT retrievalRequested(url.path().toInt());
   });
   render();
 }
@@ -76,6 +77,7 @@ bool ChatColumn::regenerate(const kh::ChatSettings& settings) {
   if (busy() || !engine_ || entries_.empty()) return false;
   if (entries_.back().role == "assistant") entries_.pop_back();
   if (entries_.empty() || entries_.back().role != "user") return false;
+  entries_.back().retrieval.reset();  // searched again (the store or its settings may have changed)
   start(settings);
   return true;
 }
@@ -89,11 +91,15 @@ void ChatColumn::clear() {
   if (busy()) return;  // the running answer finishes (cancelled) first; clear again then
   entries_.clear();
   render();
+  Q_EMIT entriesChanged();
 }
 
 void ChatColumn::start(const kh::ChatSettings& settings) {
+  // Earlier turns go in as the model saw them (with their retrieved context), as the CLI's chat does.
   std::vector<kh::ChatTurn> conversation;
-  for (const auto& e : entries_) conversation.push_back({e.role.toStdString(), e.content.toStdString()});
+  for (const auto& e : entries_)
+    conversation.push_back({e.role.toStdString(), e.retrieval ? e.retrieval->prompt : e.content.toStdString()});
+  const size_t userEntry = entries_.size() - 1;
   ChatEntry answer;
   answer.role = "assistant";
   answer.streaming = true;
@@ -104,14 +110,22 @@ void ChatColumn::start(const kh::ChatSettings& settings) {
   current_ = s;
   render();
   Q_EMIT busyChanged(true);
+  Q_EMIT entriesChanged();
 
   auto engine = engine_;
   auto channel = channel_;
+  auto store = ragStore_;
+  const kh::RagSettings rag = ragSettings_;
   QPointer<ChatColumn> self(this);  // used on the UI thread only
-  run_([engine, channel, s, conversation, settings, self]() {
+  run_([engine, channel, s, conversation, settings, self, store, rag, userEntry]() mutable {
     kh::ReplyStats stats;
     QString error;
     try {
+      if (store) {
+        auto r = std::make_shared<const kh::RagRetrieval>(store->retrieve(conversation.back().content, rag));
+        conversation.back().content = r->prompt;
+        channel->post([self, s, userEntry, r]() { if (self) self->setRetrieval(s, userEntry, r); });
+      }
       stats = engine->reply(
           conversation, settings,
           [&](const std::string& text) {
@@ -143,6 +157,13 @@ void ChatColumn::deliver(const std::shared_ptr<Stream>& s) {
   entries_.back().content += chunk;
   render();
   Q_EMIT chunkArrived(chunk);
+}
+
+void ChatColumn::setRetrieval(const std::shared_ptr<Stream>& s, size_t entry, std::shared_ptr<const kh::RagRetrieval> r) {
+  if (s != current_ || entry >= entries_.size()) return;
+  entries_[entry].retrieval = std::move(r);
+  render();
+  Q_EMIT retrievalArrived(static_cast<int>(entry));
 }
 
 void ChatColumn::finish(const std::shared_ptr<Stream>& s, const kh::ReplyStats& stats, const QString& error) {
@@ -191,6 +212,14 @@ void ChatColumn::render() {
     QString body = e.content.toHtmlEscaped();
     if (e.streaming) body += "▍";
     html += "<p style='white-space:pre-wrap'>" + body + "</p>";
+    if (e.retrieval) {
+      int kept = 0, sent = 0;
+      for (const auto& h : e.retrieval->hits) kept += h.kept, sent += h.inPrompt;
+      html += QString("<p style='font-size:small'><a href='rag:%1'>%2</a></p>")
+                  .arg(i)
+                  .arg(tr("retrieved: %1 candidates, %2 kept, %3 in the prompt — inspect")
+                           .arg(e.retrieval->hits.size()).arg(kept).arg(sent).toHtmlEscaped());
+    }
     if (e.hasStats) html += "<p style='color:#666; font-size:small'>" + statsLine(e.stats).toHtmlEscaped() + "</p>";
     if (!e.error.isEmpty()) html += "<p style='color:#b00020'>" + e.error.toHtmlEscaped() + "</p>";
     html += "</td></tr></table>";
@@ -216,12 +245,37 @@ QJsonObject ChatColumn::toJson() const {
                                {"prompt_tokens", static_cast<double>(e.stats.promptTokens)},
                                {"new_tokens", static_cast<double>(e.stats.newTokens)}};
     if (!e.error.isEmpty()) m["error"] = e.error;
+    if (e.retrieval) m["retrieval"] = retrievalJson(*e.retrieval);
     messages.append(m);
   }
   QJsonObject o;
   o["model"] = engine_ ? QString::fromStdString(engine_->modelDir()) : QString();
   o["messages"] = messages;
   return o;
+}
+
+QJsonObject retrievalJson(const kh::RagRetrieval& r) {
+  auto opt = [](const std::optional<double>& v) { return v ? QJsonValue(*v) : QJsonValue(); };
+  QJsonArray hits;
+  for (const auto& h : r.hits)
+    hits.append(QJsonObject{{"chunk_id", QString::fromStdString(h.chunkId)},
+                            {"doc_id", QString::fromStdString(h.docId)},
+                            {"dense_cosine", opt(h.denseCosine)},
+                            {"dense_rank", h.denseRank},
+                            {"bm25", opt(h.bm25Score)},
+                            {"bm25_rank", h.bm25Rank},
+                            {"fused", h.fusedScore},
+                            {"rerank", opt(h.rerankScore)},
+                            {"kept", h.kept},
+                            {"threshold", QString::fromStdString(h.threshold)},
+                            {"in_prompt", h.inPrompt}});
+  const auto& t = r.settings.threshold;
+  return QJsonObject{{"store", QString::fromStdString(r.storeDir)},
+                     {"method", QString::fromStdString(r.method)},
+                     {"threshold", QJsonObject{{"mode", QString::fromStdString(t.mode)}, {"ratio", t.ratio}, {"z", t.zMin}}},
+                     {"k", r.settings.k},
+                     {"prompt", QString::fromStdString(r.prompt)},
+                     {"hits", hits}};
 }
 
 QString ChatColumn::toMarkdown() const {

@@ -10,9 +10,11 @@
 #include <QMenu>
 #include <QMessageBox>
 #include <QPushButton>
+#include <QShortcut>
 #include <QSplitter>
 #include <QVBoxLayout>
 
+#include "widgets/chat/rag_inspector.h"
 #include "widgets/chat/torch_free.h"
 
 namespace kh::gui {
@@ -49,11 +51,23 @@ ChatPane::ChatPane(QWidget* parent, RunOnWorker runOnWorker) : QWidget(parent) {
   leftLay->addWidget(column_, 1);
   addInputArea(leftLay, input_, send_, stop_, regenerate_, clear_, export_);
 
+  documents_ = new DocumentsBox(runOnWorker, this);
+  documents_->setObjectName("documents");
+  inspector_ = new RetrievalInspector(this);
+  inspector_->hide();  // shown when a store is attached, or with Ctrl+I
+  auto* side = new QWidget(this);
+  auto* sideLay = new QVBoxLayout(side);
+  sideLay->setContentsMargins(0, 0, 0, 0);
+  sideLay->addWidget(documents_);
+  sideLay->addWidget(settings_, 1);
+
   auto* split = new QSplitter(this);
   split->addWidget(left);
-  split->addWidget(settings_);
+  split->addWidget(inspector_);
+  split->addWidget(side);
   split->setStretchFactor(0, 3);
-  split->setStretchFactor(1, 1);
+  split->setStretchFactor(1, 3);
+  split->setStretchFactor(2, 1);
   auto* lay = new QVBoxLayout(this);
   lay->addWidget(split);
 
@@ -63,6 +77,26 @@ ChatPane::ChatPane(QWidget* parent, RunOnWorker runOnWorker) : QWidget(parent) {
   connect(regenerate_, &QPushButton::clicked, this, &ChatPane::regenerate);
   connect(clear_, &QPushButton::clicked, column_, &ChatColumn::clear);
   connect(column_, &ChatColumn::busyChanged, this, &ChatPane::updateButtons);
+
+  // Retrieval: the attached store searches every next turn; the inspector follows the turns.
+  connect(documents_, &DocumentsBox::attached, this, [this](std::shared_ptr<kh::RagStore> store) {
+    column_->setRagStore(store);
+    inspector_->setStore(store);
+    inspector_->show();
+  });
+  connect(documents_, &DocumentsBox::detached, this, [this]() { column_->setRagStore(nullptr); });
+  connect(column_, &ChatColumn::entriesChanged, this, [this]() { inspector_->setTurns(column_->entries()); });
+  connect(column_, &ChatColumn::retrievalArrived, this, [this](int entry) {
+    inspector_->setTurns(column_->entries());
+    inspector_->selectTurn(entry);
+  });
+  connect(column_, &ChatColumn::retrievalRequested, this, [this](int entry) {
+    inspector_->show();
+    inspector_->selectTurn(entry);
+  });
+  auto* toggle = new QShortcut(QKeySequence(Qt::CTRL | Qt::Key_I), this);
+  toggle->setContext(Qt::WidgetWithChildrenShortcut);
+  connect(toggle, &QShortcut::activated, this, &ChatPane::toggleInspector);
   auto* menu = new QMenu(export_);
   menu->addAction(tr("JSON…"), this, [this]() {
     const QString p = QFileDialog::getSaveFileName(this, tr("Export conversation"), "chat.json", "JSON (*.json)");
@@ -87,14 +121,26 @@ void ChatPane::setEngine(std::shared_ptr<kh::ChatEngine> engine) {
   updateButtons();
 }
 
+void ChatPane::toggleInspector() { inspector_->setVisible(inspector_->isHidden()); }
+
+void ChatPane::applyRagSettings() {
+  kh::RagSettings rag = documents_->settings();
+  rag.threshold = inspector_->threshold();  // what the researcher settled on in the inspector
+  column_->setRagSettings(rag);
+}
+
 void ChatPane::send() {
   const QString text = input_->toPlainText();
+  applyRagSettings();
   if (column_->ask(text, settings_->settings())) input_->clear();
 }
 
 void ChatPane::stop() { column_->stop(); }
 
-void ChatPane::regenerate() { column_->regenerate(settings_->settings()); }
+void ChatPane::regenerate() {
+  applyRagSettings();
+  column_->regenerate(settings_->settings());
+}
 
 void ChatPane::updateButtons() {
   const bool busy = column_->busy(), ready = column_->engine() != nullptr;

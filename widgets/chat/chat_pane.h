@@ -1,5 +1,6 @@
 // The chat view: one model's transcript with streaming answers, a message box, Stop, Regenerate,
-// Clear, the sampling settings and export of the conversation (JSON, Markdown).
+// Clear, the sampling settings and export of the conversation (JSON, Markdown); a Documents box to
+// attach a retrieval store and the retrieval inspector beside the transcript (Ctrl+I toggles it).
 // Never runs the model on the UI thread: answers run through RunOnWorker (default: its own
 // ChatWorker thread; the main window can pass its job runner).
 #pragma once
@@ -15,8 +16,12 @@
 #include "widgets/chat/chat_worker.h"
 
 class QPushButton;
+class QSplitter;
 
 namespace kh::gui {
+
+class DocumentsBox;
+class RetrievalInspector;
 
 class ChatPane : public QWidget {
   Q_OBJECT
@@ -28,6 +33,9 @@ class ChatPane : public QWidget {
   ChatColumn* column() const { return column_; }
   SamplingSettingsBox* settingsBox() const { return settings_; }
   MessageBox* input() const { return input_; }
+  DocumentsBox* documentsBox() const { return documents_; }
+  RetrievalInspector* inspector() const { return inspector_; }
+  void toggleInspector();
 
   void send();        // the message box's text as the next user turn
   void stop();
@@ -38,10 +46,13 @@ class ChatPane : public QWidget {
 
  private:
   void updateButtons();
+  void applyRagSettings();  // the Documents box's k and template, the inspector's threshold
   std::unique_ptr<ChatWorker> ownWorker_;  // only when no runner was injected
   ChatColumn* column_;
   SamplingSettingsBox* settings_;
   MessageBox* input_;
+  DocumentsBox* documents_;
+  RetrievalInspector* inspector_;
   QPushButton *send_, *stop_, *regenerate_, *clear_, *export_;
 };
 
