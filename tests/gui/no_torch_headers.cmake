@@ -9,7 +9,7 @@ string(REPLACE "\n" ";" lines "${out}")
 set(current "")
 set(objects 0)
 foreach(l IN LISTS lines)
-  if(l MATCHES "^([^ ].*\\.o): #deps")
+  if(l MATCHES "^([^ ].*): #deps")  # every output (.o, and the precompiled header's .gch) starts a list
     set(current "${CMAKE_MATCH_1}")
     if(current MATCHES "kumihimo_widgets\\.dir")
       math(EXPR objects "${objects} + 1")
