@@ -304,6 +304,12 @@ TrainAudit auditTrainConfig(const std::string& path, int shown) {
     ex.cut = x.cut;
     for (size_t k = 0; k < x.ids.size(); ++k)
       ex.tokens.push_back({piece(x.ids[k]), x.trained[k] != 0, std::find(stops.begin(), stops.end(), x.ids[k]) != stops.end()});
+    for (int64_t start : x.answerStart)  // each answer ends on the first stop token from its start
+      for (size_t k = static_cast<size_t>(std::max<int64_t>(0, start)); k < ex.tokens.size(); ++k)
+        if (ex.tokens[k].stop) {
+          ex.tokens[k].endsAnswer = true;
+          break;
+        }
     r.shown.push_back(std::move(ex));
   }
   std::istringstream lines(a.report);

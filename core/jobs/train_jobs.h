@@ -53,6 +53,7 @@ struct AuditToken {
   std::string piece;  // the token as the tokenizer spells it ("\n" written as \n)
   bool trained = false;
   bool stop = false;  // one of the ids that end an answer
+  bool endsAnswer = false;  // the stop token that ends an assistant answer (must be trained)
 };
 struct AuditExample {
   std::string source;  // "data.jsonl:12"
