@@ -56,6 +56,7 @@ TrainDashboard::TrainDashboard(QWidget* parent) : QWidget(parent) {
   auto* ref = addCurve(stop_, QStringLiteral("reference length"), QColor(150, 150, 150), false, stop_->yAxis2);
   ref->setPen(QPen(QColor(150, 150, 150), 1.2, Qt::DotLine));
   stop_->yAxis->setRange(0, 1.05);
+  stop_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignBottom | Qt::AlignRight);  // rates sit near 1
 
   auto* fit = new QPushButton(QStringLiteral("Fit"), this);
   auto* bar = new QHBoxLayout;

@@ -582,12 +582,13 @@ void TrainView::showAudit(const jobs::TrainAudit& a) {
   lengths_->yAxis->setRange(0, *std::max_element(y.begin(), y.end()) * 1.15 + 0.5);
   lengths_->replot(QCustomPlot::rpQueuedReplot);
 
-  // Examples token by token: trained tokens on green, masked ones grey, stop tokens boxed (red when masked).
+  // Examples token by token: trained tokens on green, masked ones grey, the stop token that ends each
+  // answer bold (red when the loss never sees it).
   QString h = QStringLiteral(
       "<p style='font-size:small'><span style='background:#bfe8c0'>trained</span> "
       "<span style='color:#888'>masked (prompt)</span> "
-      "<span style='background:#bfe8c0;border:1px solid #1d7a30'><b>stop, trained</b></span> "
-      "<span style='background:#f4b4b4'><b>stop, masked</b></span></p>");
+      "<span style='background:#8fd694'><b>answer's stop, trained</b></span> "
+      "<span style='background:#f4b4b4'><b>answer's stop, MASKED</b></span></p>");
   for (const auto& ex : a.shown) {
     h += QStringLiteral("<p><b>%1</b> — %2 tokens%3<br><span style='font-family:monospace'>")
              .arg(html(ex.source))
@@ -595,8 +596,8 @@ void TrainView::showAudit(const jobs::TrainAudit& a) {
              .arg(ex.cut ? QStringLiteral(" (cut)") : QString());
     for (const auto& t : ex.tokens) {
       QString style;
-      if (t.stop && t.trained) style = QStringLiteral("background:#8fd694;font-weight:bold");
-      else if (t.stop) style = QStringLiteral("background:#f4b4b4;font-weight:bold");
+      if (t.endsAnswer && t.trained) style = QStringLiteral("background:#8fd694;font-weight:bold");
+      else if (t.endsAnswer) style = QStringLiteral("background:#f4b4b4;font-weight:bold");
       else if (t.trained) style = QStringLiteral("background:#bfe8c0");
       else style = QStringLiteral("color:#888");
       h += QStringLiteral("<span class='%1' style='%2'>%3</span> ")
@@ -708,6 +709,9 @@ void TrainView::openRunFolder(const QString& dir) {
     } catch (...) {
     }
   }
+  // The log shows the run's label audit as it was when the run started.
+  QFile audit(dir + QStringLiteral("/audit.txt"));
+  if (!running() && audit.open(QIODevice::ReadOnly)) log_->setPlainText(QString::fromUtf8(audit.readAll()));
   tabs_->setCurrentIndex(0);
   setMessage(QStringLiteral("Following %1").arg(dir), false);
   updateButtons();
@@ -746,6 +750,9 @@ void TrainView::updateButtons() {
   stopButton_->setEnabled(running());
   resumeButton_->setEnabled(!running() && models.resumable);
   compareButton_->setEnabled(!running() && models.finished && (!models.mergedDir.empty() || !models.adapterDir.empty()));
+  // A followed run (this view's finished one, or another process's): the bar shows how far it got.
+  if (!running() && models.steps > 0)
+    progress_->setValue(static_cast<int>(1000 * std::min<int64_t>(std::max(dashboard_->lastStep(), models.step), models.steps) / models.steps));
 }
 
 }  // namespace kh
