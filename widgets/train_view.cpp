@@ -618,6 +618,7 @@ void TrainView::startClicked() {
 }
 
 int TrainView::enqueue(const QString& name, const QString& runDir, JobFn fn) {
+  jobName_ = name;
   jobId_ = runner_->enqueue({name, runDir, std::move(fn)});
   progress_->setValue(0);
   progressLabel_->setText(QStringLiteral("queued"));
@@ -718,9 +719,12 @@ void TrainView::openRunFolder(const QString& dir) {
 }
 
 void TrainView::stop() {
-  if (running()) {
+  // Only our job: while it waits behind another one (a chat answer, an evolution), Stop leaves that alone.
+  if (running() && runner_->currentName() == jobName_) {
     runner_->cancelCurrent();
     progressLabel_->setText(QStringLiteral("stopping (a checkpoint is written first)..."));
+  } else if (running()) {
+    setMessage(QStringLiteral("The run has not started yet (another job holds the device); it can be stopped once it runs."), true);
   }
 }
 

@@ -88,6 +88,7 @@ class TrainView : public QWidget {
   QString configPath_, runsRoot_ = QStringLiteral("runs");
   jobs::TrainForm hidden_;  // fields the form does not show (unknown keys) survive a round trip
   int jobId_ = 0;
+  QString jobName_;
   bool messageError_ = false, hasAudit_ = false;
   jobs::TrainAudit audit_;
   QString pendingCompare_;  // run folder whose adapter is being merged for Chat vs base

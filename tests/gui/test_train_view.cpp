@@ -346,6 +346,46 @@ class TestTrainRun : public QObject {
     QCOMPARE(QDir(QString::fromStdString(compare->column(0)->engine()->modelDir())).absolutePath(), QDir(run + "/merged").absolutePath());
     QCOMPARE(QDir(QString::fromStdString(compare->column(1)->engine()->modelDir())).absolutePath(), QDir(base).absolutePath());
   }
+
+  // A run that wrote only the PEFT adapter: "Chat vs base" merges it into RUN/merged first (a job),
+  // then opens both models.
+  void adapterOnlyRunIsMergedForChatVsBase() {
+    QTemporaryDir tmp;
+    const QString base = tmp.filePath("gemma");
+    kh::guitest::makeTinyModel(base.toStdString(), "gemma2", 6, 2, true);
+    writeText(tmp.filePath("data.jsonl"), numberData(8));
+    kh::MainWindow w(nullptr, false);
+    auto* v = w.trainView();
+    v->setRunsRoot(tmp.filePath("runs"));
+    QVERIFY(v->saveConfig(tmp.filePath("TRAIN.yaml")));
+    kh::jobs::TrainForm f;
+    f.model = "gemma";
+    f.data = "data.jsonl";
+    f.evalSplit = 0.25;
+    f.targetModules = "proj";
+    f.steps = 2;
+    f.batchSize = 2;
+    f.evalPrompts = 2;
+    f.evalMaxNewTokens = 4;
+    f.exportMerged = false;
+    v->setForm(f);
+    QSignalSpy finished(w.runner(), &kh::JobRunner::jobFinished);
+    const QString run = v->startRun();
+    QVERIFY2(!run.isEmpty(), qPrintable(v->message()));
+    QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 1, 60000);
+    QVERIFY2(finished.at(0).at(1).toBool(), qPrintable(finished.at(0).at(2).toString()));
+    QVERIFY(QFile::exists(run + "/adapter/adapter_model.safetensors"));
+    QVERIFY(!QFile::exists(run + "/merged"));
+    QVERIFY(v->chatVsBaseEnabled());
+    v->chatVsBase();
+    QTRY_COMPARE_WITH_TIMEOUT(w.currentView(), int(kh::MainWindow::Chat), 30000);
+    QVERIFY(QFile::exists(run + "/merged/config.json"));
+    auto* compare = w.chatPage()->findChild<kh::gui::ComparePane*>();
+    QVERIFY(compare);
+    QTRY_VERIFY_WITH_TIMEOUT(compare->column(0)->engine() && compare->column(1)->engine(), 30000);
+    QCOMPARE(QDir(QString::fromStdString(compare->column(0)->engine()->modelDir())).absolutePath(), QDir(run + "/merged").absolutePath());
+    QCOMPARE(QDir(QString::fromStdString(compare->column(1)->engine()->modelDir())).absolutePath(), QDir(base).absolutePath());
+  }
 };
 
 int main(int argc, char** argv) {
