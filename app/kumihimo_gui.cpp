@@ -26,16 +26,14 @@ int main(int argc, char** argv) {
   QCommandLineOption runDir(QStringLiteral("run-dir"), QStringLiteral("Run folder for --evolve."), QStringLiteral("DIR"));
   QCommandLineOption shot(QStringLiteral("screenshot"), QStringLiteral("Render each view to DIR/<view>.png and exit."),
                           QStringLiteral("DIR"));
-  QCommandLineOption openRun(QStringLiteral("open-run"), QStringLiteral("Follow a run folder in the Evolve dashboard."),
+  QCommandLineOption openRun(QStringLiteral("open-run"), QStringLiteral("Follow a run folder (Evolve dashboard, or the Train view for a training run)."),
                              QStringLiteral("RUN"));
   p.addOptions({evolve, runDir, shot, openRun});
   p.process(app);
 
   kh::MainWindow w;
   if (p.isSet(openRun)) {
-    w.evolveView()->openRunFolder(p.value(openRun));
-    w.runsView()->model()->addFolder(p.value(openRun));
-    w.showView(kh::MainWindow::Evolve);
+    w.openRun(p.value(openRun));  // Train view for a training run, else the Evolve dashboard
   }
   if (p.isSet(shot)) {
     w.show();

@@ -5,10 +5,15 @@
 
 #include <functional>
 
+class QString;
 class QWidget;
 
 namespace kh {
 // `runOnWorker` runs a task on the thread that owns the device (the main window's job runner), in
 // order; empty: the page starts a worker thread of its own (tests, a page shown alone).
 QWidget* makeChatPage(QWidget* parent, std::function<void(std::function<void()>)> runOnWorker = {});
+// Shows the page's Compare tab with model A (the picker above the tabs) = `modelA` and model B =
+// `modelB`, both loaded on the worker (e.g. a fine-tuned model and its base). `chatPage` is what
+// makeChatPage returned; anything else is ignored.
+void openCompare(QWidget* chatPage, const QString& modelA, const QString& modelB);
 }

@@ -4,6 +4,7 @@
 #include <QAction>
 #include <QApplication>
 #include <QDir>
+#include <QFileDialog>
 #include <QHBoxLayout>
 #include <QKeySequence>
 #include <QLabel>
@@ -28,12 +29,14 @@
 #include "widgets/model_library.h"
 #include "widgets/models_view.h"
 #include "widgets/runs_view.h"
+#include "widgets/train_dashboard.h"
+#include "widgets/train_view.h"
 
 namespace kh {
 
 QStringList MainWindow::viewNames() {
   return {QStringLiteral("models"), QStringLiteral("merge"), QStringLiteral("evolve"), QStringLiteral("runs"),
-          QStringLiteral("chat")};
+          QStringLiteral("chat"), QStringLiteral("train")};
 }
 
 MainWindow::MainWindow(QWidget* parent, bool persistLibrary) : QMainWindow(parent) {
@@ -43,7 +46,7 @@ MainWindow::MainWindow(QWidget* parent, bool persistLibrary) : QMainWindow(paren
 
   sidebar_ = new QListWidget(this);
   const QStringList titles = {QStringLiteral("Models"), QStringLiteral("Merge"), QStringLiteral("Evolve"),
-                              QStringLiteral("Runs"), QStringLiteral("Chat")};
+                              QStringLiteral("Runs"), QStringLiteral("Chat"), QStringLiteral("Train")};
   for (int i = 0; i < titles.size(); ++i) {
     auto* item = new QListWidgetItem(QStringLiteral("%1   Ctrl+%2").arg(titles[i]).arg(i + 1), sidebar_);
     item->setToolTip(QStringLiteral("Ctrl+%1").arg(i + 1));
@@ -61,10 +64,12 @@ MainWindow::MainWindow(QWidget* parent, bool persistLibrary) : QMainWindow(paren
     job.fn = [task = std::move(task)](ProgressReporter&, const std::atomic<bool>&) { task(); };
     runner->enqueue(std::move(job));
   });
+  train_ = new TrainView(runner_, stack_);
   for (QWidget* w : {static_cast<QWidget*>(models_), static_cast<QWidget*>(merge_), static_cast<QWidget*>(evolve_),
-                     static_cast<QWidget*>(runs_), chat_})
+                     static_cast<QWidget*>(runs_), chat_, static_cast<QWidget*>(train_)})
     stack_->addWidget(w);
   evolve_->setRunsRoot(runs_->model()->root());
+  train_->setRunsRoot(runs_->model()->root());
   auto* central = new QWidget(this);
   auto* lay = new QHBoxLayout(central);
   lay->setContentsMargins(4, 4, 4, 4);
@@ -72,15 +77,23 @@ MainWindow::MainWindow(QWidget* parent, bool persistLibrary) : QMainWindow(paren
   lay->addWidget(stack_, 1);
   setCentralWidget(central);
   connect(sidebar_, &QListWidget::currentRowChanged, stack_, &QStackedWidget::setCurrentIndex);
-  connect(runs_, &RunsView::openRequested, this, [this](const QString& d) {
-    evolve_->openRunFolder(d);
-    showView(Evolve);
-  });
+  connect(runs_, &RunsView::openRequested, this, &MainWindow::openRun);
   connect(runs_, &RunsView::resumeRequested, this, [this](const QString& d) {
+    if (jobs::readRunInfo(d.toStdString()).kind == "train") {
+      train_->resumeRun(d);
+      showView(Train);
+      return;
+    }
     evolve_->resumeRun(d);
     showView(Evolve);
   });
   connect(evolve_, &EvolveView::runStarted, this, [this](const QString& d) { runs_->model()->addFolder(d); });
+  connect(train_, &TrainView::runStarted, this, [this](const QString& d) { runs_->model()->addFolder(d); });
+  // "Chat vs base": the fine-tuned model beside its base in the Chat page's Compare tab.
+  connect(train_, &TrainView::compareRequested, this, [this](const QString& tuned, const QString& base) {
+    openCompare(chat_, tuned, base);
+    showView(Chat);
+  });
 
   // Menus and shortcuts.
   auto* file = menuBar()->addMenu(QStringLiteral("&File"));
@@ -92,8 +105,8 @@ MainWindow::MainWindow(QWidget* parent, bool persistLibrary) : QMainWindow(paren
   });
   auto* openRun = file->addAction(QStringLiteral("Open &run folder..."));
   connect(openRun, &QAction::triggered, this, [this] {
-    showView(Evolve);
-    evolve_->openRunFolderDialog();
+    const QString d = QFileDialog::getExistingDirectory(this, QStringLiteral("Open a run folder"), runs_->model()->root());
+    if (!d.isEmpty()) this->openRun(d);
   });
   file->addSeparator();
   auto* quit = file->addAction(QStringLiteral("&Quit"));
@@ -160,6 +173,7 @@ MainWindow::MainWindow(QWidget* parent, bool persistLibrary) : QMainWindow(paren
     jobLabel_->setStyleSheet(ok || message == QStringLiteral("cancelled") ? QString() : QStringLiteral("color: #a02020;"));
     if (!ok && message != QStringLiteral("cancelled")) statusBar()->showMessage(message, 15000);
     evolve_->dashboard()->poll();
+    train_->dashboard()->poll();
     runs_->model()->refresh();
   });
 
@@ -186,6 +200,17 @@ QWidget* MainWindow::viewWidget(int view) const { return stack_->widget(view); }
 
 QString MainWindow::jobText() const { return jobLabel_->text(); }
 
+void MainWindow::openRun(const QString& dir) {
+  runs_->model()->addFolder(dir);
+  if (jobs::readRunInfo(dir.toStdString()).kind == "train") {
+    train_->openRunFolder(dir);
+    showView(Train);
+  } else {
+    evolve_->openRunFolder(dir);
+    showView(Evolve);
+  }
+}
+
 void MainWindow::cancelJob() {
   if (runner_->busy()) {
     runner_->cancelCurrent();
@@ -195,13 +220,14 @@ void MainWindow::cancelJob() {
 
 void MainWindow::runCurrent() {
   if (currentView() == Evolve) evolve_->runClicked();
+  else if (currentView() == Train) train_->startClicked();
   else if (currentView() == Merge) merge_->run();
 }
 
 void MainWindow::about() {
   QMessageBox::about(this, QStringLiteral("About Kumihimo"),
-                     QStringLiteral("<b>Kumihimo %1</b><p>A research workbench for LLMs: merge, evolve, evaluate, chat.</p>"
-                                    "<p>Ctrl+1..5 views, Ctrl+O add model, Ctrl+R run, Esc or Ctrl+. cancel.</p>")
+                     QStringLiteral("<b>Kumihimo %1</b><p>A research workbench for LLMs: merge, evolve, evaluate, fine-tune, chat.</p>"
+                                    "<p>Ctrl+1..6 views, Ctrl+O add model, Ctrl+R run, Esc or Ctrl+. cancel.</p>")
                          .arg(QApplication::applicationVersion()));
 }
 
@@ -225,6 +251,7 @@ bool MainWindow::saveScreenshots(const QString& dir) {
     showView(v);
     QApplication::processEvents();
     evolve_->dashboard()->plot()->replot();
+    train_->dashboard()->replotAll();
     ok = grab().save(QDir(dir).filePath(names[v] + QStringLiteral(".png"))) && ok;
   }
   showView(keep);

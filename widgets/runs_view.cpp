@@ -97,7 +97,7 @@ RunsView::RunsView(QWidget* parent) : QWidget(parent) {
   auto* browse = new QPushButton(QStringLiteral("Root..."), this);
   auto* refresh = new QPushButton(QStringLiteral("Refresh"), this);
   auto* add = new QPushButton(QStringLiteral("Add folder..."), this);
-  auto* open = new QPushButton(QStringLiteral("Open in dashboard"), this);
+  auto* open = new QPushButton(QStringLiteral("Open"), this);
   auto* resume = new QPushButton(QStringLiteral("Resume"), this);
   auto* reveal = new QPushButton(QStringLiteral("Reveal folder"), this);
   auto* top = new QHBoxLayout;
@@ -147,9 +147,9 @@ RunsView::RunsView(QWidget* parent) : QWidget(parent) {
   connect(resume, &QPushButton::clicked, this, [this] {
     const auto* info = model_->infoAt(table_->currentIndex().row());
     if (!info) return;
-    if (info->kind != "evolve" || info->status == "running" || info->status == "finished") {
+    if ((info->kind != "evolve" && info->kind != "train") || info->status == "running" || info->status == "finished") {
       QMessageBox::information(this, QStringLiteral("Resume"),
-                               QStringLiteral("Only a stopped or failed evolution run can be resumed (this one is %1 %2).")
+                               QStringLiteral("Only a stopped or failed evolution or training run can be resumed (this one is %1 %2).")
                                    .arg(QString::fromStdString(info->status), QString::fromStdString(info->kind)));
       return;
     }

@@ -365,6 +365,15 @@ RunInfo readRunInfo(const std::string& dir) {
       break;
     }
   if (r.kind.empty()) r.kind = fs::exists(d / "state.json") ? "evolve" : "unknown";
+  nlohmann::json trainState;  // a training run's state.json says so (kind: train, status: running | done)
+  if (fs::exists(d / "state.json")) {
+    std::ifstream in(d / "state.json");
+    try {
+      const auto st = nlohmann::json::parse(in);
+      if (st.is_object() && st.value("kind", "") == "train") r.kind = "train", trainState = st;
+    } catch (const std::exception&) {
+    }
+  }
   try {
     r.started = mtimeUnix(d / "config.yaml");
     if (!r.started) r.started = mtimeUnix(d);
@@ -384,7 +393,9 @@ RunInfo readRunInfo(const std::string& dir) {
       return r;
     }
     int generation = -1, generations = 0;
-    if (fs::exists(d / "state.json")) {
+    if (r.kind == "train") {
+      if (trainState.value("status", "") == "done") r.status = "finished";
+    } else if (fs::exists(d / "state.json")) {
       std::ifstream in(d / "state.json");
       auto st = nlohmann::json::parse(in);
       generation = st.value("generation", 0);

@@ -114,7 +114,7 @@ struct MetricsChunk {
 MetricsChunk readMetrics(const std::string& path, uint64_t offset);
 
 struct RunInfo {
-  std::string dir, kind, name;  // kind: evolve, eval, merge
+  std::string dir, kind, name;  // kind: evolve, eval, merge, train
   std::string status;           // running, finished, stopped, failed
   bool hasBest = false;
   double best = 0;

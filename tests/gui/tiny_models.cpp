@@ -4,13 +4,13 @@
 #include "core/model/tiny.h"
 
 namespace kh::guitest {
-void makeTinyModel(const std::string& dir, const std::string& family, unsigned seed, int layers) {
+void makeTinyModel(const std::string& dir, const std::string& family, unsigned seed, int layers, bool withTokenizer) {
   TinyOptions o;
   o.family = family;
   o.seed = seed;
   o.layers = layers;
   o.dtype = st::DType::F32;
-  o.withTokenizer = false;
+  o.withTokenizer = withTokenizer;
   makeTinyCheckpoint(dir, o);
 }
 }  // namespace kh::guitest

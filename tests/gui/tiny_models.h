@@ -3,6 +3,8 @@
 #include <string>
 
 namespace kh::guitest {
-// A tiny random checkpoint (fp32, no tokenizer) of `family` into dir.
-void makeTinyModel(const std::string& dir, const std::string& family, unsigned seed, int layers = 4);
+// A tiny random checkpoint (fp32, no tokenizer unless asked: training and chat need one) of `family`
+// into dir.
+void makeTinyModel(const std::string& dir, const std::string& family, unsigned seed, int layers = 4,
+                   bool withTokenizer = false);
 }

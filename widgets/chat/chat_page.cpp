@@ -75,4 +75,18 @@ namespace kh {
 QWidget* makeChatPage(QWidget* parent, std::function<void(std::function<void()>)> runOnWorker) {
   return new kh::gui::ChatPage(parent, std::move(runOnWorker));
 }
+// Found by the pickers' object names, so the page's constructor needs no hook for it.
+void openCompare(QWidget* chatPage, const QString& modelA, const QString& modelB) {
+  auto* page = dynamic_cast<kh::gui::ChatPage*>(chatPage);
+  if (!page) return;
+  auto* a = page->findChild<kh::gui::ModelPicker*>(QStringLiteral("model_picker"));
+  auto* b = page->findChild<kh::gui::ModelPicker*>(QStringLiteral("model_picker_b"));
+  auto* tabs = page->findChild<QTabWidget*>();
+  if (!a || !b || !tabs) return;
+  a->setModelDir(modelA);
+  b->setModelDir(modelB);
+  tabs->setCurrentIndex(tabs->count() - 1);  // Compare
+  a->load();
+  b->load();
+}
 }  // namespace kh
