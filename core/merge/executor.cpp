@@ -50,11 +50,15 @@ struct Buffers {
 Buffers buffersPerChunk(Method m, bool onCpu) {
   // On the CPU the task-arithmetic family without per-row sorts runs fused (methods.cpp): the
   // chunk's input rows and the output, nothing more.
+  // These constants are for bf16 inputs, which the loops read in place; fusedInputExtra() adds
+  // what other input dtypes cost. Refit when the loops began reading bf16 in place, on
+  // MergePlan's tiny shapes, and checked on merge_bench's llm-jp-3-3.7b shapes (ties, 2 models:
+  // 28.80 MiB measured, 28.40 MiB planned).
   if (onCpu) switch (m) {
-      case Method::Ties: return {2.8, 1.15};
+      case Method::Ties: return {2.4, 1.35};
       case Method::TaskArithmetic:
       case Method::DareTies:
-      case Method::DareLinear: return {2.4, 1.05};
+      case Method::DareLinear: return {1.25, 1.0};
       default: break;
     }
   switch (m) {
@@ -74,6 +78,16 @@ Buffers buffersPerChunk(Method m, bool onCpu) {
   }
   return {20.0, 2.0};
 }
+bool runsFused(Method m, bool onCpu) {
+  return onCpu && (m == Method::Ties || m == Method::TaskArithmetic || m == Method::DareTies || m == Method::DareLinear);
+}
+// Per input, in fp32 chunk buffers, beyond the bf16 constants: fp32 inputs are read in place but
+// their mapped rows are twice as large (0.5); with any input neither bf16 nor fp32 every input is
+// converted to an fp32 copy (1.0). Measured like the constants (F16, F32 tiny models, 1-3 models).
+double fusedInputExtra(bool allBf16, uint64_t inBytes) {
+  if (allBf16) return 0.0;
+  return inBytes == 4 ? 0.5 : 1.0;
+}
 constexpr uint64_t kFixedOverhead = 8ull << 20;
 
 MemoryPlan planFor(const Resolved& x, const Recipe& r, const MergeOptions& o) {
@@ -86,13 +100,19 @@ MemoryPlan planFor(const Resolved& x, const Recipe& r, const MergeOptions& o) {
     const RowGrid g = rowGrid(r.method, mp, shape);
     const uint64_t n = static_cast<uint64_t>(std::min(g.rows, g.rowsPerChunk) * g.cols);
     uint64_t inBytes = 0;
+    bool allBf16 = true;
     auto widen = [&](const detail::Input& in) {
-      inBytes = std::max<uint64_t>(inBytes, st::dtypeSize(x.folder(in).weights->entry(in.tensor).dtype));
+      const st::DType d = x.folder(in).weights->entry(in.tensor).dtype;
+      inBytes = std::max<uint64_t>(inBytes, st::dtypeSize(d));
+      allBf16 = allBf16 && d == st::DType::BF16;
     };
     if (s.hasBase()) widen(s.base);
     for (const auto& o : s.others) widen(o);
     const Buffers bf = buffersPerChunk(r.method, onCpu);
-    const uint64_t working = static_cast<uint64_t>(static_cast<double>(n * 4) * (bf.a + bf.b * static_cast<double>(s.others.size())));
+    const double inputs = static_cast<double>(s.others.size() + (s.hasBase() ? 1 : 0));
+    const double extra = runsFused(r.method, onCpu) ? fusedInputExtra(allBf16, inBytes) * inputs : 0.0;
+    const uint64_t working = static_cast<uint64_t>(
+        static_cast<double>(n * 4) * (bf.a + bf.b * static_cast<double>(s.others.size()) + extra));
     const uint64_t host = n * inBytes + n * st::dtypeSize(x.outDtype);  // mapped rows, converted output
     p.outputBytes += numelOf(shape) * st::dtypeSize(x.outDtype);
     const uint64_t ram = (onCpu ? working : host) + kFixedOverhead;

@@ -163,23 +163,71 @@ inline float loadF(const uint16_t* p, int64_t i) {
   return f;
 }
 
+// Per-thread histograms of the fused path: four uint32 counters per key, side by side (elements
+// count in lanes 0-3 in turn), so runs of equal keys (magnitudes cluster in a few hundred keys) do not
+// form one chain of increments to the same address; folded into int64 totals before a count could
+// overflow and at the end of each pass.
+struct LocalHistograms {
+  std::vector<std::vector<uint32_t>> perThread;
+  std::vector<int64_t> added;  // elements counted by each thread since the last fold
+  void foldInto(std::vector<int64_t>& hist) {
+    for (auto& h : perThread) {
+      for (size_t k = 0; k < h.size() / 4; ++k)
+        hist[k] += static_cast<int64_t>(h[4 * k]) + h[4 * k + 1] + h[4 * k + 2] + h[4 * k + 3];
+      h.clear();
+    }
+    std::fill(added.begin(), added.end(), 0);
+  }
+};
+
 // histogram() of |o - b| for CPU rows (fp32 or bf16, T), without materialising the difference,
-// into per-thread histograms of `bins` keys that the caller folds once per pass (not per chunk:
-// zeroing and summing 65536 keys per thread per chunk cost about a tenth of the pass).
+// into per-thread histograms of `hist.size()` keys, folded once per pass (not per chunk: zeroing
+// and summing 65536 keys per thread per chunk cost about a tenth of the pass).
 template <class T>
-void histogramOfDiff(const T* o, const T* b, int64_t n, int32_t wantBin, size_t bins,
-                     std::vector<std::vector<int64_t>>& local) {
+void histogramOfDiff(const T* o, const T* b, int64_t n, int32_t wantBin, std::vector<int64_t>& hist,
+                     LocalHistograms& local) {
   const size_t threads = static_cast<size_t>(at::get_num_threads());
-  if (local.size() < threads) local.resize(threads);
+  if (local.perThread.size() < threads) {
+    local.perThread.resize(threads);
+    local.added.resize(threads, 0);
+  }
+  // A lane counts at most `added` / 4 + 1 elements: fold long before uint32 could wrap.
+  for (int64_t a : local.added)
+    if (a + n > (int64_t{1} << 33)) {
+      local.foldInto(hist);
+      break;
+    }
   at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
-    auto& h = local[static_cast<size_t>(at::get_thread_num())];
-    if (h.empty()) h.assign(bins, 0);
-    for (int64_t i = begin; i < end; ++i) {
-      const float a = std::fabs(loadF(o, i) - loadF(b, i));
-      uint32_t bits;
-      std::memcpy(&bits, &a, 4);
-      if (wantBin < 0) ++h[bits >> 16];
-      else if (static_cast<int32_t>(bits >> 16) == wantBin) ++h[bits & 0xFFFFu];
+    const size_t t = static_cast<size_t>(at::get_thread_num());
+    auto& h = local.perThread[t];
+    if (h.empty()) h.assign(4 * hist.size(), 0);
+    local.added[t] += end - begin;
+    uint32_t* c = h.data();
+    // The keys of 512 elements first (a loop that vectorises), then the counting.
+    constexpr int64_t kRun = 512;
+    uint32_t keys[kRun];
+    for (int64_t s0 = begin; s0 < end; s0 += kRun) {
+      const int64_t m = std::min(kRun, end - s0);
+      const T* os = o + s0;
+      const T* bs = b + s0;
+      for (int64_t j = 0; j < m; ++j) {
+        const float a = std::fabs(loadF(os, j) - loadF(bs, j));
+        std::memcpy(&keys[j], &a, 4);
+      }
+      if (wantBin < 0) {
+        int64_t j = 0;
+        for (; j + 4 <= m; j += 4) {
+          ++c[((keys[j] >> 16) << 2) | 0u];
+          ++c[((keys[j + 1] >> 16) << 2) | 1u];
+          ++c[((keys[j + 2] >> 16) << 2) | 2u];
+          ++c[((keys[j + 3] >> 16) << 2) | 3u];
+        }
+        for (; j < m; ++j) ++c[(keys[j] >> 16) << 2];
+      } else {
+        const uint32_t want = static_cast<uint32_t>(wantBin);
+        for (int64_t j = 0; j < m; ++j)
+          if ((keys[j] >> 16) == want) ++c[((keys[j] & 0xFFFFu) << 2) | (static_cast<uint32_t>(j) & 3u)];
+      }
     }
   });
 }
@@ -220,11 +268,11 @@ class RankCut {
   void addHighDiff(const T* o, const T* b, int64_t n) {
     if (trivial()) return;
     if (hist_.empty()) hist_.assign(32768, 0);
-    histogramOfDiff(o, b, n, -1, hist_.size(), local_);
+    histogramOfDiff(o, b, n, -1, hist_, local_);
   }
   template <class T>
   void addLowDiff(const T* o, const T* b, int64_t n) {
-    if (!trivial()) histogramOfDiff(o, b, n, bin_, hist_.size(), local_);
+    if (!trivial()) histogramOfDiff(o, b, n, bin_, hist_, local_);
   }
   // For the fused path: keep all (r <= 0), keep none (r >= n), or by threshold and quota.
   bool keepsAll() const { return r_ <= 0; }
@@ -269,15 +317,10 @@ class RankCut {
 
  private:
   // Adds the per-thread histograms of the fused path into hist_.
-  void fold() {
-    for (auto& h : local_) {
-      for (size_t k = 0; k < h.size(); ++k) hist_[k] += h[k];
-      h.clear();
-    }
-  }
+  void fold() { local_.foldInto(hist_); }
   int64_t n_ = 0, r_ = 0;
   std::vector<int64_t> hist_;
-  std::vector<std::vector<int64_t>> local_;
+  LocalHistograms local_;
   int32_t bin_ = 0, threshold_ = 0;
   int64_t below_ = 0, quota_ = 0, seen_ = 0;
 };

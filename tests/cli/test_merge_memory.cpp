@@ -26,6 +26,10 @@ double mib(const std::string& number, const std::string& unit) {
 
 TEST(MergePlan, MeasuredPeakIsWithin20PercentOfThePlan) {
   TempDir dir;
+  // m0-m3 bf16 (read in place by the fused loops), h0-h3 fp16 (converted), f0-f3 fp32.
+  const std::pair<const char*, kh::st::DType> sets[] = {
+      {"m", kh::st::DType::BF16}, {"h", kh::st::DType::F16}, {"f", kh::st::DType::F32}};
+  for (const auto& [prefix, dtype] : sets)
   for (int i = 0; i < 4; ++i) {
     kh::TinyOptions o;
     o.family = "llama";
@@ -35,37 +39,42 @@ TEST(MergePlan, MeasuredPeakIsWithin20PercentOfThePlan) {
     o.kvHeads = 6;
     o.intermediate = 3072;  // MLP weights of 2.4 M elements: three chunks each
     o.seed = static_cast<uint64_t>(10 + i);
-    o.dtype = kh::st::DType::BF16;
+    o.dtype = dtype;
     o.withTokenizer = false;
-    kh::makeTinyCheckpoint(dir.file("m" + std::to_string(i)), o);
+    kh::makeTinyCheckpoint(dir.file(prefix + std::to_string(i)), o);
   }
   struct Case {
     const char* method;
     int models;
     const char* params;
+    const char* prefix = "m";
   };
   const Case cases[] = {{"ties", 3, "{weight: 0.4, density: 0.5}"},
                         {"dare_ties", 2, "{weight: 0.5, density: 0.3}"},
                         {"task_arithmetic", 3, "{weight: 0.3}"},
-                        {"slerp", 1, ""}};
+                        {"slerp", 1, ""},
+                        {"ties", 3, "{weight: 0.4, density: 0.5}", "h"},
+                        {"dare_ties", 2, "{weight: 0.5, density: 0.3}", "f"}};
   const std::regex line(R"(peak RAM ([0-9.]+) (B|KiB|MiB|GiB) measured, ([0-9.]+) (B|KiB|MiB|GiB) planned)");
   for (const auto& c : cases) {
-    SCOPED_TRACE(c.method);
-    std::string yaml = std::string("merge_method: ") + c.method + "\nbase_model: " + dir.file("m0") + "\nmodels:\n";
+    const std::string name = std::string(c.method) + "-" + c.prefix;
+    SCOPED_TRACE(name);
+    std::string yaml = std::string("merge_method: ") + c.method + "\nbase_model: " + dir.file(c.prefix + std::string("0")) +
+                       "\nmodels:\n";
     for (int k = 1; k <= c.models; ++k) {
-      yaml += "  - model: " + dir.file("m" + std::to_string(k)) + "\n";
+      yaml += "  - model: " + dir.file(c.prefix + std::to_string(k)) + "\n";
       if (*c.params) yaml += std::string("    parameters: ") + c.params + "\n";
     }
     if (std::string(c.method) == "slerp") yaml += "parameters:\n  t: 0.3\n";
     yaml += "dtype: bfloat16\n";
-    const std::string recipe = dir.file(std::string(c.method) + ".yaml");
+    const std::string recipe = dir.file(name + ".yaml");
     kh::test::writeFile(recipe, yaml);
-    auto r = runCli({"merge", recipe, "-o", dir.file(std::string("out-") + c.method)});
+    auto r = runCli({"merge", recipe, "-o", dir.file("out-" + name)});
     ASSERT_EQ(r.exitCode, 0) << r.err;
     std::smatch m;
     ASSERT_TRUE(std::regex_search(r.out, m, line)) << r.out;
     const double measured = mib(m[1], m[2]), planned = mib(m[3], m[4]);
-    std::printf("%s: measured %.2f MiB, planned %.2f MiB\n", c.method, measured, planned);
+    std::printf("%s: measured %.2f MiB, planned %.2f MiB\n", name.c_str(), measured, planned);
     EXPECT_NEAR(measured / planned, 1.0, 0.2) << "measured " << measured << " MiB, planned " << planned << " MiB";
   }
 }
