@@ -127,6 +127,21 @@ void Model::setAdapter(const std::string& module, LinearAdapter a) {
   adapters_[module] = std::move(a);
 }
 
+std::vector<at::Tensor> Model::trainableUnder(const std::string& prefix) const {
+  std::vector<at::Tensor> out;
+  for (const auto& e : family_->layout(config_)) {
+    if (e.name.compare(0, prefix.size(), prefix) != 0) continue;
+    auto it = weights_.find(e.name);
+    if (it != weights_.end() && it->second.requires_grad()) out.push_back(it->second);
+    static const std::string kW = ".weight";
+    if (e.name.size() > kW.size() && e.name.compare(e.name.size() - kW.size(), kW.size(), kW) == 0)
+      if (const LinearAdapter* a = adapter(e.name.substr(0, e.name.size() - kW.size())))
+        for (const at::Tensor* t : {&a->A, &a->B})
+          if (t->requires_grad()) out.push_back(*t);
+  }
+  return out;
+}
+
 std::vector<std::string> Model::weightNames() const {
   std::vector<std::string> names;
   for (const auto& e : family_->layout(config_))

@@ -7,6 +7,7 @@
 #include <ATen/Tensor.h>
 #include <c10/core/Device.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -78,6 +79,12 @@ class Model {
   // Weight names in layout order (what a trainer may adapt or fine-tune).
   std::vector<std::string> weightNames() const;
   bool training = false;  // adapter dropout on (the forward is otherwise the same)
+  // Gradient checkpointing: while autograd records, each decoder layer keeps only its input and
+  // runs its forward again in backward (ops::decoderLayer). Results are the same, memory is lower.
+  bool gradientCheckpointing = false;
+  // The tensors requiring grad that a decoder layer's output depends on: its weights and its
+  // adapters' A/B under `prefix` ("model.layers.3."), in a fixed order.
+  std::vector<at::Tensor> trainableUnder(const std::string& prefix) const;
 
   KVCache newCache(int64_t batch, int64_t capacity) const;
   // Runs the batch, appends its keys/values to `cache`, returns logits [B, T, V] in fp32 (fp64 for
@@ -127,6 +134,13 @@ at::Tensor selfAttention(const Model& m, const std::string& prefix, int64_t laye
                          const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& positions, KVCache& cache);
 // down(act(gate(h)) * up(h)). h: [B, T, D]
 at::Tensor gatedMlp(const Model& m, const std::string& prefix, const at::Tensor& h);
+// One decoder layer: x [B, T, D] -> x [B, T, D] through `body`, which appends its keys/values to the
+// cache it is given. `body` must capture by value everything it reads besides x and the cache (it may
+// run again in backward). With m.gradientCheckpointing, grad mode on and something under `prefix`
+// (or x) requiring grad, only x is kept: the layer runs without recording, and backward runs it again
+// with the RNG state it first saw (same dropout masks) and differentiates that. Else body(x, cache).
+using LayerBody = std::function<at::Tensor(const at::Tensor& x, KVCache& cache)>;
+at::Tensor decoderLayer(const Model& m, const std::string& prefix, const at::Tensor& x, KVCache& cache, LayerBody body);
 // Output projection: lm_head, or the input embedding when tied. x: [B, T, D] -> [B, T, V] (model dtype).
 at::Tensor outputHead(const Model& m, const at::Tensor& x, const std::string& embeddingName);
 }  // namespace ops

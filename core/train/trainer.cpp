@@ -98,6 +98,7 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where, 
     else if (k == "eval_max_new_tokens") get(v, k, c.evalMaxNewTokens);
     else if (k == "save_every") get(v, k, c.saveEvery);
     else if (k == "dtype") get(v, k, c.dtype);
+    else if (k == "gradient_checkpointing") get(v, k, c.gradientCheckpointing);
     else if (k == "device") get(v, k, c.device);
     else if (k == "export_merged") get(v, k, c.exportMerged);
     else if (k == "merged_dtype") get(v, k, c.mergedDtype);
@@ -106,7 +107,7 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where, 
                   "TRAIN.yaml takes model, data, eval_data, eval_split, chat_template, method, lora, learning_rate, weight_decay, "
                   "schedule, warmup_steps, steps, epochs, batch_size, grad_accum, clip_norm, seed, max_length, labels, "
                   "allow_unterminated, eval_every, eval_prompts, eval_max_new_tokens, save_every, dtype, device, export_merged, "
-                  "merged_dtype");
+                  "merged_dtype, gradient_checkpointing");
   }
   c.labels.mode = parseLabelMode(labels);
   c.baseDir = baseDir;
@@ -530,6 +531,7 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
   }
   opt.m.resize(opt.params.size());
   opt.v.resize(opt.params.size());
+  model->gradientCheckpointing = c.gradientCheckpointing;
 
   const int64_t perStep = c.batchSize * c.gradAccum;
   const int64_t total = c.steps > 0 ? c.steps : std::max<int64_t>(1, c.epochs * ((static_cast<int64_t>(xs.size()) + perStep - 1) / perStep));

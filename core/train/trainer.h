@@ -55,6 +55,8 @@ struct TrainConfig {
   int64_t evalPrompts = 16;   // held-out prompts answered greedily for the stop-rate
   int64_t evalMaxNewTokens = 64;
   int64_t saveEvery = 0;      // steps; 0 = only at the end
+  // Memory: recompute each decoder layer's forward in backward instead of keeping its activations.
+  bool gradientCheckpointing = false;
   std::string dtype = "fp32";
   std::string device = "cpu";
   bool exportMerged = true;
