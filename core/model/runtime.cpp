@@ -303,8 +303,12 @@ at::Tensor linear(const Model& m, const std::string& name, const at::Tensor& x) 
   const std::string bias = name + ".bias";
   at::Tensor y = at::linear(x, m.weight(name + ".weight"), m.hasWeight(bias) ? m.weight(bias) : at::Tensor());
   if (const LinearAdapter* a = m.adapter(name)) {
-    at::Tensor xin = (m.training && a->dropout > 0) ? at::dropout(x, a->dropout, /*train=*/true) : x;
-    y = y + at::linear(at::linear(xin, a->A), a->B) * a->scale;  // [.., out]
+    // Adapters may be kept in a wider dtype than the weights (fp32 LoRA on a bf16 model, as PEFT
+    // does): the adapter path runs in the adapter's dtype and its result is cast to y's.
+    at::Tensor xin = x.scalar_type() == a->A.scalar_type() ? x : x.to(a->A.scalar_type());
+    if (m.training && a->dropout > 0) xin = at::dropout(xin, a->dropout, /*train=*/true);
+    at::Tensor delta = at::linear(at::linear(xin, a->A), a->B) * a->scale;  // [.., out]
+    y = y + (delta.scalar_type() == y.scalar_type() ? delta : delta.to(y.scalar_type()));
   }
   return y;
 }

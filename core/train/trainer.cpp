@@ -124,6 +124,8 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where, 
   if (c.batchSize <= 0 || c.gradAccum <= 0) throw Error(where, "batch_size and grad_accum must be positive");
   if (c.labels.maxLength < 2) throw Error(where, "max_length must be at least 2");
   if (c.learningRate <= 0) throw Error(where, "learning_rate must be positive");
+  if (!c.dtype.empty() && c.dtype != "fp32" && c.dtype != "float32" && c.dtype != "bf16" && c.dtype != "bfloat16")
+    throw Error(where, "dtype '" + c.dtype + "' is not fp32 or bf16", "training runs in fp32 or bf16 (fp16 would need loss scaling)");
   return c;
 }
 
@@ -158,7 +160,8 @@ std::vector<std::string> loraTargets(const Model& m, const std::string& pattern)
 std::vector<std::string> attachLora(Model& m, const LoraSpec& spec, uint64_t seed) {
   auto targets = loraTargets(m, spec.targetModules);
   auto gen = at::detail::createCPUGenerator(seed);
-  auto opts = at::TensorOptions().dtype(m.dtype()).device(m.device());
+  // fp32 adapters on a bf16 model (PEFT's choice too): updates of lr * 1e-3 would vanish in bf16.
+  auto opts = at::TensorOptions().dtype(m.dtype() == at::kDouble ? at::kDouble : at::kFloat).device(m.device());
   for (const auto& t : targets) {
     const at::Tensor& w = m.weight(t + ".weight");  // [out, in]
     const double bound = 1.0 / std::sqrt(static_cast<double>(w.size(1)));  // kaiming_uniform(a = sqrt(5)), as PEFT
@@ -390,8 +393,10 @@ EvalResult evaluate(const Model& m, const Tokenizer& tok, const std::vector<Toke
 
 namespace {
 
+// Parameters kept in bf16 (full fine-tuning of a bf16 model) get an fp32 master copy: the update is
+// made there and rounded into the model's weight, so small steps accumulate instead of vanishing.
 struct AdamW {
-  std::vector<at::Tensor> params, m, v;
+  std::vector<at::Tensor> params, m, v, master;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0;
   int64_t t = 0;
   void step(double lr) {
@@ -399,16 +404,22 @@ struct AdamW {
     ++t;
     const double c1 = 1 - std::pow(beta1, static_cast<double>(t)), c2 = 1 - std::pow(beta2, static_cast<double>(t));
     for (size_t i = 0; i < params.size(); ++i) {
-      at::Tensor& p = params[i];
-      if (!p.grad().defined()) continue;
-      const at::Tensor g = p.grad();
+      at::Tensor& param = params[i];
+      if (!param.grad().defined()) continue;
+      const bool reduced = param.scalar_type() == at::kBFloat16 || param.scalar_type() == at::kHalf;
+      if (reduced && !master[i].defined()) master[i] = param.detach().to(at::kFloat);
+      at::Tensor& p = reduced ? master[i] : param;
+      const at::Tensor g = reduced ? param.grad().to(at::kFloat) : param.grad();
       if (!m[i].defined()) m[i] = at::zeros_like(p), v[i] = at::zeros_like(p);
       if (weightDecay > 0) p.mul_(1 - lr * weightDecay);
       m[i].mul_(beta1).add_(g, 1 - beta1);
       v[i].mul_(beta2).addcmul_(g, g, 1 - beta2);
       p.addcdiv_(m[i] / c1, (v[i] / c2).sqrt_().add_(eps), -lr);
+      if (reduced) param.copy_(p);
     }
   }
+  // The value to save for parameter i (the fp32 master where there is one).
+  at::Tensor saved(size_t i) const { return (master[i].defined() ? master[i] : params[i]).detach(); }
   void zeroGrad() {
     for (auto& p : params)
       if (p.grad().defined()) p.mutable_grad().zero_();
@@ -417,7 +428,7 @@ struct AdamW {
     at::NoGradGuard noGrad;
     double sq = 0;
     for (auto& p : params)
-      if (p.grad().defined()) sq += p.grad().pow(2).sum().item<double>();
+      if (p.grad().defined()) sq += p.grad().to(at::kFloat).pow(2).sum().item<double>();
     const double norm = std::sqrt(sq);
     if (maxNorm > 0 && norm > maxNorm)
       for (auto& p : params)
@@ -531,6 +542,7 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
   }
   opt.m.resize(opt.params.size());
   opt.v.resize(opt.params.size());
+  opt.master.resize(opt.params.size());
   model->gradientCheckpointing = c.gradientCheckpointing;
 
   const int64_t perStep = c.batchSize * c.gradAccum;
@@ -548,8 +560,14 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
     for (size_t i = 0; i < opt.params.size(); ++i) {
       const std::string k = std::to_string(i);
       if (!f->find("param." + k)) throw Error(ck.string(), "does not hold parameter " + k, "the run's config changed since it was saved");
-      opt.params[i].copy_(f->tensor("param." + k));
-      if (f->find("m." + k)) opt.m[i] = f->tensor("m." + k).to(opt.params[i].options()).clone(), opt.v[i] = f->tensor("v." + k).to(opt.params[i].options()).clone();
+      const at::Tensor saved = f->tensor("param." + k);
+      opt.params[i].copy_(saved);
+      if (opt.params[i].scalar_type() == at::kBFloat16 || opt.params[i].scalar_type() == at::kHalf)
+        opt.master[i] = saved.to(opt.params[i].device(), at::kFloat).clone();  // the fp32 master, not its rounding
+      if (f->find("m." + k)) {
+        const auto mo = opt.params[i].options().dtype(f->tensor("m." + k).scalar_type());  // moments keep their saved fp32
+        opt.m[i] = f->tensor("m." + k).to(mo).clone(), opt.v[i] = f->tensor("v." + k).to(mo).clone();
+      }
     }
     onLine("resuming " + runDir.string() + " at step " + std::to_string(startStep));
   }
@@ -577,7 +595,7 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
       std::vector<std::pair<std::string, at::Tensor>> ts;
       for (size_t i = 0; i < opt.params.size(); ++i) {
         const std::string k = std::to_string(i);
-        ts.push_back({"param." + k, opt.params[i].detach().contiguous()});
+        ts.push_back({"param." + k, opt.saved(i).contiguous()});
         if (opt.m[i].defined()) ts.push_back({"m." + k, opt.m[i].contiguous()}), ts.push_back({"v." + k, opt.v[i].contiguous()});
       }
       saveSafetensors((dir / "trainer_state.safetensors").string(), ts);

@@ -1,6 +1,6 @@
 // Training's memory options: gradient checkpointing must give the gradients of the ordinary backward
 // (LoRA with dropout, full fine-tuning; Llama, Gemma 2 and GPT-2 layers) while keeping far fewer
-// tensors.
+// tensors, and bf16 training must follow the fp32 run's loss curve and still learn to stop.
 // (Peak memory is measured in tests/bench/train_bench, not here.)
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -184,4 +184,73 @@ TEST(TrainCheckpointing, ARunWithCheckpointingTrainsTheSameAdapter) {
   for (const auto& e : a->tensors())
     EXPECT_LT((a->tensor(e.name) - b->tensor(e.name)).abs().max().item<double>(), 1e-5) << e.name;
   EXPECT_NE(test::readFile(d.file("ckpt/config.yaml")).find("gradient_checkpointing: true"), std::string::npos);
+}
+
+TEST(TrainBf16, AdaptersStayFp32OnABf16Model) {
+  TinyModel t("llama", 32, 2);
+  auto model = Model::load(t.folder, {"cpu", "bf16"});
+  ASSERT_EQ(model->dtype(), at::kBFloat16);
+  LoraSpec spec;
+  for (const auto& m : attachLora(*model, spec, 1)) {
+    EXPECT_EQ(model->adapter(m)->A.scalar_type(), at::kFloat) << m;
+    EXPECT_EQ(model->adapter(m)->B.scalar_type(), at::kFloat) << m;
+  }
+  const Batch b = t.batch();
+  at::Tensor loss = batchLoss(*model, b);
+  EXPECT_EQ(loss.scalar_type(), at::kFloat) << "the loss is computed in fp32";
+  loss.backward();
+  const LinearAdapter* a = model->adapter("model.layers.0.self_attn.q_proj");
+  ASSERT_TRUE(a && a->B.grad().defined());
+  EXPECT_EQ(a->B.grad().scalar_type(), at::kFloat);
+  EXPECT_GT(a->B.grad().abs().max().item<double>(), 0);
+  EXPECT_THROW(parseTrainConfig("model: m\ndata: d\ndtype: fp16\n", "t.yaml"), Error) << "fp16 training is refused (no loss scaling)";
+}
+
+namespace {
+std::vector<double> lossCurve(const std::string& metricsPath) {
+  std::vector<double> out;
+  std::istringstream in(test::readFile(metricsPath));
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+}  // namespace
+
+// The stop test's set-up (test_train.cpp) in fp32 and bf16: the bf16 curve must stay within 0.15 nats
+// (or 10 %) of the fp32 one at every step, and the bf16 model must still stop (stop-rate >= 0.85).
+TEST(TrainBf16, LoraInBf16FollowsTheFp32LossCurveAndLearnsToStop) {
+  TinyModel t("gemma2", 64, 2);
+  test::TempDir d;
+  const char* nums[] = {"一", "二", "三", "四", "五", "六", "七", "八", "九", "十"};
+  std::string data;
+  for (int i = 0; i < 40; ++i) {
+    const std::string q = std::string(nums[i % 10]) + nums[(i / 10) % 10] + "の次は";
+    const std::string a = std::string(nums[(i + 1) % 10]) + "です";
+    data += R"({"messages": [{"role": "user", "content": ")" + q + R"("}, {"role": "assistant", "content": ")" + a + "\"}]}\n";
+  }
+  test::writeFile(d.file("data.jsonl"), data);
+  const std::string yaml = "model: " + t.path + "\ndata: " + d.file("data.jsonl") +
+                           "\neval_split: 0.2\nmethod: lora\nlora: {rank: 8, alpha: 16, target_modules: 'proj'}\n"
+                           "learning_rate: 0.01\nwarmup_steps: 5\nsteps: 60\nbatch_size: 8\nseed: 1\n"
+                           "eval_max_new_tokens: 16\nexport_merged: false\n";
+  TrainResult fp32 = runTraining(parseTrainConfig(yaml + "dtype: fp32\n", "t.yaml"), d.file("fp32"));
+  TrainResult bf16 = runTraining(parseTrainConfig(yaml + "dtype: bfloat16\ngradient_checkpointing: true\n", "t.yaml"), d.file("bf16"));
+  const auto a = lossCurve(d.file("fp32/metrics.jsonl")), b = lossCurve(d.file("bf16/metrics.jsonl"));
+  ASSERT_EQ(a.size(), 60u);
+  ASSERT_EQ(b.size(), a.size());
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    worst = std::max(worst, std::abs(a[i] - b[i]));
+    EXPECT_LE(std::abs(a[i] - b[i]), std::max(0.15, 0.10 * a[i])) << "step " << i + 1 << ": fp32 " << a[i] << ", bf16 " << b[i];
+  }
+  std::cout << "loss fp32 " << a.front() << " -> " << a.back() << ", bf16 " << b.front() << " -> " << b.back()
+            << "; largest step difference " << worst << "; stop-rate fp32 " << fp32.eval.stopRate() << ", bf16 "
+            << bf16.eval.stopRate() << "\n";
+  EXPECT_LT(bf16.finalLoss, bf16.firstLoss);
+  EXPECT_GE(bf16.eval.stopRate(), 0.85) << "bf16 training must still learn to stop";
+  // The exported adapter is fp32 (PEFT's format), not rounded to bf16.
+  auto st = SafetensorsFile::open(bf16.adapterDir + "/adapter_model.safetensors");
+  EXPECT_EQ(st->entry("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").dtype, st::DType::F32);
 }
