@@ -26,6 +26,7 @@
 #include "core/model/model_folder.h"
 #include "core/model/runtime.h"
 #include "core/text/tokenizer.h"
+#include "core/train/train_memory.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -511,6 +512,19 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
                             " answers end on a trained stop token: the model would not learn to stop",
                 "see the label audit; set allow_unterminated: true to train anyway");
 
+  {  // The memory plan, before anything is loaded (an estimate; see train_memory.h).
+    TrainMemoryInput mi;
+    mi.method = c.method;
+    mi.loraRank = c.rank;
+    mi.loraTargets = c.targetModules;
+    mi.batch = c.batchSize;
+    mi.sequence = std::min<int64_t>(c.labels.maxLength, std::max<int64_t>(1, res.audit.maxLength));
+    mi.weightBytesPerParameter = c.dtype == "bf16" || c.dtype == "bfloat16" ? 2 : 4;
+    mi.gradientCheckpointing = c.gradientCheckpointing;
+    onLine("memory plan (batch " + std::to_string(mi.batch) + " x " + std::to_string(mi.sequence) + " tokens" +
+           (c.gradientCheckpointing ? ", gradient checkpointing" : "") + "): " +
+           estimateTrainMemory(folder.config, folder.weights->parameterCount(), mi).describe());
+  }
   std::error_code ec;
   if (!resume) {
     fs::create_directories(runDir.parent_path().empty() ? fs::path(".") : runDir.parent_path(), ec);
