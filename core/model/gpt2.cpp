@@ -61,10 +61,10 @@ static std::vector<ExpectedTensor> gpt2Layout(const ModelConfig& c) {
   return t;
 }
 
-// x @ W + b for a Conv1D ([in, out] weight).
+// x @ W + b for a Conv1D ([in, out] weight), plus its LoRA adapter (PEFT's fan_in_fan_out).
 static at::Tensor conv1d(const Model& m, const std::string& name, const at::Tensor& x) {
   const at::Tensor& w = m.weight(name + ".weight");  // [in, out]
-  return at::matmul(x, w) + m.weight(name + ".bias");
+  return ops::withAdapter(m, name, x, at::matmul(x, w) + m.weight(name + ".bias"));
 }
 
 // transformers' GPT2Model, eager: learned positions, pre-LayerNorm blocks, fused q/k/v.
@@ -96,7 +96,8 @@ static at::Tensor gpt2Forward(const Model& m, const ForwardBatch& b, KVCache& ca
     });
   }
   x = ops::layerNorm(x, m.weight("transformer.ln_f.weight"), m.weight("transformer.ln_f.bias"), c.normEps);
-  return ops::outputHead(m, x, "transformer.wte.weight").to(at::kFloat);  // [B, T, V]
+  // [B, T, V] fp32 (fp64 for an fp64 model: gradient checks need the precision end to end)
+  return ops::outputHead(m, x, "transformer.wte.weight").to(m.dtype() == at::kDouble ? at::kDouble : at::kFloat);
 }
 
 // Old GPT-2 checkpoints carry the causal-mask buffers; they are not weights.

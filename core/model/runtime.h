@@ -76,6 +76,9 @@ class Model {
     return it == adapters_.end() ? nullptr : &it->second;
   }
   void clearAdapters() { adapters_.clear(); }
+  // Whether the family stores its 2-D layer weights [in, out] (GPT-2's Conv1D) instead of [out, in].
+  // Adapters are [r, in] / [out, r] either way (PEFT's lora_A / lora_B).
+  bool weightsAreInOut() const;
   // Weight names in layout order (what a trainer may adapt or fine-tune).
   std::vector<std::string> weightNames() const;
   bool training = false;  // adapter dropout on (the forward is otherwise the same)
@@ -126,7 +129,10 @@ at::Tensor attentionMask(const KVCache& cache, int64_t keys, const at::Tensor& q
 // Scores and softmax in fp32 (as transformers' eager attention). Returns [B, T, H * hd].
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                      double scale, double softcap);
-// x @ W^T + b for "<name>.weight" (and "<name>.bias" when the model has it).
+// y + the LoRA update of module `name` for input x (y unchanged when it has no adapter):
+// scale * B(A(dropout(x))) in the adapter's dtype, dropout only while m.training.
+at::Tensor withAdapter(const Model& m, const std::string& name, const at::Tensor& x, at::Tensor y);
+// x @ W^T + b for "<name>.weight" (and "<name>.bias" when the model has it), plus its adapter.
 at::Tensor linear(const Model& m, const std::string& name, const at::Tensor& x);
 // The Llama-style attention block of layer `layer` (prefix "model.layers.N."): q/k/v projections,
 // RoPE, cache append, masked attention (window and soft-cap from the config), o_proj. h: [B, T, D].

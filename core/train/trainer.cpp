@@ -136,8 +136,6 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where, 
 double LoraSpec::scale() const { return rsLora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / static_cast<double>(rank); }
 
 std::vector<std::string> loraTargets(const Model& m, const std::string& pattern) {
-  // Adapters act inside ops::linear; GPT-2's Conv1D layers do not go through it.
-  if (m.family().name == "gpt2") throw Error("lora", "LoRA is not supported for gpt2 models yet", "use method: full");
   std::regex re;
   try {
     re = std::regex(pattern);
@@ -148,7 +146,8 @@ std::vector<std::string> loraTargets(const Model& m, const std::string& pattern)
   static const std::string kW = ".weight";
   for (const auto& n : m.weightNames()) {
     if (n.size() <= kW.size() || n.compare(n.size() - kW.size(), kW.size(), kW) != 0) continue;
-    if (n.find(".layers.") == std::string::npos || m.weight(n).dim() != 2) continue;
+    // Decoder layers only: "model.layers.N." (Llama-style), "transformer.h.N." (GPT-2's Conv1D).
+    if ((n.find(".layers.") == std::string::npos && n.rfind("transformer.h.", 0) != 0) || m.weight(n).dim() != 2) continue;
     const std::string module = n.substr(0, n.size() - kW.size());
     if (std::regex_search(module, re)) out.push_back(module);
   }
@@ -164,11 +163,12 @@ std::vector<std::string> attachLora(Model& m, const LoraSpec& spec, uint64_t see
   // fp32 adapters on a bf16 model (PEFT's choice too): updates of lr * 1e-3 would vanish in bf16.
   auto opts = at::TensorOptions().dtype(m.dtype() == at::kDouble ? at::kDouble : at::kFloat).device(m.device());
   for (const auto& t : targets) {
-    const at::Tensor& w = m.weight(t + ".weight");  // [out, in]
-    const double bound = 1.0 / std::sqrt(static_cast<double>(w.size(1)));  // kaiming_uniform(a = sqrt(5)), as PEFT
+    const at::Tensor& w = m.weight(t + ".weight");  // [out, in]; GPT-2's Conv1D: [in, out]
+    const int64_t in = w.size(m.weightsAreInOut() ? 0 : 1), out = w.size(m.weightsAreInOut() ? 1 : 0);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));  // kaiming_uniform(a = sqrt(5)), as PEFT
     LinearAdapter a;
-    a.A = at::empty({spec.rank, w.size(1)}, at::kFloat).uniform_(-bound, bound, gen).to(opts).requires_grad_(true);  // [r, in]
-    a.B = at::zeros({w.size(0), spec.rank}, opts).requires_grad_(true);                                           // [out, r]
+    a.A = at::empty({spec.rank, in}, at::kFloat).uniform_(-bound, bound, gen).to(opts).requires_grad_(true);  // [r, in]
+    a.B = at::zeros({out, spec.rank}, opts).requires_grad_(true);                                           // [out, r]
     a.scale = spec.scale();
     a.dropout = spec.dropout;
     m.setAdapter(t, a);
@@ -223,10 +223,11 @@ void exportPeftAdapter(const Model& m, const LoraSpec& spec, const std::string& 
     shortNames.insert(module.substr(module.rfind('.') + 1));
   }
   if (tensors.empty()) throw Error(outDir, "the model has no LoRA adapters to export");
+  // fan_in_fan_out: GPT-2's Conv1D stores [in, out], as PEFT writes it for c_attn / c_proj / c_fc.
   json cfg = {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", spec.rank}, {"lora_alpha", spec.alpha},
               {"lora_dropout", spec.dropout}, {"target_modules", std::vector<std::string>(shortNames.begin(), shortNames.end())},
               {"bias", "none"}, {"base_model_name_or_path", baseModel}, {"use_rslora", spec.rsLora},
-              {"fan_in_fan_out", false}, {"inference_mode", true}, {"modules_to_save", nullptr},
+              {"fan_in_fan_out", m.weightsAreInOut()}, {"inference_mode", true}, {"modules_to_save", nullptr},
               {"init_lora_weights", true}, {"layers_to_transform", nullptr}, {"revision", nullptr}};
   buildFolderAtomically(outDir, [&](const fs::path& dir) {
     saveSafetensors((dir / "adapter_model.safetensors").string(), tensors);
@@ -280,8 +281,10 @@ void exportMerged(const Model& m, const ModelFolder& base, const std::string& ou
   for (const auto& n : m.weightNames()) {
     at::Tensor w = m.weight(n).detach().to(at::kFloat);
     const std::string module = n.size() > 7 ? n.substr(0, n.size() - 7) : n;
-    if (const LinearAdapter* a = m.adapter(module))
-      w = w + at::matmul(a->B.detach().to(at::kFloat), a->A.detach().to(at::kFloat)) * a->scale;  // [out, in]
+    if (const LinearAdapter* a = m.adapter(module)) {
+      at::Tensor delta = at::matmul(a->B.detach().to(at::kFloat), a->A.detach().to(at::kFloat)) * a->scale;  // [out, in]
+      w = w + (m.weightsAreInOut() ? delta.t() : delta);  // Conv1D weights are [in, out]
+    }
     const c10::ScalarType stored =
         !dtype.empty() ? forced : base.weights->has(n) ? toScalarType(base.weights->entry(n).dtype, n) : at::kFloat;
     tensors.push_back({n, w.to(stored).contiguous()});
