@@ -2,6 +2,7 @@
 #include "core/train/train_memory.h"
 
 #include <regex>
+#include <vector>
 
 #include "core/error.h"
 #include "core/model/memory.h"
@@ -29,12 +30,14 @@ TrainMemory estimateTrainMemory(const ModelConfig& c, uint64_t parameters, const
       throw Error("lora.target_modules", "'" + in.loraTargets + "' is not a valid pattern: " + e.what());
     }
     struct Module { const char* name; uint64_t in, out; };
-    const Module modules[] = {{"self_attn.q_proj", D, Q},  {"self_attn.k_proj", D, KV}, {"self_attn.v_proj", D, KV},
-                              {"self_attn.o_proj", Q, D},  {"mlp.gate_proj", D, I},     {"mlp.up_proj", D, I},
-                              {"mlp.down_proj", I, D}};
+    const std::vector<Module> llama = {{"self_attn.q_proj", D, Q}, {"self_attn.k_proj", D, KV}, {"self_attn.v_proj", D, KV},
+                                       {"self_attn.o_proj", Q, D}, {"mlp.gate_proj", D, I},     {"mlp.up_proj", D, I},
+                                       {"mlp.down_proj", I, D}};
+    const std::vector<Module> gpt2 = {{"attn.c_attn", D, 3 * D}, {"attn.c_proj", D, D}, {"mlp.c_fc", D, I}, {"mlp.c_proj", I, D}};
+    const bool isGpt2 = c.family == "gpt2";
     uint64_t perLayer = 0, adaptedInputs = 0;
-    for (const auto& mod : modules)
-      if (std::regex_search(std::string("model.layers.0.") + mod.name, re)) {
+    for (const auto& mod : isGpt2 ? gpt2 : llama)
+      if (std::regex_search(std::string(isGpt2 ? "transformer.h.0." : "model.layers.0.") + mod.name, re)) {
         perLayer += static_cast<uint64_t>(in.loraRank) * (mod.in + mod.out);
         adaptedInputs += mod.in;
       }

@@ -1,7 +1,8 @@
 // What a training step needs in memory, planned before anything is loaded: weights, what the
 // optimiser holds per trainable parameter, activations kept for backward (all layers, or one input
 // per layer plus one layer's worth with gradient checkpointing), the K/V the forward writes, and the
-// logits. An estimate for Llama-style decoders with stated assumptions, never a measurement.
+// logits. An estimate for Llama-style decoders (GPT-2's adapters counted by its own module names) with
+// stated assumptions, never a measurement.
 #pragma once
 
 #include <cstdint>

@@ -20,6 +20,7 @@
 #include "core/model/tiny.h"
 #include "core/text/tokenizer.h"
 #include "core/train/data.h"
+#include "core/train/train_memory.h"
 #include "core/train/trainer.h"
 #include "tests/test_util.h"
 
@@ -253,4 +254,29 @@ TEST(TrainBf16, LoraInBf16FollowsTheFp32LossCurveAndLearnsToStop) {
   // The exported adapter is fp32 (PEFT's format), not rounded to bf16.
   auto st = SafetensorsFile::open(bf16.adapterDir + "/adapter_model.safetensors");
   EXPECT_EQ(st->entry("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").dtype, st::DType::F32);
+}
+
+// The plan's optimiser share is exact arithmetic: 16 bytes (fp32 value, gradient, two moments) per
+// adapter parameter that attachLora really creates, for Llama's and GPT-2's module names alike.
+TEST(TrainMemoryPlan, AdapterStateMatchesTheAdaptersAttached) {
+  for (const auto& [family, targets] : std::vector<std::pair<std::string, std::string>>{{"llama", "q_proj|v_proj|down_proj"},
+                                                                                      {"gpt2", "c_attn|c_fc"}}) {
+    TinyModel t(family, 32, 6);  // checkpointing's recompute costs two layers' worth: it saves from three layers on
+    auto model = Model::load(t.folder, {"cpu", "fp32"});
+    LoraSpec spec;
+    spec.rank = 4;
+    spec.targetModules = targets;
+    int64_t n = 0;
+    for (const auto& m : attachLora(*model, spec, 1)) n += model->adapter(m)->A.numel() + model->adapter(m)->B.numel();
+    TrainMemoryInput in;
+    in.loraRank = 4;
+    in.loraTargets = targets;
+    in.batch = 2;
+    in.sequence = 64;
+    const TrainMemory plain = estimateTrainMemory(t.folder.config, t.folder.weights->parameterCount(), in);
+    EXPECT_EQ(plain.trainable, static_cast<uint64_t>(16 * n)) << family;
+    EXPECT_EQ(plain.weights, 4 * t.folder.weights->parameterCount()) << family;
+    in.gradientCheckpointing = true;
+    EXPECT_LT(estimateTrainMemory(t.folder.config, t.folder.weights->parameterCount(), in).activations, plain.activations) << family;
+  }
 }
