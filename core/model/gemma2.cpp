@@ -47,15 +47,17 @@ static at::Tensor gemma2Forward(const Model& m, const ForwardBatch& b, KVCache& 
   const double eps = c.normEps;
   at::Tensor x = at::embedding(m.weight("model.embed_tokens.weight"), b.ids);           // [B, T, D]
   x = x * at::scalar_tensor(std::sqrt(static_cast<double>(c.hiddenSize)), x.options()); // normalizer in x's dtype
-  auto [cos, sin] = ops::ropeTables(c, b.positions, m.dtype());
+  const auto rope = ops::ropeTables(c, b.positions, m.dtype());  // cos, sin: [B, T, hd]
   for (int64_t i = 0; i < c.numLayers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    at::Tensor h = ops::rmsNorm(x, m.weight(p + "input_layernorm.weight"), eps, true);
-    h = ops::selfAttention(m, p, i, h, cos, sin, b.positions, cache);
-    x = x + ops::rmsNorm(h, m.weight(p + "post_attention_layernorm.weight"), eps, true);
-    h = ops::rmsNorm(x, m.weight(p + "pre_feedforward_layernorm.weight"), eps, true);
-    h = ops::gatedMlp(m, p, h);
-    x = x + ops::rmsNorm(h, m.weight(p + "post_feedforward_layernorm.weight"), eps, true);
+    x = ops::decoderLayer(m, p, x, cache, [&m, eps, p, i, rope, pos = b.positions](const at::Tensor& x, KVCache& kv) {
+      at::Tensor h = ops::rmsNorm(x, m.weight(p + "input_layernorm.weight"), eps, true);
+      h = ops::selfAttention(m, p, i, h, rope.first, rope.second, pos, kv);
+      at::Tensor y = x + ops::rmsNorm(h, m.weight(p + "post_attention_layernorm.weight"), eps, true);
+      h = ops::rmsNorm(y, m.weight(p + "pre_feedforward_layernorm.weight"), eps, true);
+      h = ops::gatedMlp(m, p, h);
+      return y + ops::rmsNorm(h, m.weight(p + "post_feedforward_layernorm.weight"), eps, true);
+    });
   }
   x = ops::rmsNorm(x, m.weight("model.norm.weight"), eps, true);
   at::Tensor logits = ops::outputHead(m, x, "model.embed_tokens.weight");  // [B, T, V]

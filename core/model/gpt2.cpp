@@ -61,10 +61,10 @@ static std::vector<ExpectedTensor> gpt2Layout(const ModelConfig& c) {
   return t;
 }
 
-// x @ W + b for a Conv1D ([in, out] weight).
+// x @ W + b for a Conv1D ([in, out] weight), plus its LoRA adapter (PEFT's fan_in_fan_out).
 static at::Tensor conv1d(const Model& m, const std::string& name, const at::Tensor& x) {
   const at::Tensor& w = m.weight(name + ".weight");  // [in, out]
-  return at::matmul(x, w) + m.weight(name + ".bias");
+  return ops::withAdapter(m, name, x, at::matmul(x, w) + m.weight(name + ".bias"));
 }
 
 // transformers' GPT2Model, eager: learned positions, pre-LayerNorm blocks, fused q/k/v.
@@ -75,25 +75,29 @@ static at::Tensor gpt2Forward(const Model& m, const ForwardBatch& b, KVCache& ca
                  at::embedding(m.weight("transformer.wpe.weight"), b.positions.clamp_min(0));  // [B, T, D]
   for (int64_t i = 0; i < c.numLayers; ++i) {
     const std::string p = "transformer.h." + std::to_string(i) + ".";
-    at::Tensor h = ops::layerNorm(x, m.weight(p + "ln_1.weight"), m.weight(p + "ln_1.bias"), c.normEps);
-    at::Tensor qkv = conv1d(m, p + "attn.c_attn", h);                      // [B, T, 3D]
-    auto parts = qkv.split(D, -1);
-    at::Tensor q = parts[0].view({B, T, H, hd}).transpose(1, 2);         // [B, H, T, hd]
-    at::Tensor k = parts[1].view({B, T, H, hd}).transpose(1, 2);
-    at::Tensor v = parts[2].view({B, T, H, hd}).transpose(1, 2);
-    ops::cacheAppend(cache, i, k, v, b.positions);
-    const int64_t keys = cache.length + T;
-    at::Tensor mask = ops::attentionMask(cache, keys, b.positions, 0);
-    double scale = c.attnScale;
-    if (c.scaleAttnByInverseLayerIdx) scale /= static_cast<double>(i + 1);
-    at::Tensor a = ops::attention(q, cache.k[static_cast<size_t>(i)].narrow(2, 0, keys),
-                                  cache.v[static_cast<size_t>(i)].narrow(2, 0, keys), mask, scale, 0.0);  // [B, T, D]
-    x = x + conv1d(m, p + "attn.c_proj", a);
-    h = ops::layerNorm(x, m.weight(p + "ln_2.weight"), m.weight(p + "ln_2.bias"), c.normEps);
-    x = x + conv1d(m, p + "mlp.c_proj", ops::activation(conv1d(m, p + "mlp.c_fc", h), c.activation));
+    x = ops::decoderLayer(m, p, x, cache, [&m, &c, p, i, B, T, H, hd, D, pos = b.positions](const at::Tensor& xin, KVCache& cache) {
+      at::Tensor x = xin;  // [B, T, D]
+      at::Tensor h = ops::layerNorm(x, m.weight(p + "ln_1.weight"), m.weight(p + "ln_1.bias"), c.normEps);
+      at::Tensor qkv = conv1d(m, p + "attn.c_attn", h);                      // [B, T, 3D]
+      auto parts = qkv.split(D, -1);
+      at::Tensor q = parts[0].view({B, T, H, hd}).transpose(1, 2);         // [B, H, T, hd]
+      at::Tensor k = parts[1].view({B, T, H, hd}).transpose(1, 2);
+      at::Tensor v = parts[2].view({B, T, H, hd}).transpose(1, 2);
+      ops::cacheAppend(cache, i, k, v, pos);
+      const int64_t keys = cache.length + T;
+      at::Tensor mask = ops::attentionMask(cache, keys, pos, 0);
+      double scale = c.attnScale;
+      if (c.scaleAttnByInverseLayerIdx) scale /= static_cast<double>(i + 1);
+      at::Tensor a = ops::attention(q, cache.k[static_cast<size_t>(i)].narrow(2, 0, keys),
+                                    cache.v[static_cast<size_t>(i)].narrow(2, 0, keys), mask, scale, 0.0);  // [B, T, D]
+      x = x + conv1d(m, p + "attn.c_proj", a);
+      h = ops::layerNorm(x, m.weight(p + "ln_2.weight"), m.weight(p + "ln_2.bias"), c.normEps);
+      return x + conv1d(m, p + "mlp.c_proj", ops::activation(conv1d(m, p + "mlp.c_fc", h), c.activation));
+    });
   }
   x = ops::layerNorm(x, m.weight("transformer.ln_f.weight"), m.weight("transformer.ln_f.bias"), c.normEps);
-  return ops::outputHead(m, x, "transformer.wte.weight").to(at::kFloat);  // [B, T, V]
+  // [B, T, V] fp32 (fp64 for an fp64 model: gradient checks need the precision end to end)
+  return ops::outputHead(m, x, "transformer.wte.weight").to(m.dtype() == at::kDouble ? at::kDouble : at::kFloat);
 }
 
 // Old GPT-2 checkpoints carry the causal-mask buffers; they are not weights.

@@ -49,13 +49,15 @@ ModelConfig parseLlamaLike(const nlohmann::json& j, const std::string& family, c
 at::Tensor llamaStyleForward(const Model& m, const ForwardBatch& b, KVCache& cache) {
   const ModelConfig& c = m.config();
   at::Tensor x = at::embedding(m.weight("model.embed_tokens.weight"), b.ids);  // [B, T, D]
-  auto [cos, sin] = ops::ropeTables(c, b.positions, m.dtype());                // [B, T, hd]
+  const auto rope = ops::ropeTables(c, b.positions, m.dtype());                // cos, sin: [B, T, hd]
   for (int64_t i = 0; i < c.numLayers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    at::Tensor h = ops::rmsNorm(x, m.weight(p + "input_layernorm.weight"), c.normEps, false);
-    x = x + ops::selfAttention(m, p, i, h, cos, sin, b.positions, cache);
-    h = ops::rmsNorm(x, m.weight(p + "post_attention_layernorm.weight"), c.normEps, false);
-    x = x + ops::gatedMlp(m, p, h);
+    x = ops::decoderLayer(m, p, x, cache, [&m, &c, p, i, rope, pos = b.positions](const at::Tensor& x, KVCache& kv) {
+      at::Tensor h = ops::rmsNorm(x, m.weight(p + "input_layernorm.weight"), c.normEps, false);
+      at::Tensor y = x + ops::selfAttention(m, p, i, h, rope.first, rope.second, pos, kv);
+      h = ops::rmsNorm(y, m.weight(p + "post_attention_layernorm.weight"), c.normEps, false);
+      return y + ops::gatedMlp(m, p, h);
+    });
   }
   x = ops::rmsNorm(x, m.weight("model.norm.weight"), c.normEps, false);
   // [B, T, V] fp32 (fp64 for an fp64 model: gradient checks need the precision end to end)

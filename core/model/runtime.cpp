@@ -116,15 +116,33 @@ void Model::setWeight(const std::string& name, at::Tensor value) {
   it->second = std::move(value);
 }
 
+bool Model::weightsAreInOut() const { return family_->name == "gpt2"; }
+
 void Model::setAdapter(const std::string& module, LinearAdapter a) {
   auto it = weights_.find(module + ".weight");
   if (it == weights_.end() || it->second.dim() != 2) throw Error(module, "the model has no linear layer of that name");
-  const int64_t out = it->second.size(0), in = it->second.size(1);
+  const bool inOut = weightsAreInOut();  // Conv1D: [in, out]
+  const int64_t out = it->second.size(inOut ? 1 : 0), in = it->second.size(inOut ? 0 : 1);
   if (!a.A.defined() || !a.B.defined() || a.A.dim() != 2 || a.B.dim() != 2 || a.A.size(1) != in || a.B.size(0) != out ||
       a.B.size(1) != a.A.size(0))
     throw Error(module, "adapter shapes do not fit the layer [" + std::to_string(out) + ", " + std::to_string(in) + "]",
                 "lora_A must be [r, in] and lora_B [out, r]");
   adapters_[module] = std::move(a);
+}
+
+std::vector<at::Tensor> Model::trainableUnder(const std::string& prefix) const {
+  std::vector<at::Tensor> out;
+  for (const auto& e : family_->layout(config_)) {
+    if (e.name.compare(0, prefix.size(), prefix) != 0) continue;
+    auto it = weights_.find(e.name);
+    if (it != weights_.end() && it->second.requires_grad()) out.push_back(it->second);
+    static const std::string kW = ".weight";
+    if (e.name.size() > kW.size() && e.name.compare(e.name.size() - kW.size(), kW.size(), kW) == 0)
+      if (const LinearAdapter* a = adapter(e.name.substr(0, e.name.size() - kW.size())))
+        for (const at::Tensor* t : {&a->A, &a->B})
+          if (t->requires_grad()) out.push_back(*t);
+  }
+  return out;
 }
 
 std::vector<std::string> Model::weightNames() const {
@@ -287,11 +305,18 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 at::Tensor linear(const Model& m, const std::string& name, const at::Tensor& x) {
   const std::string bias = name + ".bias";
   at::Tensor y = at::linear(x, m.weight(name + ".weight"), m.hasWeight(bias) ? m.weight(bias) : at::Tensor());
-  if (const LinearAdapter* a = m.adapter(name)) {
-    at::Tensor xin = (m.training && a->dropout > 0) ? at::dropout(x, a->dropout, /*train=*/true) : x;
-    y = y + at::linear(at::linear(xin, a->A), a->B) * a->scale;  // [.., out]
-  }
-  return y;
+  return withAdapter(m, name, x, std::move(y));
+}
+
+at::Tensor withAdapter(const Model& m, const std::string& name, const at::Tensor& x, at::Tensor y) {
+  const LinearAdapter* a = m.adapter(name);
+  if (!a) return y;
+  // Adapters may be kept in a wider dtype than the weights (fp32 LoRA on a bf16 model, as PEFT
+  // does): the adapter path runs in the adapter's dtype and its result is cast to y's.
+  at::Tensor xin = x.scalar_type() == a->A.scalar_type() ? x : x.to(a->A.scalar_type());
+  if (m.training && a->dropout > 0) xin = at::dropout(xin, a->dropout, /*train=*/true);
+  at::Tensor delta = at::linear(at::linear(xin, a->A), a->B) * a->scale;  // [.., out]
+  return y + (delta.scalar_type() == y.scalar_type() ? delta : delta.to(y.scalar_type()));
 }
 
 at::Tensor selfAttention(const Model& m, const std::string& p, int64_t layer, const at::Tensor& h,

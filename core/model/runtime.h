@@ -7,6 +7,7 @@
 #include <ATen/Tensor.h>
 #include <c10/core/Device.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -75,9 +76,18 @@ class Model {
     return it == adapters_.end() ? nullptr : &it->second;
   }
   void clearAdapters() { adapters_.clear(); }
+  // Whether the family stores its 2-D layer weights [in, out] (GPT-2's Conv1D) instead of [out, in].
+  // Adapters are [r, in] / [out, r] either way (PEFT's lora_A / lora_B).
+  bool weightsAreInOut() const;
   // Weight names in layout order (what a trainer may adapt or fine-tune).
   std::vector<std::string> weightNames() const;
   bool training = false;  // adapter dropout on (the forward is otherwise the same)
+  // Gradient checkpointing: while autograd records, each decoder layer keeps only its input and
+  // runs its forward again in backward (ops::decoderLayer). Results are the same, memory is lower.
+  bool gradientCheckpointing = false;
+  // The tensors requiring grad that a decoder layer's output depends on: its weights and its
+  // adapters' A/B under `prefix` ("model.layers.3."), in a fixed order.
+  std::vector<at::Tensor> trainableUnder(const std::string& prefix) const;
 
   KVCache newCache(int64_t batch, int64_t capacity) const;
   // Runs the batch, appends its keys/values to `cache`, returns logits [B, T, V] in fp32 (fp64 for
@@ -119,7 +129,10 @@ at::Tensor attentionMask(const KVCache& cache, int64_t keys, const at::Tensor& q
 // Scores and softmax in fp32 (as transformers' eager attention). Returns [B, T, H * hd].
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                      double scale, double softcap);
-// x @ W^T + b for "<name>.weight" (and "<name>.bias" when the model has it).
+// y + the LoRA update of module `name` for input x (y unchanged when it has no adapter):
+// scale * B(A(dropout(x))) in the adapter's dtype, dropout only while m.training.
+at::Tensor withAdapter(const Model& m, const std::string& name, const at::Tensor& x, at::Tensor y);
+// x @ W^T + b for "<name>.weight" (and "<name>.bias" when the model has it), plus its adapter.
 at::Tensor linear(const Model& m, const std::string& name, const at::Tensor& x);
 // The Llama-style attention block of layer `layer` (prefix "model.layers.N."): q/k/v projections,
 // RoPE, cache append, masked attention (window and soft-cap from the config), o_proj. h: [B, T, D].
@@ -127,6 +140,13 @@ at::Tensor selfAttention(const Model& m, const std::string& prefix, int64_t laye
                          const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& positions, KVCache& cache);
 // down(act(gate(h)) * up(h)). h: [B, T, D]
 at::Tensor gatedMlp(const Model& m, const std::string& prefix, const at::Tensor& h);
+// One decoder layer: x [B, T, D] -> x [B, T, D] through `body`, which appends its keys/values to the
+// cache it is given. `body` must capture by value everything it reads besides x and the cache (it may
+// run again in backward). With m.gradientCheckpointing, grad mode on and something under `prefix`
+// (or x) requiring grad, only x is kept: the layer runs without recording, and backward runs it again
+// with the RNG state it first saw (same dropout masks) and differentiates that. Else body(x, cache).
+using LayerBody = std::function<at::Tensor(const at::Tensor& x, KVCache& cache)>;
+at::Tensor decoderLayer(const Model& m, const std::string& prefix, const at::Tensor& x, KVCache& cache, LayerBody body);
 // Output projection: lm_head, or the input embedding when tied. x: [B, T, D] -> [B, T, V] (model dtype).
 at::Tensor outputHead(const Model& m, const at::Tensor& x, const std::string& embeddingName);
 }  // namespace ops

@@ -55,6 +55,13 @@ const char* kLlmJp3Template =
     "{% elif message['role'] == 'assistant' %}{{ '\\n\\n### 応答:\\n' + message['content'] + eos_token }}{% endif %}"
     "{% if loop.last and add_generation_prompt %}{{ '\\n\\n### 応答:\\n' }}{% endif %}{% endfor %}";
 
+// Meta-Llama-3-8B-Instruct's template (3.0), as published.
+const char* kLlama3Template =
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
 const char* kMistralTemplate =
     "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
@@ -106,6 +113,25 @@ TinyRecipe recipeFor(const TinyOptions& o) {
                          {"pad_token", "<pad>"}, {"unk_token", "<unk>"}, {"chat_template", kLlmJp3Template},
                          {"tokenizer_class", "LlamaTokenizer"}, {"legacy", true}};
     r.specialTokens = {"<unk>", "<s>", "</s>", "<pad>"};
+    if (o.variant == "llama3") {
+      // Llama 3 Instruct: no dummy prefix (its tokenizer is byte-level BPE), the turn markers as
+      // single tokens, eos = <|eot_id|> as the Instruct config says, generation stops on both ends.
+      r.sp = {};
+      llamaStyleNormalization(r.sp);
+      r.sp.modelType = "bpe";
+      r.sp.addDummyPrefix = false;
+      r.sp.unkId = 0; r.sp.bosId = 1; r.sp.eosId = 2; r.sp.padId = -1;
+      r.sp.bosPiece = "<|begin_of_text|>"; r.sp.eosPiece = "<|end_of_text|>";
+      r.sp.userDefinedSymbols = {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};  // 3, 4, 5
+      r.config["bos_token_id"] = 1;
+      r.config["eos_token_id"] = 5;
+      r.config["rope_theta"] = 500000.0;
+      r.generation = {{"bos_token_id", 1}, {"eos_token_id", {2, 5}}};
+      r.tokenizerConfig = {{"add_bos_token", true}, {"add_eos_token", false}, {"bos_token", "<|begin_of_text|>"},
+                           {"eos_token", "<|eot_id|>"}, {"pad_token", nullptr}, {"unk_token", nullptr},
+                           {"chat_template", kLlama3Template}, {"tokenizer_class", "PreTrainedTokenizerFast"}};
+      r.specialTokens = {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
+    }
   } else if (f == "mistral") {
     r.config = {{"architectures", {"MistralForCausalLM"}}, {"attention_dropout", 0.0}, {"bos_token_id", 1},
                 {"eos_token_id", 2}, {"hidden_act", "silu"}, {"hidden_size", o.hidden}, {"initializer_range", 0.02},
@@ -241,6 +267,8 @@ void makeTinyCheckpoint(const std::string& outDirIn, const TinyOptions& o) {
   if (!opt.vocab) opt.vocab = 768;
   if (opt.family == "gemma2" && *opt.vocab < 640)
     throw Error("make-tiny", "gemma2 needs a vocab of at least 640 (108 special tokens, 256 bytes, the corpus characters)");
+  if (!opt.variant.empty() && !(opt.family == "llama" && opt.variant == "llama3"))
+    throw Error("make-tiny", "variant '" + opt.variant + "' is not known for family " + opt.family, "the llama family has variant llama3");
   TinyRecipe r = recipeFor(opt);
 
   fs::path outDir(outDirIn);

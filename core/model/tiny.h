@@ -27,6 +27,9 @@ struct TinyOptions {
   std::optional<bool> tied;            // default: the real model's
   uint64_t shardBytes = 0;             // 0 = one model.safetensors
   bool withTokenizer = true;
+  // family "llama" only: "llama3" writes Meta-Llama-3-Instruct's special tokens (<|begin_of_text|>,
+  // <|start_header_id|>, <|end_header_id|>, <|eot_id|>), chat template and stop ids instead of llm-jp-3's.
+  std::string variant;
   bool force = false;                  // replace an existing output folder
 };
 

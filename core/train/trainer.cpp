@@ -26,6 +26,7 @@
 #include "core/model/model_folder.h"
 #include "core/model/runtime.h"
 #include "core/text/tokenizer.h"
+#include "core/train/train_memory.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -98,6 +99,7 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where, 
     else if (k == "eval_max_new_tokens") get(v, k, c.evalMaxNewTokens);
     else if (k == "save_every") get(v, k, c.saveEvery);
     else if (k == "dtype") get(v, k, c.dtype);
+    else if (k == "gradient_checkpointing") get(v, k, c.gradientCheckpointing);
     else if (k == "device") get(v, k, c.device);
     else if (k == "export_merged") get(v, k, c.exportMerged);
     else if (k == "merged_dtype") get(v, k, c.mergedDtype);
@@ -106,7 +108,7 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where, 
                   "TRAIN.yaml takes model, data, eval_data, eval_split, chat_template, method, lora, learning_rate, weight_decay, "
                   "schedule, warmup_steps, steps, epochs, batch_size, grad_accum, clip_norm, seed, max_length, labels, "
                   "allow_unterminated, eval_every, eval_prompts, eval_max_new_tokens, save_every, dtype, device, export_merged, "
-                  "merged_dtype");
+                  "merged_dtype, gradient_checkpointing");
   }
   c.labels.mode = parseLabelMode(labels);
   c.baseDir = baseDir;
@@ -123,6 +125,8 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where, 
   if (c.batchSize <= 0 || c.gradAccum <= 0) throw Error(where, "batch_size and grad_accum must be positive");
   if (c.labels.maxLength < 2) throw Error(where, "max_length must be at least 2");
   if (c.learningRate <= 0) throw Error(where, "learning_rate must be positive");
+  if (!c.dtype.empty() && c.dtype != "fp32" && c.dtype != "float32" && c.dtype != "bf16" && c.dtype != "bfloat16")
+    throw Error(where, "dtype '" + c.dtype + "' is not fp32 or bf16", "training runs in fp32 or bf16 (fp16 would need loss scaling)");
   return c;
 }
 
@@ -132,8 +136,6 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where, 
 double LoraSpec::scale() const { return rsLora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / static_cast<double>(rank); }
 
 std::vector<std::string> loraTargets(const Model& m, const std::string& pattern) {
-  // Adapters act inside ops::linear; GPT-2's Conv1D layers do not go through it.
-  if (m.family().name == "gpt2") throw Error("lora", "LoRA is not supported for gpt2 models yet", "use method: full");
   std::regex re;
   try {
     re = std::regex(pattern);
@@ -144,7 +146,8 @@ std::vector<std::string> loraTargets(const Model& m, const std::string& pattern)
   static const std::string kW = ".weight";
   for (const auto& n : m.weightNames()) {
     if (n.size() <= kW.size() || n.compare(n.size() - kW.size(), kW.size(), kW) != 0) continue;
-    if (n.find(".layers.") == std::string::npos || m.weight(n).dim() != 2) continue;
+    // Decoder layers only: "model.layers.N." (Llama-style), "transformer.h.N." (GPT-2's Conv1D).
+    if ((n.find(".layers.") == std::string::npos && n.rfind("transformer.h.", 0) != 0) || m.weight(n).dim() != 2) continue;
     const std::string module = n.substr(0, n.size() - kW.size());
     if (std::regex_search(module, re)) out.push_back(module);
   }
@@ -157,13 +160,15 @@ std::vector<std::string> loraTargets(const Model& m, const std::string& pattern)
 std::vector<std::string> attachLora(Model& m, const LoraSpec& spec, uint64_t seed) {
   auto targets = loraTargets(m, spec.targetModules);
   auto gen = at::detail::createCPUGenerator(seed);
-  auto opts = at::TensorOptions().dtype(m.dtype()).device(m.device());
+  // fp32 adapters on a bf16 model (PEFT's choice too): updates of lr * 1e-3 would vanish in bf16.
+  auto opts = at::TensorOptions().dtype(m.dtype() == at::kDouble ? at::kDouble : at::kFloat).device(m.device());
   for (const auto& t : targets) {
-    const at::Tensor& w = m.weight(t + ".weight");  // [out, in]
-    const double bound = 1.0 / std::sqrt(static_cast<double>(w.size(1)));  // kaiming_uniform(a = sqrt(5)), as PEFT
+    const at::Tensor& w = m.weight(t + ".weight");  // [out, in]; GPT-2's Conv1D: [in, out]
+    const int64_t in = w.size(m.weightsAreInOut() ? 0 : 1), out = w.size(m.weightsAreInOut() ? 1 : 0);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));  // kaiming_uniform(a = sqrt(5)), as PEFT
     LinearAdapter a;
-    a.A = at::empty({spec.rank, w.size(1)}, at::kFloat).uniform_(-bound, bound, gen).to(opts).requires_grad_(true);  // [r, in]
-    a.B = at::zeros({w.size(0), spec.rank}, opts).requires_grad_(true);                                           // [out, r]
+    a.A = at::empty({spec.rank, in}, at::kFloat).uniform_(-bound, bound, gen).to(opts).requires_grad_(true);  // [r, in]
+    a.B = at::zeros({out, spec.rank}, opts).requires_grad_(true);                                           // [out, r]
     a.scale = spec.scale();
     a.dropout = spec.dropout;
     m.setAdapter(t, a);
@@ -218,10 +223,11 @@ void exportPeftAdapter(const Model& m, const LoraSpec& spec, const std::string& 
     shortNames.insert(module.substr(module.rfind('.') + 1));
   }
   if (tensors.empty()) throw Error(outDir, "the model has no LoRA adapters to export");
+  // fan_in_fan_out: GPT-2's Conv1D stores [in, out], as PEFT writes it for c_attn / c_proj / c_fc.
   json cfg = {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", spec.rank}, {"lora_alpha", spec.alpha},
               {"lora_dropout", spec.dropout}, {"target_modules", std::vector<std::string>(shortNames.begin(), shortNames.end())},
               {"bias", "none"}, {"base_model_name_or_path", baseModel}, {"use_rslora", spec.rsLora},
-              {"fan_in_fan_out", false}, {"inference_mode", true}, {"modules_to_save", nullptr},
+              {"fan_in_fan_out", m.weightsAreInOut()}, {"inference_mode", true}, {"modules_to_save", nullptr},
               {"init_lora_weights", true}, {"layers_to_transform", nullptr}, {"revision", nullptr}};
   buildFolderAtomically(outDir, [&](const fs::path& dir) {
     saveSafetensors((dir / "adapter_model.safetensors").string(), tensors);
@@ -275,8 +281,10 @@ void exportMerged(const Model& m, const ModelFolder& base, const std::string& ou
   for (const auto& n : m.weightNames()) {
     at::Tensor w = m.weight(n).detach().to(at::kFloat);
     const std::string module = n.size() > 7 ? n.substr(0, n.size() - 7) : n;
-    if (const LinearAdapter* a = m.adapter(module))
-      w = w + at::matmul(a->B.detach().to(at::kFloat), a->A.detach().to(at::kFloat)) * a->scale;  // [out, in]
+    if (const LinearAdapter* a = m.adapter(module)) {
+      at::Tensor delta = at::matmul(a->B.detach().to(at::kFloat), a->A.detach().to(at::kFloat)) * a->scale;  // [out, in]
+      w = w + (m.weightsAreInOut() ? delta.t() : delta);  // Conv1D weights are [in, out]
+    }
     const c10::ScalarType stored =
         !dtype.empty() ? forced : base.weights->has(n) ? toScalarType(base.weights->entry(n).dtype, n) : at::kFloat;
     tensors.push_back({n, w.to(stored).contiguous()});
@@ -389,8 +397,10 @@ EvalResult evaluate(const Model& m, const Tokenizer& tok, const std::vector<Toke
 
 namespace {
 
+// Parameters kept in bf16 (full fine-tuning of a bf16 model) get an fp32 master copy: the update is
+// made there and rounded into the model's weight, so small steps accumulate instead of vanishing.
 struct AdamW {
-  std::vector<at::Tensor> params, m, v;
+  std::vector<at::Tensor> params, m, v, master;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0;
   int64_t t = 0;
   void step(double lr) {
@@ -398,16 +408,22 @@ struct AdamW {
     ++t;
     const double c1 = 1 - std::pow(beta1, static_cast<double>(t)), c2 = 1 - std::pow(beta2, static_cast<double>(t));
     for (size_t i = 0; i < params.size(); ++i) {
-      at::Tensor& p = params[i];
-      if (!p.grad().defined()) continue;
-      const at::Tensor g = p.grad();
+      at::Tensor& param = params[i];
+      if (!param.grad().defined()) continue;
+      const bool reduced = param.scalar_type() == at::kBFloat16 || param.scalar_type() == at::kHalf;
+      if (reduced && !master[i].defined()) master[i] = param.detach().to(at::kFloat);
+      at::Tensor& p = reduced ? master[i] : param;
+      const at::Tensor g = reduced ? param.grad().to(at::kFloat) : param.grad();
       if (!m[i].defined()) m[i] = at::zeros_like(p), v[i] = at::zeros_like(p);
       if (weightDecay > 0) p.mul_(1 - lr * weightDecay);
       m[i].mul_(beta1).add_(g, 1 - beta1);
       v[i].mul_(beta2).addcmul_(g, g, 1 - beta2);
       p.addcdiv_(m[i] / c1, (v[i] / c2).sqrt_().add_(eps), -lr);
+      if (reduced) param.copy_(p);
     }
   }
+  // The value to save for parameter i (the fp32 master where there is one).
+  at::Tensor saved(size_t i) const { return (master[i].defined() ? master[i] : params[i]).detach(); }
   void zeroGrad() {
     for (auto& p : params)
       if (p.grad().defined()) p.mutable_grad().zero_();
@@ -416,7 +432,7 @@ struct AdamW {
     at::NoGradGuard noGrad;
     double sq = 0;
     for (auto& p : params)
-      if (p.grad().defined()) sq += p.grad().pow(2).sum().item<double>();
+      if (p.grad().defined()) sq += p.grad().to(at::kFloat).pow(2).sum().item<double>();
     const double norm = std::sqrt(sq);
     if (maxNorm > 0 && norm > maxNorm)
       for (auto& p : params)
@@ -499,6 +515,19 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
                             " answers end on a trained stop token: the model would not learn to stop",
                 "see the label audit; set allow_unterminated: true to train anyway");
 
+  {  // The memory plan, before anything is loaded (an estimate; see train_memory.h).
+    TrainMemoryInput mi;
+    mi.method = c.method;
+    mi.loraRank = c.rank;
+    mi.loraTargets = c.targetModules;
+    mi.batch = c.batchSize;
+    mi.sequence = std::min<int64_t>(c.labels.maxLength, std::max<int64_t>(1, res.audit.maxLength));
+    mi.weightBytesPerParameter = c.dtype == "bf16" || c.dtype == "bfloat16" ? 2 : 4;
+    mi.gradientCheckpointing = c.gradientCheckpointing;
+    onLine("memory plan (batch " + std::to_string(mi.batch) + " x " + std::to_string(mi.sequence) + " tokens" +
+           (c.gradientCheckpointing ? ", gradient checkpointing" : "") + "): " +
+           estimateTrainMemory(folder.config, folder.weights->parameterCount(), mi).describe());
+  }
   std::error_code ec;
   if (!resume) {
     fs::create_directories(runDir.parent_path().empty() ? fs::path(".") : runDir.parent_path(), ec);
@@ -530,6 +559,8 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
   }
   opt.m.resize(opt.params.size());
   opt.v.resize(opt.params.size());
+  opt.master.resize(opt.params.size());
+  model->gradientCheckpointing = c.gradientCheckpointing;
 
   const int64_t perStep = c.batchSize * c.gradAccum;
   const int64_t total = c.steps > 0 ? c.steps : std::max<int64_t>(1, c.epochs * ((static_cast<int64_t>(xs.size()) + perStep - 1) / perStep));
@@ -546,8 +577,14 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
     for (size_t i = 0; i < opt.params.size(); ++i) {
       const std::string k = std::to_string(i);
       if (!f->find("param." + k)) throw Error(ck.string(), "does not hold parameter " + k, "the run's config changed since it was saved");
-      opt.params[i].copy_(f->tensor("param." + k));
-      if (f->find("m." + k)) opt.m[i] = f->tensor("m." + k).to(opt.params[i].options()).clone(), opt.v[i] = f->tensor("v." + k).to(opt.params[i].options()).clone();
+      const at::Tensor saved = f->tensor("param." + k);
+      opt.params[i].copy_(saved);
+      if (opt.params[i].scalar_type() == at::kBFloat16 || opt.params[i].scalar_type() == at::kHalf)
+        opt.master[i] = saved.to(opt.params[i].device(), at::kFloat).clone();  // the fp32 master, not its rounding
+      if (f->find("m." + k)) {
+        const auto mo = opt.params[i].options().dtype(f->tensor("m." + k).scalar_type());  // moments keep their saved fp32
+        opt.m[i] = f->tensor("m." + k).to(mo).clone(), opt.v[i] = f->tensor("v." + k).to(mo).clone();
+      }
     }
     onLine("resuming " + runDir.string() + " at step " + std::to_string(startStep));
   }
@@ -575,7 +612,7 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
       std::vector<std::pair<std::string, at::Tensor>> ts;
       for (size_t i = 0; i < opt.params.size(); ++i) {
         const std::string k = std::to_string(i);
-        ts.push_back({"param." + k, opt.params[i].detach().contiguous()});
+        ts.push_back({"param." + k, opt.saved(i).contiguous()});
         if (opt.m[i].defined()) ts.push_back({"m." + k, opt.m[i].contiguous()}), ts.push_back({"v." + k, opt.v[i].contiguous()});
       }
       saveSafetensors((dir / "trainer_state.safetensors").string(), ts);

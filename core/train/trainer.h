@@ -55,6 +55,10 @@ struct TrainConfig {
   int64_t evalPrompts = 16;   // held-out prompts answered greedily for the stop-rate
   int64_t evalMaxNewTokens = 64;
   int64_t saveEvery = 0;      // steps; 0 = only at the end
+  // Memory: recompute each decoder layer's forward in backward instead of keeping its activations.
+  bool gradientCheckpointing = false;
+  // Weights' compute dtype: fp32 or bf16 (bfloat16). With bf16 the base weights are bf16 while LoRA
+  // A/B, full fine-tuning's master weights, AdamW moments, logits and the loss stay fp32.
   std::string dtype = "fp32";
   std::string device = "cpu";
   bool exportMerged = true;
@@ -81,6 +85,7 @@ struct LoraSpec {
 // kh::Error naming the pattern when none matches.
 std::vector<std::string> loraTargets(const Model& m, const std::string& pattern);
 // Attaches fresh adapters (A: kaiming-uniform as PEFT, B: zero) requiring grad; returns the modules.
+// Adapters are fp32 whatever the model's dtype (fp64 for an fp64 model: gradient checks).
 std::vector<std::string> attachLora(Model& m, const LoraSpec& spec, uint64_t seed);
 // PEFT adapter folder: adapter_config.json + adapter_model.safetensors (fp32).
 void exportPeftAdapter(const Model& m, const LoraSpec& spec, const std::string& baseModel, const std::string& outDir);
