@@ -20,6 +20,7 @@ struct RetrievalArgs {
   std::vector<std::string> files;
   int k = 5, candidates = 50, chunkChars = 200, overlapChars = 40;
   double k1 = 1.2, b = 0.75, denseWeight = 1.0, bm25Weight = 1.0, ratio = 0.5, zMin = 0.0;
+  int64_t hnswAbove = -1;  // -1: the store's recorded value
   bool json = false;
 };
 
@@ -29,6 +30,7 @@ retrieval::StoreOptions storeOptions(const RetrievalArgs& a) {
   o.chunking.overlapChars = a.overlapChars;
   o.bm25.k1 = a.k1;
   o.bm25.b = a.b;
+  if (a.hnswAbove >= 0) o.hnswAbove = a.hnswAbove;
   return o;
 }
 
@@ -38,6 +40,12 @@ std::unique_ptr<retrieval::DecoderEmbedder> embedderFor(const RetrievalArgs& a, 
   if (dir.empty() && !s.embedderModel().empty() && std::filesystem::exists(s.embedderModel())) dir = s.embedderModel();
   if (dir.empty()) return nullptr;
   return std::make_unique<retrieval::DecoderEmbedder>(dir);
+}
+
+std::string denseKind(const retrieval::DocumentStore& s) {
+  if (!s.dense()) return "";
+  return s.dense()->kind() == retrieval::DenseIndex::Kind::Hnsw ? " (HNSW above " + std::to_string(s.hnswAbove()) + ")"
+                                                                : " (exact flat up to " + std::to_string(s.hnswAbove()) + ")";
 }
 
 retrieval::EmbedProgress progressLine() {
@@ -80,6 +88,10 @@ void addIndex(CLI::App& app, Action& run) {
   add->add_option("--embedder", a->embedder, "Decoder model folder whose mean-pooled hidden states build the dense index");
   add->add_option("--chunk-chars", a->chunkChars, "Target chunk length in characters")->default_val(200);
   add->add_option("--overlap-chars", a->overlapChars, "Overlap between chunks in characters (whole sentences)")->default_val(40);
+  const std::string hnswHelp = "Dense index: HNSW (M 32, efConstruction 80, efSearch 128) above this many chunks, exact flat "
+                               "at or below; recorded in the store (default: the recorded value, else " +
+                               std::to_string(retrieval::kDefaultHnswAbove) + ")";
+  add->add_option("--hnsw-above", a->hnswAbove, hnswHelp);
   add->callback([a, &run]() { run = [a]() {
     auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
     auto emb = embedderFor(*a, s);
@@ -87,17 +99,18 @@ void addIndex(CLI::App& app, Action& run) {
     const auto r = s.importFiles(a->files, emb.get(), progressLine());
     std::cout << a->store << ": " << r.added << " added, " << r.updated << " updated, " << r.unchanged << " unchanged; "
               << s.documents().size() << " documents, " << s.chunks().size() << " chunks"
-              << (s.hasDense() ? ", dense by " + s.embedderIdentity() : ", BM25 only") << "\n";
+              << (s.hasDense() ? ", dense by " + s.embedderIdentity() + denseKind(s) : ", BM25 only") << "\n";
   }; });
   auto* rebuild = index->add_subcommand("rebuild", "Rebuild the BM25 and dense indexes from the stored chunks");
   rebuild->add_option("store", a->store, "Store folder")->required();
   rebuild->add_option("--embedder", a->embedder, "Embedder model folder (default: the recorded one)");
+  rebuild->add_option("--hnsw-above", a->hnswAbove, hnswHelp);
   rebuild->callback([a, &run]() { run = [a]() {
     // Read the chunks without the (possibly corrupt) indexes: open a fresh store from store.json.
     auto s = retrieval::DocumentStore::openChunksOnly(a->store, storeOptions(*a));
     auto emb = embedderFor(*a, s);
     s.rebuild(emb.get(), progressLine());
-    std::cout << a->store << ": rebuilt " << s.chunks().size() << " chunks\n";
+    std::cout << a->store << ": rebuilt " << s.chunks().size() << " chunks" << denseKind(s) << "\n";
   }; });
 }
 

@@ -1,7 +1,8 @@
-// Embedders and the FAISS exact index for retrieval.
+// Embedders and the FAISS index (flat, or HNSW above a size) for retrieval.
 #include "core/retrieval/dense.h"
 
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/IDSelector.h>
@@ -109,25 +110,77 @@ std::vector<float> DecoderEmbedder::embed(const std::vector<std::string>& texts,
 
 // ---------------------------------------------------------------------------------------------
 
-DenseIndex::DenseIndex(int dim) : dim_(dim) {
+namespace {
+
+faiss::IndexIDMap2* newMap(int dim, DenseIndex::Kind kind, const HnswSettings& hs) {
+  faiss::Index* inner = nullptr;
+  if (kind == DenseIndex::Kind::Flat) {
+    inner = new faiss::IndexFlatIP(dim);
+  } else {
+    auto* h = new faiss::IndexHNSWFlat(dim, hs.m, faiss::METRIC_INNER_PRODUCT);
+    h->hnsw.efConstruction = hs.efConstruction;
+    h->hnsw.efSearch = hs.efSearch;
+    inner = h;
+  }
+  auto* map = new faiss::IndexIDMap2(inner);
+  map->own_fields = true;
+  return map;
+}
+
+faiss::IndexIDMap2& asMap(const std::unique_ptr<faiss::Index>& ix) { return *static_cast<faiss::IndexIDMap2*>(ix.get()); }
+
+}  // namespace
+
+DenseIndex::DenseIndex(int dim, int64_t hnswAbove, HnswSettings hnsw) : dim_(dim), hnswAbove_(hnswAbove), hnsw_(hnsw) {
   // FAISS scans with its own SIMD loop below 20 queries; Debian's build of that loop is generic,
   // while OpenBLAS dispatches to AVX2/AVX-512 at run time. One query through BLAS: see
   // tests/bench/retrieval_bench.cpp for the measured difference. Same results (exact search).
   faiss::distance_compute_blas_threshold = 1;
-  auto* flat = new faiss::IndexFlatIP(dim);
-  auto* map = new faiss::IndexIDMap2(flat);
-  map->own_fields = true;
-  index_.reset(map);
+  index_.reset(newMap(dim, Kind::Flat, hnsw_));
 }
 DenseIndex::~DenseIndex() = default;
 DenseIndex::DenseIndex(DenseIndex&&) noexcept = default;
 DenseIndex& DenseIndex::operator=(DenseIndex&&) noexcept = default;
 
-int64_t DenseIndex::size() const { return index_->ntotal; }
+int64_t DenseIndex::size() const { return index_->ntotal - tombstones_; }
+
+void DenseIndex::rebuildAs(Kind kind, const std::vector<int64_t>& keys, const std::vector<float>& vectors) {
+  std::unique_ptr<faiss::Index> fresh(newMap(dim_, kind, hnsw_));
+  std::vector<faiss::Index::idx_t> ids(keys.begin(), keys.end());
+  if (!ids.empty()) fresh->add_with_ids(static_cast<faiss::Index::idx_t>(ids.size()), vectors.data(), ids.data());
+  index_ = std::move(fresh);
+  kind_ = kind;
+  tombstones_ = 0;
+}
+
+void DenseIndex::liveVectors(std::vector<int64_t>& keys, std::vector<float>& vectors) const {
+  const auto& map = asMap(index_);
+  keys.clear();
+  vectors.clear();
+  keys.reserve(static_cast<size_t>(size()));
+  vectors.reserve(static_cast<size_t>(size()) * static_cast<size_t>(dim_));
+  std::vector<float> row(static_cast<size_t>(dim_));
+  for (faiss::Index::idx_t i = 0; i < map.ntotal; ++i) {
+    const auto key = map.id_map[static_cast<size_t>(i)];
+    if (key < 0) continue;  // tombstone
+    map.index->reconstruct(i, row.data());
+    keys.push_back(key);
+    vectors.insert(vectors.end(), row.begin(), row.end());
+  }
+}
 
 void DenseIndex::add(const std::vector<int64_t>& keys, const std::vector<float>& vectors) {
   KH_ASSERT(vectors.size() == keys.size() * static_cast<size_t>(dim_), "vectors must be [keys, dim]");
   if (keys.empty()) return;
+  if (kind_ == Kind::Flat && size() + static_cast<int64_t>(keys.size()) > hnswAbove_) {
+    std::vector<int64_t> all;
+    std::vector<float> vecs;
+    liveVectors(all, vecs);
+    all.insert(all.end(), keys.begin(), keys.end());
+    vecs.insert(vecs.end(), vectors.begin(), vectors.end());
+    rebuildAs(Kind::Hnsw, all, vecs);
+    return;
+  }
   std::vector<faiss::Index::idx_t> ids(keys.begin(), keys.end());
   index_->add_with_ids(static_cast<faiss::Index::idx_t>(keys.size()), vectors.data(), ids.data());
 }
@@ -135,19 +188,54 @@ void DenseIndex::add(const std::vector<int64_t>& keys, const std::vector<float>&
 void DenseIndex::remove(const std::vector<int64_t>& keys) {
   if (keys.empty()) return;
   std::vector<faiss::Index::idx_t> ids(keys.begin(), keys.end());
-  faiss::IDSelectorBatch sel(ids.size(), ids.data());
-  index_->remove_ids(sel);
+  if (kind_ == Kind::Flat) {
+    faiss::IDSelectorBatch sel(ids.size(), ids.data());
+    index_->remove_ids(sel);
+    return;
+  }
+  auto& map = asMap(index_);
+  for (auto key : ids) {
+    auto it = map.rev_map.find(key);
+    if (it == map.rev_map.end()) continue;
+    map.id_map[static_cast<size_t>(it->second)] = -1;
+    map.rev_map.erase(it);
+    ++tombstones_;
+  }
+  if (tombstones_ > 1000 || tombstones_ * 10 > index_->ntotal) {  // compaction
+    std::vector<int64_t> live;
+    std::vector<float> vecs;
+    liveVectors(live, vecs);
+    rebuildAs(static_cast<int64_t>(live.size()) > hnswAbove_ ? Kind::Hnsw : Kind::Flat, live, vecs);
+  }
 }
 
 std::vector<DenseHit> DenseIndex::search(const float* query, int k) const {
-  k = static_cast<int>(std::min<int64_t>(k, index_->ntotal));
+  k = static_cast<int>(std::min<int64_t>(k, size()));
   if (k <= 0) return {};
-  std::vector<float> d(static_cast<size_t>(k));
-  std::vector<faiss::Index::idx_t> l(static_cast<size_t>(k));
-  index_->search(1, query, k, d.data(), l.data());
   std::vector<DenseHit> hits;
-  for (int i = 0; i < k; ++i)
-    if (l[static_cast<size_t>(i)] >= 0) hits.push_back({l[static_cast<size_t>(i)], d[static_cast<size_t>(i)]});
+  if (kind_ == Kind::Flat) {
+    std::vector<float> d(static_cast<size_t>(k));
+    std::vector<faiss::Index::idx_t> l(static_cast<size_t>(k));
+    index_->search(1, query, k, d.data(), l.data());
+    for (int i = 0; i < k; ++i)
+      if (l[static_cast<size_t>(i)] >= 0) hits.push_back({l[static_cast<size_t>(i)], d[static_cast<size_t>(i)]});
+    return hits;
+  }
+  // HNSW: ask the graph itself (its positions), with room for the tombstones, and map positions to
+  // keys here; the search parameters are per call, so concurrent searches do not share state.
+  const auto& map = asMap(index_);
+  const auto kk = static_cast<faiss::Index::idx_t>(std::min<int64_t>(index_->ntotal, k + tombstones_));
+  faiss::SearchParametersHNSW params;
+  params.efSearch = static_cast<int>(std::max<int64_t>(hnsw_.efSearch, kk));
+  std::vector<float> d(static_cast<size_t>(kk));
+  std::vector<faiss::Index::idx_t> l(static_cast<size_t>(kk));
+  map.index->search(1, query, kk, d.data(), l.data(), &params);
+  for (faiss::Index::idx_t i = 0; i < kk && static_cast<int>(hits.size()) < k; ++i) {
+    const auto pos = l[static_cast<size_t>(i)];
+    if (pos < 0) continue;
+    const auto key = map.id_map[static_cast<size_t>(pos)];
+    if (key >= 0) hits.push_back({key, d[static_cast<size_t>(i)]});
+  }
   return hits;
 }
 
@@ -161,7 +249,7 @@ void DenseIndex::save(const std::string& path) const {
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path, "cannot rename " + tmp + " into place");
 }
 
-DenseIndex DenseIndex::load(const std::string& path, int expectedDim) {
+DenseIndex DenseIndex::load(const std::string& path, int expectedDim, int64_t hnswAbove) {
   const std::string hint = "rebuild the store's indexes with `kumihimo-cli index rebuild STORE`";
   if (!std::filesystem::exists(path)) throw Error(path, "dense index missing", hint);
   faiss::Index* raw = nullptr;
@@ -171,9 +259,16 @@ DenseIndex DenseIndex::load(const std::string& path, int expectedDim) {
     throw Error(path, "corrupt dense index (FAISS could not read it)", hint);
   }
   std::unique_ptr<faiss::Index> owned(raw);
-  if (!dynamic_cast<faiss::IndexIDMap2*>(raw) || raw->d != expectedDim)
+  auto* map = dynamic_cast<faiss::IndexIDMap2*>(raw);
+  if (!map || raw->d != expectedDim)
     throw Error(path, "dense index is not an IndexIDMap2 of dimension " + std::to_string(expectedDim), hint);
-  DenseIndex ix(expectedDim);
+  DenseIndex ix(expectedDim, hnswAbove);
+  if (dynamic_cast<faiss::IndexHNSWFlat*>(map->index) && map->index->metric_type == faiss::METRIC_INNER_PRODUCT) {
+    ix.kind_ = Kind::Hnsw;
+    ix.tombstones_ = std::count(map->id_map.begin(), map->id_map.end(), faiss::Index::idx_t(-1));
+  } else if (!dynamic_cast<faiss::IndexFlatIP*>(map->index)) {
+    throw Error(path, "dense index is neither flat nor HNSW inner product", hint);
+  }
   ix.index_ = std::move(owned);
   return ix;
 }

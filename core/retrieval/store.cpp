@@ -119,6 +119,7 @@ DocumentStore DocumentStore::openImpl(const std::string& dir, const StoreOptions
   s.dir_ = dir;
   s.options_ = options;
   s.bm25_ = Bm25Index(options.bm25);
+  s.hnswAbove_ = options.hnswAbove.value_or(kDefaultHnswAbove);
   const fs::path current = fs::path(dir) / "CURRENT";
   if (!fs::exists(current)) return s;
   std::string gen = readAll(current.string());
@@ -136,6 +137,7 @@ DocumentStore DocumentStore::openImpl(const std::string& dir, const StoreOptions
   s.embedderIdentity_ = j.value("embedder", "");
   s.embedderModel_ = j.value("embedder_model", "");
   s.embedderDim_ = j.value("embedder_dim", 0);
+  s.hnswAbove_ = options.hnswAbove ? *options.hnswAbove : j.value("hnsw_above", kDefaultHnswAbove);
   if (j.contains("chunking")) {
     s.options_.chunking.targetChars = j["chunking"].value("target_chars", 200);
     s.options_.chunking.overlapChars = j["chunking"].value("overlap_chars", 40);
@@ -167,7 +169,7 @@ DocumentStore DocumentStore::openImpl(const std::string& dir, const StoreOptions
     throw Error((g / "bm25.bin").string(), "BM25 index has " + std::to_string(s.bm25_.size()) + " chunks, the store " +
                                                std::to_string(s.chunks_.size()), hint);
   if (!s.embedderIdentity_.empty()) {
-    s.dense_ = std::make_unique<DenseIndex>(DenseIndex::load((g / "dense.faiss").string(), s.embedderDim_));
+    s.dense_ = std::make_unique<DenseIndex>(DenseIndex::load((g / "dense.faiss").string(), s.embedderDim_, s.hnswAbove_));
     if (s.dense_->size() != static_cast<int64_t>(s.chunks_.size()))
       throw Error((g / "dense.faiss").string(), "dense index has " + std::to_string(s.dense_->size()) +
                                                     " vectors, the store " + std::to_string(s.chunks_.size()) + " chunks", hint);
@@ -184,7 +186,7 @@ void DocumentStore::save() {
   fs::create_directories(g);
   nlohmann::json j = {{"format", "kumihimo-retrieval-store"}, {"version", 1}, {"generation", generation_},
                       {"next_key", nextKey_}, {"embedder", embedderIdentity_}, {"embedder_model", embedderModel_},
-                      {"embedder_dim", embedderDim_},
+                      {"embedder_dim", embedderDim_}, {"hnsw_above", hnswAbove_},
                       {"chunking", {{"target_chars", options_.chunking.targetChars}, {"overlap_chars", options_.chunking.overlapChars}}}};
   nlohmann::json docs = nlohmann::json::array(), chunks = nlohmann::json::array();
   for (const auto& d : docs_)
@@ -249,7 +251,7 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
   if (embedder && embedderIdentity_.empty() && chunks_.empty()) {
     embedderIdentity_ = embedder->identity();
     embedderDim_ = embedder->dim();
-    dense_ = std::make_unique<DenseIndex>(embedderDim_);
+    dense_ = std::make_unique<DenseIndex>(embedderDim_, hnswAbove_);
   } else if (embedder && embedderIdentity_.empty()) {
     throw Error(dir_, "this store was built without an embedder", "build a new store with --embedder");
   }
@@ -319,7 +321,7 @@ void DocumentStore::rebuild(const Embedder* embedder, const EmbedProgress& progr
   rebuildBm25();
   if (!embedderIdentity_.empty()) {
     checkEmbedder(embedder, false);
-    dense_ = std::make_unique<DenseIndex>(embedderDim_);
+    dense_ = std::make_unique<DenseIndex>(embedderDim_, hnswAbove_);
     std::vector<std::string> texts;
     std::vector<int64_t> keys;
     for (const auto& c : chunks_) texts.push_back(c.text), keys.push_back(c.key);

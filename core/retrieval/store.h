@@ -93,6 +93,9 @@ struct RetrievalHit {
 struct StoreOptions {
   ChunkOptions chunking;
   Bm25Params bm25;
+  // Dense index kind: HNSW above this many chunks, exact flat at or below. Unset: what the store
+  // recorded (store.json "hnsw_above"), else kDefaultHnswAbove. Set: recorded for later opens.
+  std::optional<int64_t> hnswAbove;
 };
 
 class DocumentStore {
@@ -124,6 +127,8 @@ class DocumentStore {
   const std::string& embedderModel() const { return embedderModel_; }        // model folder it was given as
   void setEmbedderModel(const std::string& dir) { embedderModel_ = dir; }
   bool hasDense() const { return dense_ != nullptr; }
+  const DenseIndex* dense() const { return dense_.get(); }
+  int64_t hnswAbove() const { return hnswAbove_; }
   Bm25Index& bm25() { return bm25_; }
   const Bm25Index& bm25() const { return bm25_; }
   const Chunk* chunkByKey(int64_t key) const;
@@ -141,6 +146,7 @@ class DocumentStore {
   int64_t nextKey_ = 0;
   std::string embedderIdentity_, embedderModel_;
   int embedderDim_ = 0;
+  int64_t hnswAbove_ = kDefaultHnswAbove;
   Bm25Index bm25_;
   std::unique_ptr<DenseIndex> dense_;
   std::unordered_map<int64_t, size_t> byKey_;
