@@ -84,7 +84,10 @@ void addIndex(CLI::App& app, Action& run) {
   index->require_subcommand(1);
   auto* add = index->add_subcommand("add", "Import text, Markdown and JSONL files (changed documents only are redone)");
   add->add_option("store", a->store, "Store folder (created when missing)")->required();
-  add->add_option("files", a->files, "Files to import")->required();
+  add->add_option("files", a->files,
+                  "Files or folders (.txt .md .markdown .jsonl, recursively) to import; documents that came from them "
+                  "and are gone (a deleted file, a JSONL id no longer there) are removed")
+      ->required();
   add->add_option("--embedder", a->embedder, "Decoder model folder whose mean-pooled hidden states build the dense index");
   add->add_option("--chunk-chars", a->chunkChars, "Target chunk length in characters")->default_val(200);
   add->add_option("--overlap-chars", a->overlapChars, "Overlap between chunks in characters (whole sentences)")->default_val(40);
@@ -97,7 +100,7 @@ void addIndex(CLI::App& app, Action& run) {
     auto emb = embedderFor(*a, s);
     if (emb && s.embedderModel().empty()) s.setEmbedderModel(std::filesystem::absolute(emb->modelDir()).string());
     const auto r = s.importFiles(a->files, emb.get(), progressLine());
-    std::cout << a->store << ": " << r.added << " added, " << r.updated << " updated, " << r.unchanged << " unchanged; "
+    std::cout << a->store << ": " << r.added << " added, " << r.updated << " updated, " << r.unchanged << " unchanged, " << r.removed << " removed; "
               << s.documents().size() << " documents, " << s.chunks().size() << " chunks"
               << (s.hasDense() ? ", dense by " + s.embedderIdentity() + denseKind(s) : ", BM25 only") << "\n";
   }; });

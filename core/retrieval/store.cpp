@@ -46,7 +46,31 @@ void writeAtomically(const std::string& path, const std::string& bytes) {
 
 bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 
+std::string absolutePath(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
+
+// `origin` is `scope` or lies under the folder `scope`.
+bool inScope(const std::string& origin, const std::string& scope) {
+  if (origin.empty()) return false;
+  if (origin == scope) return true;
+  const std::string dir = !scope.empty() && scope.back() == '/' ? scope : scope + "/";
+  return origin.compare(0, dir.size(), dir) == 0;
+}
+
 }  // namespace
+
+std::vector<std::string> sourceFilesOf(const std::string& path) {
+  if (fs::is_regular_file(path)) return {path};
+  if (!fs::is_directory(path)) throw Error(path, "no such file or folder");
+  std::vector<std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(path)) {
+    const std::string ext = e.path().extension().string();
+    if (e.is_regular_file() && (ext == ".txt" || ext == ".md" || ext == ".markdown" || ext == ".jsonl"))
+      files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  if (files.empty()) throw Error(path, "folder has no .txt, .md, .markdown or .jsonl files");
+  return files;
+}
 
 std::vector<SourceDocument> readSourceFile(const std::string& path) {
   if (!fs::is_regular_file(path)) throw Error(path, "no such file");
@@ -56,6 +80,7 @@ std::vector<SourceDocument> readSourceFile(const std::string& path) {
     throw Error(path, "binary file (NUL byte at byte " + std::to_string(nul) + ")", "import text, Markdown or JSONL");
   decodeUtf8(bytes, path);  // throws with the byte offset and line
   const fs::path p(path);
+  const std::string origin = absolutePath(path);
   std::vector<SourceDocument> out;
   if (p.extension() == ".jsonl") {
     std::istringstream in(bytes);
@@ -78,6 +103,7 @@ std::vector<SourceDocument> readSourceFile(const std::string& path) {
                               : p.stem().string() + ":" + std::to_string(n);
       if (j.contains("metadata")) d.metadata = j["metadata"];
       d.source = where;
+      d.origin = origin;
       out.push_back(std::move(d));
     }
   } else {
@@ -85,6 +111,7 @@ std::vector<SourceDocument> readSourceFile(const std::string& path) {
     d.id = p.filename().string();
     d.text = bytes;
     d.source = path;
+    d.origin = origin;
     out.push_back(std::move(d));
   }
   return out;
@@ -157,6 +184,7 @@ DocumentStore DocumentStore::openImpl(const std::string& dir, const StoreOptions
     Document doc;
     doc.id = d["id"];
     doc.source = d["source"];
+    doc.origin = d.value("origin", "");  // stores from before origins: nothing vanishes
     doc.hash = d["hash"];
     doc.metadata = d["metadata"];
     doc.chunkKeys = d["chunks"].get<std::vector<int64_t>>();
@@ -190,7 +218,7 @@ void DocumentStore::save() {
                       {"chunking", {{"target_chars", options_.chunking.targetChars}, {"overlap_chars", options_.chunking.overlapChars}}}};
   nlohmann::json docs = nlohmann::json::array(), chunks = nlohmann::json::array();
   for (const auto& d : docs_)
-    docs.push_back({{"id", d.id}, {"source", d.source}, {"hash", d.hash}, {"metadata", d.metadata}, {"chunks", d.chunkKeys}});
+    docs.push_back({{"id", d.id}, {"source", d.source}, {"origin", d.origin}, {"hash", d.hash}, {"metadata", d.metadata}, {"chunks", d.chunkKeys}});
   for (const auto& c : chunks_)
     chunks.push_back({{"key", c.key}, {"id", c.id}, {"doc", c.docId}, {"text", c.text}, {"begin", c.begin}, {"end", c.end}});
   j["documents"] = std::move(docs);
@@ -236,18 +264,22 @@ void DocumentStore::rebuildBm25() {
   }
 }
 
-ImportReport DocumentStore::importFiles(const std::vector<std::string>& files, const Embedder* embedder,
+ImportReport DocumentStore::importFiles(const std::vector<std::string>& paths, const Embedder* embedder,
                                         const EmbedProgress& progress) {
   std::vector<SourceDocument> docs;
-  for (const auto& f : files) {
-    auto d = readSourceFile(f);
-    docs.insert(docs.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
+  std::vector<std::string> scopes;
+  for (const auto& path : paths) {
+    for (const auto& f : sourceFilesOf(path)) {
+      auto d = readSourceFile(f);
+      docs.insert(docs.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
+    }
+    scopes.push_back(absolutePath(path));
   }
-  return importDocuments(docs, embedder, progress);
+  return importDocuments(docs, embedder, progress, scopes);
 }
 
 ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& in, const Embedder* embedder,
-                                            const EmbedProgress& progress) {
+                                            const EmbedProgress& progress, const std::vector<std::string>& scopes) {
   if (embedder && embedderIdentity_.empty() && chunks_.empty()) {
     embedderIdentity_ = embedder->identity();
     embedderDim_ = embedder->dim();
@@ -270,6 +302,8 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
       doc = &docs_[it->second];
       if (doc->hash == h) {
         doc->metadata = sd.metadata;
+        doc->source = sd.source;
+        doc->origin = sd.origin;
         ++report.unchanged;
         continue;
       }
@@ -284,6 +318,7 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
       ++report.added;
     }
     doc->source = sd.source;
+    doc->origin = sd.origin;
     doc->hash = h;
     doc->metadata = sd.metadata;
     const auto pieces = chunkText(decodeUtf8(sd.text, sd.source), options_.chunking);
@@ -298,6 +333,21 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
       doc->chunkKeys.push_back(c.key);
       fresh.push_back(std::move(c));
     }
+  }
+  // Vanished: documents from the imported files and folders that this import did not produce.
+  if (!scopes.empty()) {
+    std::vector<Document> kept;
+    for (auto& d : docs_) {
+      const bool gone = !seen.count(d.id) &&
+                        std::any_of(scopes.begin(), scopes.end(), [&](const std::string& sc) { return inScope(d.origin, sc); });
+      if (gone) {
+        removed.insert(d.chunkKeys.begin(), d.chunkKeys.end());
+        ++report.removed;
+      } else {
+        kept.push_back(std::move(d));
+      }
+    }
+    docs_ = std::move(kept);
   }
   if (dense_) {
     std::vector<std::string> texts;
