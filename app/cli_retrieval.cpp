@@ -8,6 +8,7 @@
 
 #include "app/cli_commands.h"
 #include "core/error.h"
+#include "core/retrieval/encoder_embedder.h"
 #include "core/retrieval/eval.h"
 #include "core/retrieval/store.h"
 
@@ -16,7 +17,7 @@ namespace kh::cli {
 namespace {
 
 struct RetrievalArgs {
-  std::string store, query, queries, embedder, method = "fused", threshold = "relative", out;
+  std::string store, query, queries, embedder, prefix = "auto", method = "fused", threshold = "relative", out;
   std::vector<std::string> files;
   int k = 5, candidates = 50, chunkChars = 200, overlapChars = 40;
   double k1 = 1.2, b = 0.75, denseWeight = 1.0, bm25Weight = 1.0, ratio = 0.5, zMin = 0.0;
@@ -34,12 +35,13 @@ retrieval::StoreOptions storeOptions(const RetrievalArgs& a) {
   return o;
 }
 
-// The embedder to use: --embedder, else the model the store recorded (when it still exists).
-std::unique_ptr<retrieval::DecoderEmbedder> embedderFor(const RetrievalArgs& a, const retrieval::DocumentStore& s) {
-  std::string dir = a.embedder;
-  if (dir.empty() && !s.embedderModel().empty() && std::filesystem::exists(s.embedderModel())) dir = s.embedderModel();
-  if (dir.empty()) return nullptr;
-  return std::make_unique<retrieval::DecoderEmbedder>(dir);
+// The embedder to use: --embedder (with --prefix), else the one the store recorded (when its model
+// folder still exists; its prefix style comes with it).
+std::unique_ptr<retrieval::Embedder> embedderFor(const RetrievalArgs& a, const retrieval::DocumentStore& s) {
+  if (!a.embedder.empty()) return retrieval::openEmbedder(a.embedder, a.prefix);
+  const std::string& rec = s.embedderModel();
+  if (rec.empty() || !std::filesystem::exists(retrieval::embedderFolder(rec))) return nullptr;
+  return retrieval::openEmbedder(rec, "auto");
 }
 
 std::string denseKind(const retrieval::DocumentStore& s) {
@@ -55,7 +57,9 @@ retrieval::EmbedProgress progressLine() {
 }
 
 void addSearchFlags(CLI::App* sub, RetrievalArgs& a) {
-  sub->add_option("--embedder", a.embedder, "Model folder of the embedder (default: the one the store was built with)");
+  sub->add_option("--embedder", a.embedder, "Embedder: DIR, encoder:DIR or decoder:DIR (default: the one the store was built with)");
+  sub->add_option("--prefix", a.prefix, "Encoder query/passage prefixes: e5 | ruri | ruri-v3 | none | auto (from the folder name)")
+      ->default_val("auto");
   sub->add_option("--candidates", a.candidates, "Top-k taken from each of dense and BM25 before fusion")->default_val(50);
   sub->add_option("--dense-weight", a.denseWeight, "RRF weight of the dense ranking")->default_val(1.0);
   sub->add_option("--bm25-weight", a.bm25Weight, "RRF weight of the BM25 ranking")->default_val(1.0);
@@ -88,7 +92,13 @@ void addIndex(CLI::App& app, Action& run) {
                   "Files or folders (.txt .md .markdown .jsonl, recursively) to import; documents that came from them "
                   "and are gone (a deleted file, a JSONL id no longer there) are removed")
       ->required();
-  add->add_option("--embedder", a->embedder, "Decoder model folder whose mean-pooled hidden states build the dense index");
+  add->add_option("--embedder", a->embedder,
+                  "Embedder for the dense index: encoder:DIR (BERT / XLM-RoBERTa, mean-pooled, e.g. multilingual-e5), "
+                  "decoder:DIR (mean-pooled final hidden states of a decoder), or DIR (chosen by config.json model_type)");
+  add->add_option("--prefix", a->prefix,
+                  "Encoder prefixes (query/passage): e5 = 'query: '/'passage: ', ruri = 'クエリ: '/'文章: ', ruri-v3 = "
+                  "'検索クエリ: '/'検索文書: ', none, or auto (from the folder name); part of the store's embedder identity")
+      ->default_val("auto");
   add->add_option("--chunk-chars", a->chunkChars, "Target chunk length in characters")->default_val(200);
   add->add_option("--overlap-chars", a->overlapChars, "Overlap between chunks in characters (whole sentences)")->default_val(40);
   const std::string hnswHelp = "Dense index: HNSW (M 32, efConstruction 80, efSearch 128) above this many chunks, exact flat "
@@ -98,7 +108,7 @@ void addIndex(CLI::App& app, Action& run) {
   add->callback([a, &run]() { run = [a]() {
     auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
     auto emb = embedderFor(*a, s);
-    if (emb && s.embedderModel().empty()) s.setEmbedderModel(std::filesystem::absolute(emb->modelDir()).string());
+    if (emb && s.embedderModel().empty()) s.setEmbedderModel(emb->spec());
     const auto r = s.importFiles(a->files, emb.get(), progressLine());
     std::cout << a->store << ": " << r.added << " added, " << r.updated << " updated, " << r.unchanged << " unchanged, " << r.removed << " removed; "
               << s.documents().size() << " documents, " << s.chunks().size() << " chunks"
@@ -106,7 +116,8 @@ void addIndex(CLI::App& app, Action& run) {
   }; });
   auto* rebuild = index->add_subcommand("rebuild", "Rebuild the BM25 and dense indexes from the stored chunks");
   rebuild->add_option("store", a->store, "Store folder")->required();
-  rebuild->add_option("--embedder", a->embedder, "Embedder model folder (default: the recorded one)");
+  rebuild->add_option("--embedder", a->embedder, "Embedder: DIR, encoder:DIR or decoder:DIR (default: the recorded one)");
+  rebuild->add_option("--prefix", a->prefix, "Encoder prefixes: e5 | ruri | ruri-v3 | none | auto")->default_val("auto");
   rebuild->add_option("--hnsw-above", a->hnswAbove, hnswHelp);
   rebuild->callback([a, &run]() { run = [a]() {
     // Read the chunks without the (possibly corrupt) indexes: open a fresh store from store.json.
@@ -131,7 +142,7 @@ void addRetrieve(CLI::App& app, Action& run) {
   addSearchFlags(sub, *a);
   sub->callback([a, &run]() { run = [a]() {
     auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
-    std::unique_ptr<retrieval::DecoderEmbedder> emb;
+    std::unique_ptr<retrieval::Embedder> emb;
     if (a->method != "bm25") emb = embedderFor(*a, s);
     const auto hits = s.search(a->query, searchOptions(*a), emb.get());
     if (a->json) {
@@ -181,7 +192,7 @@ std::function<std::string(const std::string&)> makeRagAugmenter(const std::strin
     throw Error(storeDir, "not a retrieval store", "build one with `kumihimo-cli index add STORE FILES...`");
   auto store = std::make_shared<retrieval::DocumentStore>(retrieval::DocumentStore::open(storeDir));
   RetrievalArgs a;
-  std::shared_ptr<retrieval::DecoderEmbedder> emb = embedderFor(a, *store);
+  std::shared_ptr<retrieval::Embedder> emb = embedderFor(a, *store);
   retrieval::SearchOptions o;
   o.k = std::max(1, k);
   o.method = emb ? retrieval::Method::Fused : retrieval::Method::Bm25;

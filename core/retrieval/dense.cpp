@@ -66,6 +66,7 @@ DecoderEmbedder::DecoderEmbedder(const std::string& modelDir, int batchSize, int
 }
 
 DecoderEmbedder::~DecoderEmbedder() = default;
+std::string DecoderEmbedder::spec() const { return std::filesystem::absolute(dir_).lexically_normal().string(); }
 
 std::vector<float> DecoderEmbedder::embed(const std::vector<std::string>& texts, const EmbedProgress& progress) const {
   std::vector<std::vector<int64_t>> ids(texts.size());

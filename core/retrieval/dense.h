@@ -30,8 +30,12 @@ class Embedder {
   // What built a store's vectors; a store refuses queries from an embedder with another identity.
   virtual std::string identity() const = 0;
   virtual int dim() const = 0;
-  // Unit vectors, row-major [texts.size(), dim()].
+  // Unit vectors, row-major [texts.size(), dim()], of passages (what a store indexes).
   virtual std::vector<float> embed(const std::vector<std::string>& texts, const EmbedProgress& progress = {}) const = 0;
+  // A query's unit vector [dim()]; embedders with query/passage prefixes use the query one.
+  virtual std::vector<float> embedQuery(const std::string& query) const { return embed({query}); }
+  // What a store records to reopen this embedder (openEmbedder() reads it back); "" when it cannot.
+  virtual std::string spec() const { return ""; }
 };
 
 // Mean of the final hidden states (after the last norm) of any decoder the engine runs, over the
@@ -46,6 +50,7 @@ class DecoderEmbedder : public Embedder {
   int dim() const override { return dim_; }
   std::vector<float> embed(const std::vector<std::string>& texts, const EmbedProgress& progress = {}) const override;
   const std::string& modelDir() const { return dir_; }
+  std::string spec() const override;
 
  private:
   std::string dir_, identity_;

@@ -405,7 +405,7 @@ std::vector<RetrievalHit> DocumentStore::search(const std::string& query, const 
     return it->second;
   };
   if (wantDense) {
-    const auto qv = embedder->embed({query});
+    const auto qv = embedder->embedQuery(query);
     const auto dh = dense_->search(qv.data(), o.candidates);
     for (size_t r = 0; r < dh.size(); ++r) {
       RetrievalHit& h = hit(dh[r].key);
