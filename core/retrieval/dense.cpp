@@ -3,6 +3,9 @@
 
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
+#include <faiss/impl/AuxIndexStructures.h>
+#include <faiss/impl/DistanceComputer.h>
+#include <faiss/utils/Heap.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/IDSelector.h>
@@ -10,6 +13,9 @@
 #include <faiss/utils/distances.h>
 
 #include <ATen/ATen.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -113,16 +119,100 @@ std::vector<float> DecoderEmbedder::embed(const std::vector<std::string>& texts,
 
 namespace {
 
+// Inner product of two float rows. Debian's FAISS is built for baseline x86-64, where its
+// fvec_inner_product is a scalar loop with one serial accumulator (about 1 us at dim 768); HNSW
+// spends nearly all its time there. Here: AVX2 + FMA when the CPU has them, else SSE with four
+// accumulators. Same sum up to float rounding order.
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) float dotAvx2(const float* a, const float* b, size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float r = _mm_cvtss_f32(h);
+  for (; i < n; ++i) r += a[i] * b[i];
+  return r;
+}
+float dotSse(const float* a, const float* b, size_t n) {
+  __m128 s0 = _mm_setzero_ps(), s1 = _mm_setzero_ps(), s2 = _mm_setzero_ps(), s3 = _mm_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm_add_ps(s0, _mm_mul_ps(_mm_loadu_ps(a + i), _mm_loadu_ps(b + i)));
+    s1 = _mm_add_ps(s1, _mm_mul_ps(_mm_loadu_ps(a + i + 4), _mm_loadu_ps(b + i + 4)));
+    s2 = _mm_add_ps(s2, _mm_mul_ps(_mm_loadu_ps(a + i + 8), _mm_loadu_ps(b + i + 8)));
+    s3 = _mm_add_ps(s3, _mm_mul_ps(_mm_loadu_ps(a + i + 12), _mm_loadu_ps(b + i + 12)));
+  }
+  __m128 h = _mm_add_ps(_mm_add_ps(s0, s1), _mm_add_ps(s2, s3));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float r = _mm_cvtss_f32(h);
+  for (; i < n; ++i) r += a[i] * b[i];
+  return r;
+}
+using DotFn = float (*)(const float*, const float*, size_t);
+DotFn pickDot() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? dotAvx2 : dotSse;
+}
+#else
+float dotPlain(const float* a, const float* b, size_t n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) s[k] += a[i + k] * b[i + k];
+  float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; i < n; ++i) r += a[i] * b[i];
+  return r;
+}
+using DotFn = float (*)(const float*, const float*, size_t);
+DotFn pickDot() { return dotPlain; }
+#endif
+const DotFn kDot = pickDot();
+
+// HNSW storage: FAISS's flat inner-product store with the fast dot product above. Saved by
+// write_index as a plain IndexFlatIP ("IxFI"); load() swaps it back in.
+// sign -1 turns similarity into the distance HNSW minimises (FAISS's IndexHNSW wraps the +1 one
+// in its own negation when it builds; DenseIndex::search uses -1 directly).
+struct FastIPDistance : faiss::FlatCodesDistanceComputer {
+  const float* xb;
+  size_t d;
+  float sign;
+  const float* q = nullptr;
+  FastIPDistance(const float* xb_, size_t d_, size_t codeSize, float sign_ = 1.f)
+      : faiss::FlatCodesDistanceComputer(reinterpret_cast<const uint8_t*>(xb_), codeSize), xb(xb_), d(d_), sign(sign_) {}
+  void set_query(const float* x) override { q = x; }
+  float distance_to_code(const uint8_t* code) override { return sign * kDot(q, reinterpret_cast<const float*>(code), d); }
+  float symmetric_dis(idx_t i, idx_t j) override { return sign * kDot(xb + i * d, xb + j * d, d); }
+};
+struct FastFlatIP : faiss::IndexFlatIP {
+  explicit FastFlatIP(idx_t d) : faiss::IndexFlatIP(d) {}
+  faiss::FlatCodesDistanceComputer* get_FlatCodesDistanceComputer() const override {
+    return new FastIPDistance(get_xb(), static_cast<size_t>(d), code_size);
+  }
+};
+
+faiss::IndexHNSWFlat* newHnsw(int dim, const HnswSettings& hs) {
+  auto* h = new faiss::IndexHNSWFlat(dim, hs.m, faiss::METRIC_INNER_PRODUCT);
+  delete h->storage;  // owned (own_fields); replaced by the fast store
+  h->storage = new FastFlatIP(dim);
+  h->hnsw.efConstruction = hs.efConstruction;
+  h->hnsw.efSearch = hs.efSearch;
+  return h;
+}
+
 faiss::IndexIDMap2* newMap(int dim, DenseIndex::Kind kind, const HnswSettings& hs) {
   faiss::Index* inner = nullptr;
-  if (kind == DenseIndex::Kind::Flat) {
-    inner = new faiss::IndexFlatIP(dim);
-  } else {
-    auto* h = new faiss::IndexHNSWFlat(dim, hs.m, faiss::METRIC_INNER_PRODUCT);
-    h->hnsw.efConstruction = hs.efConstruction;
-    h->hnsw.efSearch = hs.efSearch;
-    inner = h;
-  }
+  if (kind == DenseIndex::Kind::Flat) inner = new faiss::IndexFlatIP(dim);
+  else inner = newHnsw(dim, hs);
   auto* map = new faiss::IndexIDMap2(inner);
   map->own_fields = true;
   return map;
@@ -222,20 +312,29 @@ std::vector<DenseHit> DenseIndex::search(const float* query, int k) const {
       if (l[static_cast<size_t>(i)] >= 0) hits.push_back({l[static_cast<size_t>(i)], d[static_cast<size_t>(i)]});
     return hits;
   }
-  // HNSW: ask the graph itself (its positions), with room for the tombstones, and map positions to
-  // keys here; the search parameters are per call, so concurrent searches do not share state.
+  // HNSW: walk the graph directly on this thread (IndexHNSW::search opens an OpenMP team even for
+  // one query, which on a busy 2-core machine waits for a second core), with room for the
+  // tombstones, and map graph positions to keys here. Nothing shared is written, so concurrent
+  // searches are safe.
   const auto& map = asMap(index_);
+  const auto* h = static_cast<const faiss::IndexHNSWFlat*>(map.index);
+  const auto* store = static_cast<const FastFlatIP*>(h->storage);
   const auto kk = static_cast<faiss::Index::idx_t>(std::min<int64_t>(index_->ntotal, k + tombstones_));
   faiss::SearchParametersHNSW params;
   params.efSearch = static_cast<int>(std::max<int64_t>(hnsw_.efSearch, kk));
   std::vector<float> d(static_cast<size_t>(kk));
   std::vector<faiss::Index::idx_t> l(static_cast<size_t>(kk));
-  map.index->search(1, query, kk, d.data(), l.data(), &params);
+  FastIPDistance dis(store->get_xb(), static_cast<size_t>(dim_), store->code_size, -1.f);
+  dis.set_query(query);
+  faiss::VisitedTable visited(static_cast<int>(h->ntotal));
+  faiss::maxheap_heapify(static_cast<size_t>(kk), d.data(), l.data());
+  h->hnsw.search(dis, static_cast<int>(kk), l.data(), d.data(), visited, &params);
+  faiss::maxheap_reorder(static_cast<size_t>(kk), d.data(), l.data());
   for (faiss::Index::idx_t i = 0; i < kk && static_cast<int>(hits.size()) < k; ++i) {
     const auto pos = l[static_cast<size_t>(i)];
     if (pos < 0) continue;
     const auto key = map.id_map[static_cast<size_t>(pos)];
-    if (key >= 0) hits.push_back({key, d[static_cast<size_t>(i)]});
+    if (key >= 0) hits.push_back({key, -d[static_cast<size_t>(i)]});
   }
   return hits;
 }
@@ -264,7 +363,14 @@ DenseIndex DenseIndex::load(const std::string& path, int expectedDim, int64_t hn
   if (!map || raw->d != expectedDim)
     throw Error(path, "dense index is not an IndexIDMap2 of dimension " + std::to_string(expectedDim), hint);
   DenseIndex ix(expectedDim, hnswAbove);
-  if (dynamic_cast<faiss::IndexHNSWFlat*>(map->index) && map->index->metric_type == faiss::METRIC_INNER_PRODUCT) {
+  if (auto* h = dynamic_cast<faiss::IndexHNSWFlat*>(map->index); h && h->metric_type == faiss::METRIC_INNER_PRODUCT) {
+    auto* stored = dynamic_cast<faiss::IndexFlatIP*>(h->storage);
+    if (!stored || stored->d != expectedDim) throw Error(path, "HNSW index without a flat inner-product store", hint);
+    auto* fast = new FastFlatIP(expectedDim);  // same vectors, fast distances
+    fast->codes = std::move(stored->codes);
+    fast->ntotal = stored->ntotal;
+    delete h->storage;
+    h->storage = fast;
     ix.kind_ = Kind::Hnsw;
     ix.tombstones_ = std::count(map->id_map.begin(), map->id_map.end(), faiss::Index::idx_t(-1));
   } else if (!dynamic_cast<faiss::IndexFlatIP*>(map->index)) {

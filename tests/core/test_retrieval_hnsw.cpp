@@ -54,6 +54,11 @@ double recallAt10(const DenseIndex& ix, const std::vector<float>& v, const std::
     for (const auto& h : got) {
       EXPECT_EQ(gone.count(h.key), 0u) << "removed key " << h.key << " returned";
       hit += want.count(h.key);
+      // The reported cosine is the hit's true inner product with the query.
+      const auto row = std::find(keys.begin(), keys.end(), h.key) - keys.begin();
+      double dot = 0;
+      for (int c = 0; c < dim; ++c) dot += double(qv[c]) * v[static_cast<size_t>(row) * static_cast<size_t>(dim) + static_cast<size_t>(c)];
+      EXPECT_NEAR(h.cosine, dot, 1e-5);
     }
   }
   return hit / (nq * 10.0);
