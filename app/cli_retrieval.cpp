@@ -101,7 +101,7 @@ void addIndex(CLI::App& app, Action& run) {
       ->default_val("auto");
   add->add_option("--chunk-chars", a->chunkChars, "Target chunk length in characters")->default_val(200);
   add->add_option("--overlap-chars", a->overlapChars, "Overlap between chunks in characters (whole sentences)")->default_val(40);
-  const std::string hnswHelp = "Dense index: HNSW (M 32, efConstruction 80, efSearch 128) above this many chunks, exact flat "
+  const std::string hnswHelp = "Dense index: HNSW (M 16, efConstruction 64, efSearch 128) above this many chunks, exact flat "
                                "at or below; recorded in the store (default: the recorded value, else " +
                                std::to_string(retrieval::kDefaultHnswAbove) + ")";
   add->add_option("--hnsw-above", a->hnswAbove, hnswHelp);
