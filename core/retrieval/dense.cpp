@@ -10,7 +10,6 @@
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/index_io.h>
-#include <faiss/utils/distances.h>
 
 #include <ATen/ATen.h>
 #if defined(__x86_64__)
