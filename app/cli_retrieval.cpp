@@ -9,6 +9,7 @@
 #include "app/cli_commands.h"
 #include "core/error.h"
 #include "core/jobs/chat_engine.h"
+#include "core/retrieval/encoder_embedder.h"
 #include "core/retrieval/eval.h"
 #include "core/retrieval/store.h"
 
@@ -17,10 +18,11 @@ namespace kh::cli {
 namespace {
 
 struct RetrievalArgs {
-  std::string store, query, queries, embedder, method = "fused", threshold = "relative", out;
+  std::string store, query, queries, embedder, prefix = "auto", method = "fused", threshold = "relative", out;
   std::vector<std::string> files;
   int k = 5, candidates = 50, chunkChars = 200, overlapChars = 40;
   double k1 = 1.2, b = 0.75, denseWeight = 1.0, bm25Weight = 1.0, ratio = 0.5, zMin = 0.0;
+  int64_t hnswAbove = -1;  // -1: the store's recorded value
   bool json = false;
 };
 
@@ -30,15 +32,23 @@ retrieval::StoreOptions storeOptions(const RetrievalArgs& a) {
   o.chunking.overlapChars = a.overlapChars;
   o.bm25.k1 = a.k1;
   o.bm25.b = a.b;
+  if (a.hnswAbove >= 0) o.hnswAbove = a.hnswAbove;
   return o;
 }
 
-// The embedder to use: --embedder, else the model the store recorded (when it still exists).
-std::unique_ptr<retrieval::DecoderEmbedder> embedderFor(const RetrievalArgs& a, const retrieval::DocumentStore& s) {
-  std::string dir = a.embedder;
-  if (dir.empty() && !s.embedderModel().empty() && std::filesystem::exists(s.embedderModel())) dir = s.embedderModel();
-  if (dir.empty()) return nullptr;
-  return std::make_unique<retrieval::DecoderEmbedder>(dir);
+// The embedder to use: --embedder (with --prefix), else the one the store recorded (when its model
+// folder still exists; its prefix style comes with it).
+std::unique_ptr<retrieval::Embedder> embedderFor(const RetrievalArgs& a, const retrieval::DocumentStore& s) {
+  if (!a.embedder.empty()) return retrieval::openEmbedder(a.embedder, a.prefix);
+  const std::string& rec = s.embedderModel();
+  if (rec.empty() || !std::filesystem::exists(retrieval::embedderFolder(rec))) return nullptr;
+  return retrieval::openEmbedder(rec, "auto");
+}
+
+std::string denseKind(const retrieval::DocumentStore& s) {
+  if (!s.dense()) return "";
+  return s.dense()->kind() == retrieval::DenseIndex::Kind::Hnsw ? " (HNSW above " + std::to_string(s.hnswAbove()) + ")"
+                                                                : " (exact flat up to " + std::to_string(s.hnswAbove()) + ")";
 }
 
 retrieval::EmbedProgress progressLine() {
@@ -48,7 +58,9 @@ retrieval::EmbedProgress progressLine() {
 }
 
 void addSearchFlags(CLI::App* sub, RetrievalArgs& a) {
-  sub->add_option("--embedder", a.embedder, "Model folder of the embedder (default: the one the store was built with)");
+  sub->add_option("--embedder", a.embedder, "Embedder: DIR, encoder:DIR or decoder:DIR (default: the one the store was built with)");
+  sub->add_option("--prefix", a.prefix, "Encoder query/passage prefixes: e5 | ruri | ruri-v3 | none | auto (from the folder name)")
+      ->default_val("auto");
   sub->add_option("--candidates", a.candidates, "Top-k taken from each of dense and BM25 before fusion")->default_val(50);
   sub->add_option("--dense-weight", a.denseWeight, "RRF weight of the dense ranking")->default_val(1.0);
   sub->add_option("--bm25-weight", a.bm25Weight, "RRF weight of the BM25 ranking")->default_val(1.0);
@@ -77,28 +89,43 @@ void addIndex(CLI::App& app, Action& run) {
   index->require_subcommand(1);
   auto* add = index->add_subcommand("add", "Import text, Markdown and JSONL files (changed documents only are redone)");
   add->add_option("store", a->store, "Store folder (created when missing)")->required();
-  add->add_option("files", a->files, "Files to import")->required();
-  add->add_option("--embedder", a->embedder, "Decoder model folder whose mean-pooled hidden states build the dense index");
+  add->add_option("files", a->files,
+                  "Files or folders (.txt .md .markdown .jsonl, recursively) to import; documents that came from them "
+                  "and are gone (a deleted file, a JSONL id no longer there) are removed")
+      ->required();
+  add->add_option("--embedder", a->embedder,
+                  "Embedder for the dense index: encoder:DIR (BERT / XLM-RoBERTa, mean-pooled, e.g. multilingual-e5), "
+                  "decoder:DIR (mean-pooled final hidden states of a decoder), or DIR (chosen by config.json model_type)");
+  add->add_option("--prefix", a->prefix,
+                  "Encoder prefixes (query/passage): e5 = 'query: '/'passage: ', ruri = 'クエリ: '/'文章: ', ruri-v3 = "
+                  "'検索クエリ: '/'検索文書: ', none, or auto (from the folder name); part of the store's embedder identity")
+      ->default_val("auto");
   add->add_option("--chunk-chars", a->chunkChars, "Target chunk length in characters")->default_val(200);
   add->add_option("--overlap-chars", a->overlapChars, "Overlap between chunks in characters (whole sentences)")->default_val(40);
+  const std::string hnswHelp = "Dense index: HNSW (M 16, efConstruction 64, efSearch 128) above this many chunks, exact flat "
+                               "at or below; recorded in the store (default: the recorded value, else " +
+                               std::to_string(retrieval::kDefaultHnswAbove) + ")";
+  add->add_option("--hnsw-above", a->hnswAbove, hnswHelp);
   add->callback([a, &run]() { run = [a]() {
     auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
     auto emb = embedderFor(*a, s);
-    if (emb && s.embedderModel().empty()) s.setEmbedderModel(std::filesystem::absolute(emb->modelDir()).string());
+    if (emb && s.embedderModel().empty()) s.setEmbedderModel(emb->spec());
     const auto r = s.importFiles(a->files, emb.get(), progressLine());
-    std::cout << a->store << ": " << r.added << " added, " << r.updated << " updated, " << r.unchanged << " unchanged; "
+    std::cout << a->store << ": " << r.added << " added, " << r.updated << " updated, " << r.unchanged << " unchanged, " << r.removed << " removed; "
               << s.documents().size() << " documents, " << s.chunks().size() << " chunks"
-              << (s.hasDense() ? ", dense by " + s.embedderIdentity() : ", BM25 only") << "\n";
+              << (s.hasDense() ? ", dense by " + s.embedderIdentity() + denseKind(s) : ", BM25 only") << "\n";
   }; });
   auto* rebuild = index->add_subcommand("rebuild", "Rebuild the BM25 and dense indexes from the stored chunks");
   rebuild->add_option("store", a->store, "Store folder")->required();
-  rebuild->add_option("--embedder", a->embedder, "Embedder model folder (default: the recorded one)");
+  rebuild->add_option("--embedder", a->embedder, "Embedder: DIR, encoder:DIR or decoder:DIR (default: the recorded one)");
+  rebuild->add_option("--prefix", a->prefix, "Encoder prefixes: e5 | ruri | ruri-v3 | none | auto")->default_val("auto");
+  rebuild->add_option("--hnsw-above", a->hnswAbove, hnswHelp);
   rebuild->callback([a, &run]() { run = [a]() {
     // Read the chunks without the (possibly corrupt) indexes: open a fresh store from store.json.
     auto s = retrieval::DocumentStore::openChunksOnly(a->store, storeOptions(*a));
     auto emb = embedderFor(*a, s);
     s.rebuild(emb.get(), progressLine());
-    std::cout << a->store << ": rebuilt " << s.chunks().size() << " chunks\n";
+    std::cout << a->store << ": rebuilt " << s.chunks().size() << " chunks" << denseKind(s) << "\n";
   }; });
 }
 
@@ -116,7 +143,7 @@ void addRetrieve(CLI::App& app, Action& run) {
   addSearchFlags(sub, *a);
   sub->callback([a, &run]() { run = [a]() {
     auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
-    std::unique_ptr<retrieval::DecoderEmbedder> emb;
+    std::unique_ptr<retrieval::Embedder> emb;
     if (a->method != "bm25") emb = embedderFor(*a, s);
     const auto hits = s.search(a->query, searchOptions(*a), emb.get());
     if (a->json) {
@@ -166,7 +193,7 @@ std::function<std::string(const std::string&)> makeRagAugmenter(const std::strin
     throw Error(storeDir, "not a retrieval store", "build one with `kumihimo-cli index add STORE FILES...`");
   auto store = std::make_shared<retrieval::DocumentStore>(retrieval::DocumentStore::open(storeDir));
   RetrievalArgs a;
-  std::shared_ptr<retrieval::DecoderEmbedder> emb = embedderFor(a, *store);
+  std::shared_ptr<retrieval::Embedder> emb = embedderFor(a, *store);
   retrieval::SearchOptions o;
   o.k = std::max(1, k);
   o.method = emb ? retrieval::Method::Fused : retrieval::Method::Bm25;

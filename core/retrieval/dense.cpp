@@ -1,14 +1,20 @@
-// Embedders and the FAISS exact index for retrieval.
+// Embedders and the FAISS index (flat, or HNSW above a size) for retrieval.
 #include "core/retrieval/dense.h"
 
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/impl/AuxIndexStructures.h>
+#include <faiss/impl/DistanceComputer.h>
+#include <faiss/utils/Heap.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/index_io.h>
-#include <faiss/utils/distances.h>
 
 #include <ATen/ATen.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -65,6 +71,7 @@ DecoderEmbedder::DecoderEmbedder(const std::string& modelDir, int batchSize, int
 }
 
 DecoderEmbedder::~DecoderEmbedder() = default;
+std::string DecoderEmbedder::spec() const { return std::filesystem::absolute(dir_).lexically_normal().string(); }
 
 std::vector<float> DecoderEmbedder::embed(const std::vector<std::string>& texts, const EmbedProgress& progress) const {
   std::vector<std::vector<int64_t>> ids(texts.size());
@@ -109,25 +116,157 @@ std::vector<float> DecoderEmbedder::embed(const std::vector<std::string>& texts,
 
 // ---------------------------------------------------------------------------------------------
 
-DenseIndex::DenseIndex(int dim) : dim_(dim) {
-  // FAISS scans with its own SIMD loop below 20 queries; Debian's build of that loop is generic,
-  // while OpenBLAS dispatches to AVX2/AVX-512 at run time. One query through BLAS: see
-  // tests/bench/retrieval_bench.cpp for the measured difference. Same results (exact search).
-  faiss::distance_compute_blas_threshold = 1;
-  auto* flat = new faiss::IndexFlatIP(dim);
-  auto* map = new faiss::IndexIDMap2(flat);
+namespace {
+
+// Inner product of two float rows. Debian's FAISS is built for baseline x86-64, where its
+// fvec_inner_product is a scalar loop with one serial accumulator (about 1 us at dim 768); HNSW
+// spends nearly all its time there. Here: AVX2 + FMA when the CPU has them, else SSE with four
+// accumulators. Same sum up to float rounding order.
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) float dotAvx2(const float* a, const float* b, size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float r = _mm_cvtss_f32(h);
+  for (; i < n; ++i) r += a[i] * b[i];
+  return r;
+}
+float dotSse(const float* a, const float* b, size_t n) {
+  __m128 s0 = _mm_setzero_ps(), s1 = _mm_setzero_ps(), s2 = _mm_setzero_ps(), s3 = _mm_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm_add_ps(s0, _mm_mul_ps(_mm_loadu_ps(a + i), _mm_loadu_ps(b + i)));
+    s1 = _mm_add_ps(s1, _mm_mul_ps(_mm_loadu_ps(a + i + 4), _mm_loadu_ps(b + i + 4)));
+    s2 = _mm_add_ps(s2, _mm_mul_ps(_mm_loadu_ps(a + i + 8), _mm_loadu_ps(b + i + 8)));
+    s3 = _mm_add_ps(s3, _mm_mul_ps(_mm_loadu_ps(a + i + 12), _mm_loadu_ps(b + i + 12)));
+  }
+  __m128 h = _mm_add_ps(_mm_add_ps(s0, s1), _mm_add_ps(s2, s3));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float r = _mm_cvtss_f32(h);
+  for (; i < n; ++i) r += a[i] * b[i];
+  return r;
+}
+using DotFn = float (*)(const float*, const float*, size_t);
+DotFn pickDot() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? dotAvx2 : dotSse;
+}
+#else
+float dotPlain(const float* a, const float* b, size_t n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) s[k] += a[i + k] * b[i + k];
+  float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; i < n; ++i) r += a[i] * b[i];
+  return r;
+}
+using DotFn = float (*)(const float*, const float*, size_t);
+DotFn pickDot() { return dotPlain; }
+#endif
+const DotFn kDot = pickDot();
+
+// HNSW storage: FAISS's flat inner-product store with the fast dot product above. Saved by
+// write_index as a plain IndexFlatIP ("IxFI"); load() swaps it back in.
+// sign -1 turns similarity into the distance HNSW minimises (FAISS's IndexHNSW wraps the +1 one
+// in its own negation when it builds; DenseIndex::search uses -1 directly).
+struct FastIPDistance : faiss::FlatCodesDistanceComputer {
+  const float* xb;
+  size_t d;
+  float sign;
+  const float* q = nullptr;
+  FastIPDistance(const float* xb_, size_t d_, size_t codeSize, float sign_ = 1.f)
+      : faiss::FlatCodesDistanceComputer(reinterpret_cast<const uint8_t*>(xb_), codeSize), xb(xb_), d(d_), sign(sign_) {}
+  void set_query(const float* x) override { q = x; }
+  float distance_to_code(const uint8_t* code) override { return sign * kDot(q, reinterpret_cast<const float*>(code), d); }
+  float symmetric_dis(idx_t i, idx_t j) override { return sign * kDot(xb + i * d, xb + j * d, d); }
+};
+struct FastFlatIP : faiss::IndexFlatIP {
+  explicit FastFlatIP(idx_t d) : faiss::IndexFlatIP(d) {}
+  faiss::FlatCodesDistanceComputer* get_FlatCodesDistanceComputer() const override {
+    return new FastIPDistance(get_xb(), static_cast<size_t>(d), code_size);
+  }
+};
+
+faiss::IndexHNSWFlat* newHnsw(int dim, const HnswSettings& hs) {
+  auto* h = new faiss::IndexHNSWFlat(dim, hs.m, faiss::METRIC_INNER_PRODUCT);
+  delete h->storage;  // owned (own_fields); replaced by the fast store
+  h->storage = new FastFlatIP(dim);
+  h->hnsw.efConstruction = hs.efConstruction;
+  h->hnsw.efSearch = hs.efSearch;
+  return h;
+}
+
+faiss::IndexIDMap2* newMap(int dim, DenseIndex::Kind kind, const HnswSettings& hs) {
+  faiss::Index* inner = nullptr;
+  if (kind == DenseIndex::Kind::Flat) inner = new faiss::IndexFlatIP(dim);
+  else inner = newHnsw(dim, hs);
+  auto* map = new faiss::IndexIDMap2(inner);
   map->own_fields = true;
-  index_.reset(map);
+  return map;
+}
+
+faiss::IndexIDMap2& asMap(const std::unique_ptr<faiss::Index>& ix) { return *static_cast<faiss::IndexIDMap2*>(ix.get()); }
+
+}  // namespace
+
+DenseIndex::DenseIndex(int dim, int64_t hnswAbove, HnswSettings hnsw) : dim_(dim), hnswAbove_(hnswAbove), hnsw_(hnsw) {
+  index_.reset(newMap(dim, Kind::Flat, hnsw_));
 }
 DenseIndex::~DenseIndex() = default;
 DenseIndex::DenseIndex(DenseIndex&&) noexcept = default;
 DenseIndex& DenseIndex::operator=(DenseIndex&&) noexcept = default;
 
-int64_t DenseIndex::size() const { return index_->ntotal; }
+int64_t DenseIndex::size() const { return index_->ntotal - tombstones_; }
+
+void DenseIndex::rebuildAs(Kind kind, const std::vector<int64_t>& keys, const std::vector<float>& vectors) {
+  std::unique_ptr<faiss::Index> fresh(newMap(dim_, kind, hnsw_));
+  std::vector<faiss::Index::idx_t> ids(keys.begin(), keys.end());
+  if (!ids.empty()) fresh->add_with_ids(static_cast<faiss::Index::idx_t>(ids.size()), vectors.data(), ids.data());
+  index_ = std::move(fresh);
+  kind_ = kind;
+  tombstones_ = 0;
+}
+
+void DenseIndex::liveVectors(std::vector<int64_t>& keys, std::vector<float>& vectors) const {
+  const auto& map = asMap(index_);
+  keys.clear();
+  vectors.clear();
+  keys.reserve(static_cast<size_t>(size()));
+  vectors.reserve(static_cast<size_t>(size()) * static_cast<size_t>(dim_));
+  std::vector<float> row(static_cast<size_t>(dim_));
+  for (faiss::Index::idx_t i = 0; i < map.ntotal; ++i) {
+    const auto key = map.id_map[static_cast<size_t>(i)];
+    if (key < 0) continue;  // tombstone
+    map.index->reconstruct(i, row.data());
+    keys.push_back(key);
+    vectors.insert(vectors.end(), row.begin(), row.end());
+  }
+}
 
 void DenseIndex::add(const std::vector<int64_t>& keys, const std::vector<float>& vectors) {
   KH_ASSERT(vectors.size() == keys.size() * static_cast<size_t>(dim_), "vectors must be [keys, dim]");
   if (keys.empty()) return;
+  if (kind_ == Kind::Flat && size() + static_cast<int64_t>(keys.size()) > hnswAbove_) {
+    std::vector<int64_t> all;
+    std::vector<float> vecs;
+    liveVectors(all, vecs);
+    all.insert(all.end(), keys.begin(), keys.end());
+    vecs.insert(vecs.end(), vectors.begin(), vectors.end());
+    rebuildAs(Kind::Hnsw, all, vecs);
+    return;
+  }
   std::vector<faiss::Index::idx_t> ids(keys.begin(), keys.end());
   index_->add_with_ids(static_cast<faiss::Index::idx_t>(keys.size()), vectors.data(), ids.data());
 }
@@ -135,19 +274,71 @@ void DenseIndex::add(const std::vector<int64_t>& keys, const std::vector<float>&
 void DenseIndex::remove(const std::vector<int64_t>& keys) {
   if (keys.empty()) return;
   std::vector<faiss::Index::idx_t> ids(keys.begin(), keys.end());
-  faiss::IDSelectorBatch sel(ids.size(), ids.data());
-  index_->remove_ids(sel);
+  if (kind_ == Kind::Flat) {
+    faiss::IDSelectorBatch sel(ids.size(), ids.data());
+    index_->remove_ids(sel);
+    return;
+  }
+  auto& map = asMap(index_);
+  for (auto key : ids) {
+    auto it = map.rev_map.find(key);
+    if (it == map.rev_map.end()) continue;
+    map.id_map[static_cast<size_t>(it->second)] = -1;
+    map.rev_map.erase(it);
+    ++tombstones_;
+  }
+  if (tombstones_ > 1000 || tombstones_ * 10 > index_->ntotal) {  // compaction
+    std::vector<int64_t> live;
+    std::vector<float> vecs;
+    liveVectors(live, vecs);
+    rebuildAs(static_cast<int64_t>(live.size()) > hnswAbove_ ? Kind::Hnsw : Kind::Flat, live, vecs);
+  }
 }
 
 std::vector<DenseHit> DenseIndex::search(const float* query, int k) const {
-  k = static_cast<int>(std::min<int64_t>(k, index_->ntotal));
+  k = static_cast<int>(std::min<int64_t>(k, size()));
   if (k <= 0) return {};
-  std::vector<float> d(static_cast<size_t>(k));
-  std::vector<faiss::Index::idx_t> l(static_cast<size_t>(k));
-  index_->search(1, query, k, d.data(), l.data());
   std::vector<DenseHit> hits;
-  for (int i = 0; i < k; ++i)
-    if (l[static_cast<size_t>(i)] >= 0) hits.push_back({l[static_cast<size_t>(i)], d[static_cast<size_t>(i)]});
+  if (kind_ == Kind::Flat) {
+    // Exhaustive scan on this thread. FAISS's own flat search merges each 1024-vector block's
+    // results in an OpenMP parallel loop: for one query on a busy 2-core machine those ~100
+    // barriers per 100k vectors cost more than the scan (346 ms wall, 85 ms CPU measured there).
+    const auto& map = asMap(index_);
+    const float* xb = static_cast<const faiss::IndexFlat*>(map.index)->get_xb();
+    const size_t n = static_cast<size_t>(map.ntotal), d = static_cast<size_t>(dim_);
+    std::vector<std::pair<float, int64_t>> all(n);  // (cosine, key)
+    for (size_t i = 0; i < n; ++i) all[i] = {kDot(query, xb + i * d, d), map.id_map[i]};
+    auto better = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    };
+    std::partial_sort(all.begin(), all.begin() + k, all.end(), better);
+    for (int i = 0; i < k; ++i) hits.push_back({all[static_cast<size_t>(i)].second, all[static_cast<size_t>(i)].first});
+    return hits;
+  }
+  // HNSW: walk the graph directly on this thread (IndexHNSW::search opens an OpenMP team even for
+  // one query, which on a busy 2-core machine waits for a second core), with room for the
+  // tombstones, and map graph positions to keys here. Nothing shared is written, so concurrent
+  // searches are safe.
+  const auto& map = asMap(index_);
+  const auto* h = static_cast<const faiss::IndexHNSWFlat*>(map.index);
+  const auto* store = static_cast<const FastFlatIP*>(h->storage);
+  const auto kk = static_cast<faiss::Index::idx_t>(std::min<int64_t>(index_->ntotal, k + tombstones_));
+  faiss::SearchParametersHNSW params;
+  params.efSearch = static_cast<int>(std::max<int64_t>(hnsw_.efSearch, kk));
+  std::vector<float> d(static_cast<size_t>(kk));
+  std::vector<faiss::Index::idx_t> l(static_cast<size_t>(kk));
+  FastIPDistance dis(store->get_xb(), static_cast<size_t>(dim_), store->code_size, -1.f);
+  dis.set_query(query);
+  faiss::VisitedTable visited(static_cast<int>(h->ntotal));
+  faiss::maxheap_heapify(static_cast<size_t>(kk), d.data(), l.data());
+  h->hnsw.search(dis, static_cast<int>(kk), l.data(), d.data(), visited, &params);
+  faiss::maxheap_reorder(static_cast<size_t>(kk), d.data(), l.data());
+  for (faiss::Index::idx_t i = 0; i < kk && static_cast<int>(hits.size()) < k; ++i) {
+    const auto pos = l[static_cast<size_t>(i)];
+    if (pos < 0) continue;
+    const auto key = map.id_map[static_cast<size_t>(pos)];
+    if (key >= 0) hits.push_back({key, -d[static_cast<size_t>(i)]});
+  }
   return hits;
 }
 
@@ -161,7 +352,7 @@ void DenseIndex::save(const std::string& path) const {
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path, "cannot rename " + tmp + " into place");
 }
 
-DenseIndex DenseIndex::load(const std::string& path, int expectedDim) {
+DenseIndex DenseIndex::load(const std::string& path, int expectedDim, int64_t hnswAbove) {
   const std::string hint = "rebuild the store's indexes with `kumihimo-cli index rebuild STORE`";
   if (!std::filesystem::exists(path)) throw Error(path, "dense index missing", hint);
   faiss::Index* raw = nullptr;
@@ -171,9 +362,23 @@ DenseIndex DenseIndex::load(const std::string& path, int expectedDim) {
     throw Error(path, "corrupt dense index (FAISS could not read it)", hint);
   }
   std::unique_ptr<faiss::Index> owned(raw);
-  if (!dynamic_cast<faiss::IndexIDMap2*>(raw) || raw->d != expectedDim)
+  auto* map = dynamic_cast<faiss::IndexIDMap2*>(raw);
+  if (!map || raw->d != expectedDim)
     throw Error(path, "dense index is not an IndexIDMap2 of dimension " + std::to_string(expectedDim), hint);
-  DenseIndex ix(expectedDim);
+  DenseIndex ix(expectedDim, hnswAbove);
+  if (auto* h = dynamic_cast<faiss::IndexHNSWFlat*>(map->index); h && h->metric_type == faiss::METRIC_INNER_PRODUCT) {
+    auto* stored = dynamic_cast<faiss::IndexFlatIP*>(h->storage);
+    if (!stored || stored->d != expectedDim) throw Error(path, "HNSW index without a flat inner-product store", hint);
+    auto* fast = new FastFlatIP(expectedDim);  // same vectors, fast distances
+    fast->codes = std::move(stored->codes);
+    fast->ntotal = stored->ntotal;
+    delete h->storage;
+    h->storage = fast;
+    ix.kind_ = Kind::Hnsw;
+    ix.tombstones_ = std::count(map->id_map.begin(), map->id_map.end(), faiss::Index::idx_t(-1));
+  } else if (!dynamic_cast<faiss::IndexFlatIP*>(map->index)) {
+    throw Error(path, "dense index is neither flat nor HNSW inner product", hint);
+  }
   ix.index_ = std::move(owned);
   return ix;
 }

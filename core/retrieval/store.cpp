@@ -46,7 +46,31 @@ void writeAtomically(const std::string& path, const std::string& bytes) {
 
 bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 
+std::string absolutePath(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
+
+// `origin` is `scope` or lies under the folder `scope`.
+bool inScope(const std::string& origin, const std::string& scope) {
+  if (origin.empty()) return false;
+  if (origin == scope) return true;
+  const std::string dir = !scope.empty() && scope.back() == '/' ? scope : scope + "/";
+  return origin.compare(0, dir.size(), dir) == 0;
+}
+
 }  // namespace
+
+std::vector<std::string> sourceFilesOf(const std::string& path) {
+  if (fs::is_regular_file(path)) return {path};
+  if (!fs::is_directory(path)) throw Error(path, "no such file or folder");
+  std::vector<std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(path)) {
+    const std::string ext = e.path().extension().string();
+    if (e.is_regular_file() && (ext == ".txt" || ext == ".md" || ext == ".markdown" || ext == ".jsonl"))
+      files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  if (files.empty()) throw Error(path, "folder has no .txt, .md, .markdown or .jsonl files");
+  return files;
+}
 
 std::vector<SourceDocument> readSourceFile(const std::string& path) {
   if (!fs::is_regular_file(path)) throw Error(path, "no such file");
@@ -56,6 +80,7 @@ std::vector<SourceDocument> readSourceFile(const std::string& path) {
     throw Error(path, "binary file (NUL byte at byte " + std::to_string(nul) + ")", "import text, Markdown or JSONL");
   decodeUtf8(bytes, path);  // throws with the byte offset and line
   const fs::path p(path);
+  const std::string origin = absolutePath(path);
   std::vector<SourceDocument> out;
   if (p.extension() == ".jsonl") {
     std::istringstream in(bytes);
@@ -78,6 +103,7 @@ std::vector<SourceDocument> readSourceFile(const std::string& path) {
                               : p.stem().string() + ":" + std::to_string(n);
       if (j.contains("metadata")) d.metadata = j["metadata"];
       d.source = where;
+      d.origin = origin;
       out.push_back(std::move(d));
     }
   } else {
@@ -85,6 +111,7 @@ std::vector<SourceDocument> readSourceFile(const std::string& path) {
     d.id = p.filename().string();
     d.text = bytes;
     d.source = path;
+    d.origin = origin;
     out.push_back(std::move(d));
   }
   return out;
@@ -119,6 +146,7 @@ DocumentStore DocumentStore::openImpl(const std::string& dir, const StoreOptions
   s.dir_ = dir;
   s.options_ = options;
   s.bm25_ = Bm25Index(options.bm25);
+  s.hnswAbove_ = options.hnswAbove.value_or(kDefaultHnswAbove);
   const fs::path current = fs::path(dir) / "CURRENT";
   if (!fs::exists(current)) return s;
   std::string gen = readAll(current.string());
@@ -136,6 +164,7 @@ DocumentStore DocumentStore::openImpl(const std::string& dir, const StoreOptions
   s.embedderIdentity_ = j.value("embedder", "");
   s.embedderModel_ = j.value("embedder_model", "");
   s.embedderDim_ = j.value("embedder_dim", 0);
+  s.hnswAbove_ = options.hnswAbove ? *options.hnswAbove : j.value("hnsw_above", kDefaultHnswAbove);
   if (j.contains("chunking")) {
     s.options_.chunking.targetChars = j["chunking"].value("target_chars", 200);
     s.options_.chunking.overlapChars = j["chunking"].value("overlap_chars", 40);
@@ -155,6 +184,7 @@ DocumentStore DocumentStore::openImpl(const std::string& dir, const StoreOptions
     Document doc;
     doc.id = d["id"];
     doc.source = d["source"];
+    doc.origin = d.value("origin", "");  // stores from before origins: nothing vanishes
     doc.hash = d["hash"];
     doc.metadata = d["metadata"];
     doc.chunkKeys = d["chunks"].get<std::vector<int64_t>>();
@@ -167,7 +197,7 @@ DocumentStore DocumentStore::openImpl(const std::string& dir, const StoreOptions
     throw Error((g / "bm25.bin").string(), "BM25 index has " + std::to_string(s.bm25_.size()) + " chunks, the store " +
                                                std::to_string(s.chunks_.size()), hint);
   if (!s.embedderIdentity_.empty()) {
-    s.dense_ = std::make_unique<DenseIndex>(DenseIndex::load((g / "dense.faiss").string(), s.embedderDim_));
+    s.dense_ = std::make_unique<DenseIndex>(DenseIndex::load((g / "dense.faiss").string(), s.embedderDim_, s.hnswAbove_));
     if (s.dense_->size() != static_cast<int64_t>(s.chunks_.size()))
       throw Error((g / "dense.faiss").string(), "dense index has " + std::to_string(s.dense_->size()) +
                                                     " vectors, the store " + std::to_string(s.chunks_.size()) + " chunks", hint);
@@ -184,11 +214,11 @@ void DocumentStore::save() {
   fs::create_directories(g);
   nlohmann::json j = {{"format", "kumihimo-retrieval-store"}, {"version", 1}, {"generation", generation_},
                       {"next_key", nextKey_}, {"embedder", embedderIdentity_}, {"embedder_model", embedderModel_},
-                      {"embedder_dim", embedderDim_},
+                      {"embedder_dim", embedderDim_}, {"hnsw_above", hnswAbove_},
                       {"chunking", {{"target_chars", options_.chunking.targetChars}, {"overlap_chars", options_.chunking.overlapChars}}}};
   nlohmann::json docs = nlohmann::json::array(), chunks = nlohmann::json::array();
   for (const auto& d : docs_)
-    docs.push_back({{"id", d.id}, {"source", d.source}, {"hash", d.hash}, {"metadata", d.metadata}, {"chunks", d.chunkKeys}});
+    docs.push_back({{"id", d.id}, {"source", d.source}, {"origin", d.origin}, {"hash", d.hash}, {"metadata", d.metadata}, {"chunks", d.chunkKeys}});
   for (const auto& c : chunks_)
     chunks.push_back({{"key", c.key}, {"id", c.id}, {"doc", c.docId}, {"text", c.text}, {"begin", c.begin}, {"end", c.end}});
   j["documents"] = std::move(docs);
@@ -234,22 +264,26 @@ void DocumentStore::rebuildBm25() {
   }
 }
 
-ImportReport DocumentStore::importFiles(const std::vector<std::string>& files, const Embedder* embedder,
+ImportReport DocumentStore::importFiles(const std::vector<std::string>& paths, const Embedder* embedder,
                                         const EmbedProgress& progress) {
   std::vector<SourceDocument> docs;
-  for (const auto& f : files) {
-    auto d = readSourceFile(f);
-    docs.insert(docs.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
+  std::vector<std::string> scopes;
+  for (const auto& path : paths) {
+    for (const auto& f : sourceFilesOf(path)) {
+      auto d = readSourceFile(f);
+      docs.insert(docs.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
+    }
+    scopes.push_back(absolutePath(path));
   }
-  return importDocuments(docs, embedder, progress);
+  return importDocuments(docs, embedder, progress, scopes);
 }
 
 ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& in, const Embedder* embedder,
-                                            const EmbedProgress& progress) {
+                                            const EmbedProgress& progress, const std::vector<std::string>& scopes) {
   if (embedder && embedderIdentity_.empty() && chunks_.empty()) {
     embedderIdentity_ = embedder->identity();
     embedderDim_ = embedder->dim();
-    dense_ = std::make_unique<DenseIndex>(embedderDim_);
+    dense_ = std::make_unique<DenseIndex>(embedderDim_, hnswAbove_);
   } else if (embedder && embedderIdentity_.empty()) {
     throw Error(dir_, "this store was built without an embedder", "build a new store with --embedder");
   }
@@ -268,6 +302,8 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
       doc = &docs_[it->second];
       if (doc->hash == h) {
         doc->metadata = sd.metadata;
+        doc->source = sd.source;
+        doc->origin = sd.origin;
         ++report.unchanged;
         continue;
       }
@@ -282,6 +318,7 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
       ++report.added;
     }
     doc->source = sd.source;
+    doc->origin = sd.origin;
     doc->hash = h;
     doc->metadata = sd.metadata;
     const auto pieces = chunkText(decodeUtf8(sd.text, sd.source), options_.chunking);
@@ -296,6 +333,21 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
       doc->chunkKeys.push_back(c.key);
       fresh.push_back(std::move(c));
     }
+  }
+  // Vanished: documents from the imported files and folders that this import did not produce.
+  if (!scopes.empty()) {
+    std::vector<Document> kept;
+    for (auto& d : docs_) {
+      const bool gone = !seen.count(d.id) &&
+                        std::any_of(scopes.begin(), scopes.end(), [&](const std::string& sc) { return inScope(d.origin, sc); });
+      if (gone) {
+        removed.insert(d.chunkKeys.begin(), d.chunkKeys.end());
+        ++report.removed;
+      } else {
+        kept.push_back(std::move(d));
+      }
+    }
+    docs_ = std::move(kept);
   }
   if (dense_) {
     std::vector<std::string> texts;
@@ -319,7 +371,7 @@ void DocumentStore::rebuild(const Embedder* embedder, const EmbedProgress& progr
   rebuildBm25();
   if (!embedderIdentity_.empty()) {
     checkEmbedder(embedder, false);
-    dense_ = std::make_unique<DenseIndex>(embedderDim_);
+    dense_ = std::make_unique<DenseIndex>(embedderDim_, hnswAbove_);
     std::vector<std::string> texts;
     std::vector<int64_t> keys;
     for (const auto& c : chunks_) texts.push_back(c.text), keys.push_back(c.key);
@@ -353,7 +405,7 @@ std::vector<RetrievalHit> DocumentStore::search(const std::string& query, const 
     return it->second;
   };
   if (wantDense) {
-    const auto qv = embedder->embed({query});
+    const auto qv = embedder->embedQuery(query);
     const auto dh = dense_->search(qv.data(), o.candidates);
     for (size_t r = 0; r < dh.size(); ++r) {
       RetrievalHit& h = hit(dh[r].key);

@@ -29,7 +29,8 @@ struct Chunk {
 
 struct Document {
   std::string id;
-  std::string source;  // file it came from
+  std::string source;  // file it came from (with ":<line>" for JSONL)
+  std::string origin;  // absolute path of that file ("" when not imported from a file)
   std::string hash;    // fnv1a64 of the text, hex
   nlohmann::json metadata = nlohmann::json::object();
   std::vector<int64_t> chunkKeys;
@@ -39,14 +40,18 @@ struct Document {
 struct SourceDocument {
   std::string id, source, text;
   nlohmann::json metadata = nlohmann::json::object();
+  std::string origin;  // absolute path of the file (readSourceFile sets it)
 };
 // .jsonl: one {"text": ..., "id"?: ..., "metadata"?: {...}} per line (id default "<file stem>:<line>");
 // anything else (.txt, .md, ...) is one document with id = the file name. kh::Error for an empty
 // or binary (NUL byte) file, invalid UTF-8 (byte offset and line), a bad JSONL line (line number).
 std::vector<SourceDocument> readSourceFile(const std::string& path);
+// The files an import of `path` reads: the file itself, or every .txt, .md, .markdown and .jsonl
+// under a folder (recursively, sorted). kh::Error when it does not exist or a folder has none.
+std::vector<std::string> sourceFilesOf(const std::string& path);
 
 struct ImportReport {
-  int added = 0, updated = 0, unchanged = 0;
+  int added = 0, updated = 0, unchanged = 0, removed = 0;
   int64_t chunksEmbedded = 0;
 };
 
@@ -100,6 +105,9 @@ void applyThreshold(std::vector<RetrievalHit>& hits, const SearchOptions& option
 struct StoreOptions {
   ChunkOptions chunking;
   Bm25Params bm25;
+  // Dense index kind: HNSW above this many chunks, exact flat at or below. Unset: what the store
+  // recorded (store.json "hnsw_above"), else kDefaultHnswAbove. Set: recorded for later opens.
+  std::optional<int64_t> hnswAbove;
 };
 
 class DocumentStore {
@@ -108,14 +116,20 @@ class DocumentStore {
   static DocumentStore open(const std::string& dir, const StoreOptions& options = {});
   // The documents and chunks only, indexes not read (for rebuild() after a corrupt index).
   static DocumentStore openChunksOnly(const std::string& dir, const StoreOptions& options = {});
-  // Imports files: new documents are added, documents whose text hash changed are re-chunked
-  // (and re-embedded), unchanged ones keep their chunks and vectors. Then saves. The embedder
-  // must match the one that built the store (kh::Error naming both otherwise); with none, a store
-  // that has dense vectors refuses (its dense index would go stale).
-  ImportReport importFiles(const std::vector<std::string>& files, const Embedder* embedder,
+  // Imports files and folders: new documents are added, documents whose text hash changed are
+  // re-chunked (and re-embedded), unchanged ones keep their chunks and vectors. Vanished
+  // documents are removed (rule per source path): every document of the store whose file is one
+  // of `paths`, or lies under one of the folders in `paths`, and that this import did not produce
+  // (a JSONL line's id that is gone, a file deleted from the folder) leaves the store, BM25 and
+  // the dense index. Documents from other files are untouched. All of it is one new generation
+  // (or nothing, on an error). The embedder must match the one that built the store (kh::Error
+  // naming both otherwise); with none, a store that has dense vectors refuses.
+  ImportReport importFiles(const std::vector<std::string>& paths, const Embedder* embedder,
                            const EmbedProgress& progress = {});
+  // As importFiles, for documents already read; `scopes` are the absolute file or folder paths
+  // whose vanished documents are removed (none: nothing is removed).
   ImportReport importDocuments(const std::vector<SourceDocument>& docs, const Embedder* embedder,
-                               const EmbedProgress& progress = {});
+                               const EmbedProgress& progress = {}, const std::vector<std::string>& scopes = {});
   // Rebuilds BM25 from the chunks and (with an embedder) the dense index from scratch; saves.
   void rebuild(const Embedder* embedder, const EmbedProgress& progress = {});
 
@@ -131,6 +145,8 @@ class DocumentStore {
   const std::string& embedderModel() const { return embedderModel_; }        // model folder it was given as
   void setEmbedderModel(const std::string& dir) { embedderModel_ = dir; }
   bool hasDense() const { return dense_ != nullptr; }
+  const DenseIndex* dense() const { return dense_.get(); }
+  int64_t hnswAbove() const { return hnswAbove_; }
   Bm25Index& bm25() { return bm25_; }
   const Bm25Index& bm25() const { return bm25_; }
   const Chunk* chunkByKey(int64_t key) const;
@@ -148,6 +164,7 @@ class DocumentStore {
   int64_t nextKey_ = 0;
   std::string embedderIdentity_, embedderModel_;
   int embedderDim_ = 0;
+  int64_t hnswAbove_ = kDefaultHnswAbove;
   Bm25Index bm25_;
   std::unique_ptr<DenseIndex> dense_;
   std::unordered_map<int64_t, size_t> byKey_;

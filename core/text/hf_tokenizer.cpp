@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <queue>
@@ -100,6 +101,29 @@ const json& fld(const json& o, const std::string& key) {
 
 const std::string kMetaspace = "\xE2\x96\x81";  // "▁"
 
+std::string base64Decode(const std::string& in) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char ch : in) {
+    int v;
+    if (ch >= 'A' && ch <= 'Z') v = ch - 'A';
+    else if (ch >= 'a' && ch <= 'z') v = ch - 'a' + 26;
+    else if (ch >= '0' && ch <= '9') v = ch - '0' + 52;
+    else if (ch == '+') v = 62;
+    else if (ch == '/') v = 63;
+    else if (ch == '=') break;
+    else continue;  // whitespace
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xFF);
+    }
+  }
+  return out;
+}
+
 const char* const kGpt2Regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 const char* const kQwen2Regex =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
@@ -125,6 +149,25 @@ bool isUnicodeSpace(uint32_t cp) {
 }
 
 const std::string& byteLevelSymbol(uint8_t b) { return byteTable().symbol[b]; }
+bool isUnicodePunctuation(uint32_t cp) { return inRanges(kPunctuationRanges, cp); }
+// Code points that (may) extend the grapheme before them or join the next (Grapheme_Cluster_Break
+// Extend, SpacingMark, ZWJ, Prepend, Regional_Indicator, Hangul L/V/T), over-approximated from
+// general categories M* plus the listed extras: refusing more than needed is safe.
+static bool joinsGrapheme(uint32_t cp) {
+  static const CodeRange extra[] = {{0x0600, 0x0605}, {0x06DD, 0x06DD}, {0x070F, 0x070F}, {0x0890, 0x0891},
+                                    {0x08E2, 0x08E2}, {0x0D4E, 0x0D4E}, {0x1100, 0x11FF}, {0x200C, 0x200D},
+                                    {0xA960, 0xA97F}, {0xD7B0, 0xD7FF}, {0xFF9E, 0xFF9F}, {0x110BD, 0x110BD},
+                                    {0x110CD, 0x110CD}, {0x111C2, 0x111C3}, {0x1193F, 0x1193F}, {0x11941, 0x11941},
+                                    {0x11A3A, 0x11A3A}, {0x11A84, 0x11A89}, {0x11D46, 0x11D46}, {0x1F1E6, 0x1F1FF},
+                                    {0x1F3FB, 0x1F3FF}, {0xE0000, 0xE0FFF}};
+  return inRanges(kMarkRanges, cp) || inRanges(extra, cp);
+}
+bool isUnicodeOther(uint32_t cp) { return inRanges(kOtherRanges, cp); }
+bool isCjkIdeograph(uint32_t cp) {
+  return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x20000 && cp <= 0x2A6DF) ||
+         (cp >= 0x2A700 && cp <= 0x2B73F) || (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B820 && cp <= 0x2CEAF) ||
+         (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
+}
 
 // ---- pre-tokenizer regexes, by hand ------------------------------------------------------------
 //
@@ -306,8 +349,21 @@ std::unique_ptr<HfTokenizerJson> HfTokenizerJson::load(const std::string& path) 
         t->unkId_ = u;
       }
       t->fuseUnk_ = true;
+    } else if (type == "WordPiece") {
+      t->type_ = ModelType::WordPiece;
+      if (!fld(m, "vocab").is_object()) throw fail("model.vocab must be an object of token -> id for WordPiece");
+      for (auto it = fld(m, "vocab").begin(); it != fld(m, "vocab").end(); ++it) setToken(it.key(), it.value().get<int>());
+      if (m.contains("continuing_subword_prefix") && !fld(m, "continuing_subword_prefix").is_string())
+        throw fail("WordPiece continuing_subword_prefix must be a string");
+      t->wpPrefix_ = m.value("continuing_subword_prefix", std::string("##"));
+      t->wpMaxChars_ = m.value("max_input_chars_per_word", size_t(100));
+      if (!m.contains("unk_token") || !fld(m, "unk_token").is_string()) throw fail("WordPiece model needs a string unk_token");
+      const std::string unk = fld(m, "unk_token").get<std::string>();
+      auto it = t->ids_.find(unk);
+      if (it == t->ids_.end()) throw fail("WordPiece unk_token '" + unk + "' is not in the vocab");
+      t->unkId_ = it->second;
     } else {
-      throw fail("model type '" + type + "' is not supported", "supported: BPE (byte-level or byte fallback), Unigram");
+      throw fail("model type '" + type + "' is not supported", "supported: BPE (byte-level or byte fallback), Unigram, WordPiece");
     }
     for (int b = 0; b < 256; ++b) {
       char name[8];
@@ -332,11 +388,41 @@ std::unique_ptr<HfTokenizerJson> HfTokenizerJson::load(const std::string& path) 
         t->normalizer_.push_back({NormStep::Prepend, fld(*e, "prepend").get<std::string>(), ""});
       } else if (nt == "Replace") {
         const json& p = fld(*e, "pattern");
+        if (p.is_object() && p.contains("Regex") && fld(p, "Regex") == " {2,}") {  // SentencePiece converters
+          t->normalizer_.push_back({NormStep::SpaceRuns, "", fld(*e, "content").get<std::string>()});
+          continue;
+        }
         if (!p.is_object() || !p.contains("String"))
-          throw fail("normalizer Replace with a regex pattern is not supported", "only {\"String\": ...} patterns");
+          throw fail("normalizer Replace with a regex pattern is not supported", "only {\"String\": ...} patterns and Regex \" {2,}\"");
         t->normalizer_.push_back({NormStep::Replace, fld(p, "String").get<std::string>(), fld(*e, "content").get<std::string>()});
       } else if (nt == "NFC") {
         t->normalizer_.push_back({NormStep::NfcCheck, "", ""});
+      } else if (nt == "BertNormalizer") {
+        t->bertCleanText_ = e->value("clean_text", true);
+        t->bertChineseChars_ = e->value("handle_chinese_chars", true);
+        t->bertLowercase_ = e->value("lowercase", true);
+        // strip_accents null follows lowercase (as in transformers' BertTokenizer).
+        t->bertStripAccents_ = e->contains("strip_accents") && !fld(*e, "strip_accents").is_null()
+                                   ? fld(*e, "strip_accents").get<bool>()
+                                   : t->bertLowercase_;
+        t->normalizer_.push_back({NormStep::Bert, "", ""});
+      } else if (nt == "Precompiled") {
+        const std::string blob = base64Decode(fld(*e, "precompiled_charsmap").get<std::string>());
+        if (blob.size() < 4) throw fail("Precompiled charsmap shorter than its 4-byte header");
+        const uint32_t trieBytes = static_cast<uint32_t>(static_cast<unsigned char>(blob[0])) |
+                                   static_cast<uint32_t>(static_cast<unsigned char>(blob[1])) << 8 |
+                                   static_cast<uint32_t>(static_cast<unsigned char>(blob[2])) << 16 |
+                                   static_cast<uint32_t>(static_cast<unsigned char>(blob[3])) << 24;
+        if (trieBytes % 4 != 0 || trieBytes == 0 || 4 + static_cast<size_t>(trieBytes) > blob.size())
+          throw fail("Precompiled charsmap trie size " + std::to_string(trieBytes) + " does not fit its " +
+                     std::to_string(blob.size()) + " bytes");
+        t->charsmapTrie_.resize(trieBytes / 4);
+        std::memcpy(t->charsmapTrie_.data(), blob.data() + 4, trieBytes);  // little-endian host (x86, ARM)
+        t->charsmapNormalized_ = blob.substr(4 + trieBytes);
+        t->normalizer_.push_back({NormStep::Precompiled, "", ""});
+      } else if (nt == "Strip") {
+        std::string sides = std::string(e->value("strip_left", false) ? "l" : "") + (e->value("strip_right", false) ? "r" : "");
+        t->normalizer_.push_back({NormStep::Strip, sides, ""});
       } else {
         throw fail("normalizer '" + nt + "' is not supported",
                    "supported: null, Prepend, Replace (string), NFC (on text it leaves unchanged) and a Sequence of "
@@ -394,15 +480,21 @@ std::unique_ptr<HfTokenizerJson> HfTokenizerJson::load(const std::string& path) 
       } else if (pt == "Metaspace") {
         readMetaspace(p);
         t->preName_ = "Metaspace";
+      } else if (pt == "BertPreTokenizer") {
+        t->pre_ = Pre::Bert;
+        t->preName_ = "BertPreTokenizer";
       } else {
         throw fail("pre_tokenizer '" + pt + "' (" + p.dump().substr(0, 200) + ") is not supported",
                    "supported: ByteLevel, Sequence[Split(regex), ByteLevel(use_regex false)], Metaspace, null");
       }
     }
     if (t->byteLevel_ && t->type_ != ModelType::Bpe) throw fail("ByteLevel pre-tokenizer with a non-BPE model");
+    if ((t->type_ == ModelType::WordPiece) != (t->pre_ == Pre::Bert))
+      throw fail("WordPiece goes with BertPreTokenizer here; this tokenizer pairs " + t->preName_ + " with model " + type,
+                 "supported: BERT-style WordPiece tokenizer.json files");
 
     // ---- decoder ----
-    bool decByteLevel = false, decPieces = false;
+    bool decByteLevel = false, decPieces = false, decWordPiece = false;
     if (j.contains("decoder") && !fld(j, "decoder").is_null()) {
       const json& d = fld(j, "decoder");
       std::vector<const json*> steps;
@@ -430,6 +522,11 @@ std::unique_ptr<HfTokenizerJson> HfTokenizerJson::load(const std::string& path) 
           if (!p.is_object() || p.value("String", std::string()) != kMetaspace || fld(*e, "content") != " ")
             throw fail("decoder Replace other than \"▁\" -> \" \" is not supported");
           decPieces = true;
+        } else if (dt == "WordPiece") {
+          decWordPiece = true;
+          if (e->value("prefix", std::string("##")) != t->wpPrefix_)
+            throw fail("WordPiece decoder prefix differs from the model's continuing_subword_prefix");
+          t->wpCleanup_ = e->value("cleanup", true);
         } else if (dt == "ByteFallback" || dt == "Fuse") {
           decPieces = true;
           if (dt == "ByteFallback") t->decodeBytes_ = true;
@@ -449,7 +546,9 @@ std::unique_ptr<HfTokenizerJson> HfTokenizerJson::load(const std::string& path) 
       for (const std::string& nm : names) t->decoderName_ += (t->decoderName_.empty() ? "" : "+") + nm;
     }
     if (decByteLevel && decPieces) throw fail("decoder mixes ByteLevel with piece decoders; not supported");
-    if (decByteLevel) t->decodeStyle_ = DecodeStyle::ByteLevel;
+    if (decWordPiece && (decByteLevel || decPieces)) throw fail("decoder mixes WordPiece with other decoders; not supported");
+    if (decWordPiece) t->decodeStyle_ = DecodeStyle::WordPiece;
+    else if (decByteLevel) t->decodeStyle_ = DecodeStyle::ByteLevel;
     else if (decPieces) t->decodeStyle_ = DecodeStyle::Pieces;
     else throw fail("no decoder (tokens would be joined with spaces); not supported", "expected ByteLevel or Metaspace");
     if (t->byteLevel_ != decByteLevel) throw fail("ByteLevel pre-tokenizer and decoder must come together");
@@ -483,8 +582,17 @@ std::unique_ptr<HfTokenizerJson> HfTokenizerJson::load(const std::string& path) 
       for (const json* e : procs) {
         const std::string ptype = e->value("type", std::string());
         if (ptype == "ByteLevel") continue;  // only adjusts offsets
+        if (ptype == "BertProcessing" || ptype == "RobertaProcessing") {  // cls $A sep
+          for (const char* k : {"cls", "sep"})
+            if (!e->contains(k) || !(*e)[k].is_array() || (*e)[k].size() != 2 || !(*e)[k][1].is_number_integer())
+              throw fail("post_processor " + ptype + " needs \"" + k + "\" as [token, id]");
+          t->prefix_.push_back(fld(*e, "cls")[1].get<int>());
+          t->suffix_.push_back(fld(*e, "sep")[1].get<int>());
+          continue;
+        }
         if (ptype != "TemplateProcessing")
-          throw fail("post_processor '" + ptype + "' is not supported", "supported: TemplateProcessing, ByteLevel");
+          throw fail("post_processor '" + ptype + "' is not supported",
+                     "supported: TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel");
         bool seenA = false;
         for (const json& item : fld(*e, "single")) {
           if (item.contains("Sequence")) {
@@ -515,7 +623,7 @@ int HfTokenizerJson::tokenToId(std::string_view token) const {
 }
 
 std::string HfTokenizerJson::description() const {
-  std::string d = std::string("Hugging Face tokenizer.json ") + (type_ == ModelType::Bpe ? "BPE" : "Unigram") + ", " +
+  std::string d = std::string("Hugging Face tokenizer.json ") + (type_ == ModelType::Bpe ? "BPE" : type_ == ModelType::Unigram ? "Unigram" : "WordPiece") + ", " +
                   std::to_string(ids_.size()) + " tokens";
   if (byteLevel_) d += ", byte-level";
   if (byteFallback_) d += ", byte fallback";
@@ -658,6 +766,122 @@ void HfTokenizerJson::encodeUnigram(const std::string& text, std::vector<int>& o
   }
 }
 
+bool HfTokenizerJson::charsmapLookup(std::string_view key, std::string_view& out) const {
+  // darts-clone units: has_leaf bit 8, value the low 31 bits, label the low byte (plus bit 31),
+  // offset (unit >> 10) << ((unit & (1 << 9)) >> 6).
+  const auto& a = charsmapTrie_;
+  auto offset = [](uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); };
+  size_t pos = offset(a[0]);
+  for (unsigned char c : key) {
+    if (c == 0) return false;
+    pos ^= c;
+    if (pos >= a.size()) return false;
+    const uint32_t u = a[pos];
+    if ((u & ((1u << 31) | 0xFFu)) != c) return false;
+    pos ^= offset(u);
+    if (pos >= a.size()) return false;
+    if ((u >> 8) & 1u) {  // the first (shortest) key that is a prefix: what HF takes
+      const size_t v = a[pos] & ((1u << 31) - 1);
+      if (v >= charsmapNormalized_.size()) throw Error(path_, "Precompiled charsmap value out of range");
+      const size_t end = charsmapNormalized_.find('\0', v);
+      out = std::string_view(charsmapNormalized_).substr(v, (end == std::string::npos ? charsmapNormalized_.size() : end) - v);
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string HfTokenizerJson::applyCharsmap(const std::string& s) const {
+  std::vector<uint32_t> cps;
+  std::vector<size_t> offs;
+  decodeUtf8(s, cps, offs);
+  std::string o;
+  std::string_view rep;
+  for (size_t i = 0; i < cps.size(); ++i) {
+    const std::string_view ch(s.data() + offs[i], offs[i + 1] - offs[i]);
+    if (cps[i] == '\r' && i + 1 < cps.size() && cps[i + 1] == '\n') {  // CR LF: one grapheme
+      if (charsmapLookup(std::string_view(s.data() + offs[i], 2), rep)) {
+        o += rep;
+      } else {
+        for (std::string_view c : {std::string_view("\r"), std::string_view("\n")}) o += charsmapLookup(c, rep) ? rep : c;
+      }
+      ++i;
+      continue;
+    }
+    if (cps[i] >= 0x80 && joinsGrapheme(cps[i])) {
+      char hex[16];
+      std::snprintf(hex, sizeof hex, "U+%04X", cps[i]);
+      throw Error("tokenizer input", std::string("character ") + hex + " at byte " + std::to_string(offs[i]) +
+                      " joins a multi-code-point grapheme, which the Precompiled normalizer maps as a whole (not implemented)",
+                  path_ + " has a Precompiled charsmap; give text without combining marks, ZWJ, halfwidth voiced marks or jamo");
+    }
+    o += charsmapLookup(ch, rep) ? rep : ch;
+  }
+  return o;
+}
+
+std::string HfTokenizerJson::bertNormalize(const std::string& s) const {
+  std::vector<uint32_t> cps;
+  std::vector<size_t> offs;
+  decodeUtf8(s, cps, offs);
+  std::string o;
+  auto refuse = [&](size_t i, const std::string& why) {
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "U+%04X", cps[i]);
+    return Error("tokenizer input", std::string("character ") + hex + " at byte " + std::to_string(offs[i]) + ": " + why,
+                 path_ + " has BertNormalizer with lowercase/strip_accents");
+  };
+  for (size_t i = 0; i < cps.size(); ++i) {
+    uint32_t c = cps[i];
+    if (bertCleanText_) {
+      if (c == 0 || c == 0xFFFD || (c != '\t' && c != '\n' && c != '\r' && isUnicodeOther(c))) continue;
+      if (c == '\t' || c == '\n' || c == '\r' || isUnicodeSpace(c)) c = ' ';
+    }
+    if (c >= 0x80 && bertStripAccents_) throw refuse(i, "stripping accents (NFD) of non-ASCII text is not implemented");
+    if (bertLowercase_) {
+      if (c >= 'A' && c <= 'Z') c = c - 'A' + 'a';
+      else if (c >= 0x80 && isUnicodeLetter(c) && !isCjkIdeograph(c) && !(c >= 0x3040 && c <= 0x30FF))
+        throw refuse(i, "lowercasing beyond ASCII, kana and CJK ideographs is not implemented");
+    }
+    const bool cjk = bertChineseChars_ && isCjkIdeograph(c);
+    if (cjk) o += ' ';
+    o += encodeUtf8(c);
+    if (cjk) o += ' ';
+  }
+  return o;
+}
+
+void HfTokenizerJson::encodeWordPiece(const std::string& word, std::vector<int>& out) const {
+  std::vector<uint32_t> cps;
+  std::vector<size_t> offs;
+  decodeUtf8(word, cps, offs);
+  if (cps.size() > wpMaxChars_) {
+    out.push_back(*unkId_);
+    return;
+  }
+  std::vector<int> pieces;
+  for (size_t start = 0; start < cps.size();) {
+    int found = -1;
+    size_t end = cps.size();
+    for (; end > start; --end) {
+      std::string sub = word.substr(offs[start], offs[end] - offs[start]);
+      if (start > 0) sub = wpPrefix_ + sub;
+      auto it = ids_.find(sub);
+      if (it != ids_.end()) {
+        found = it->second;
+        break;
+      }
+    }
+    if (found < 0) {  // any piece without a match makes the whole word unknown
+      out.push_back(*unkId_);
+      return;
+    }
+    pieces.push_back(found);
+    start = end;
+  }
+  out.insert(out.end(), pieces.begin(), pieces.end());
+}
+
 void HfTokenizerJson::encode(std::string_view text, bool atTextStart, std::vector<int>& out) const {
   if (text.empty()) return;
   std::string s(text);
@@ -666,6 +890,29 @@ void HfTokenizerJson::encode(std::string_view text, bool atTextStart, std::vecto
       if (!s.empty()) s = st.a + s;
     } else if (st.kind == NormStep::Replace) {
       s = replaceAllCopy(std::move(s), st.a, st.b);
+    } else if (st.kind == NormStep::Bert) {
+      s = bertNormalize(s);
+    } else if (st.kind == NormStep::Precompiled) {
+      s = applyCharsmap(s);
+    } else if (st.kind == NormStep::SpaceRuns) {
+      std::string o;
+      for (size_t i = 0; i < s.size();) {
+        size_t j = i;
+        while (j < s.size() && s[j] == ' ') ++j;
+        if (j - i >= 2) o += st.b, i = j;
+        else o += s[i++];
+      }
+      s = std::move(o);
+    } else if (st.kind == NormStep::Strip) {
+      std::vector<uint32_t> cps;
+      std::vector<size_t> offs;
+      decodeUtf8(s, cps, offs);
+      size_t b = 0, e = cps.size();
+      if (st.a.find('l') != std::string::npos)
+        while (b < e && isUnicodeSpace(cps[b])) ++b;
+      if (st.a.find('r') != std::string::npos)
+        while (e > b && isUnicodeSpace(cps[e - 1])) --e;
+      s = s.substr(offs[b], offs[e] - offs[b]);
     } else {
       std::vector<uint32_t> cps;
       std::vector<size_t> offs;
@@ -702,6 +949,28 @@ void HfTokenizerJson::encode(std::string_view text, bool atTextStart, std::vecto
       }
       break;
     }
+    case Pre::Bert: {
+      // Whitespace separates (and goes); each punctuation character is a word of its own.
+      std::vector<uint32_t> cps;
+      std::vector<size_t> offs;
+      decodeUtf8(s, cps, offs);
+      std::string cur;
+      for (size_t i = 0; i < cps.size(); ++i) {
+        const uint32_t c = cps[i];
+        const bool space = c == ' ' || c == '\t' || c == '\n' || c == '\r' || isUnicodeSpace(c);
+        const bool punct = (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126) ||
+                           isUnicodePunctuation(c);
+        if (space || punct) {
+          if (!cur.empty()) words.push_back(std::move(cur));
+          cur.clear();
+          if (punct) words.push_back(s.substr(offs[i], offs[i + 1] - offs[i]));
+        } else {
+          cur.append(s, offs[i], offs[i + 1] - offs[i]);
+        }
+      }
+      if (!cur.empty()) words.push_back(std::move(cur));
+      break;
+    }
     case Pre::Metaspace: {
       s = replaceAllCopy(std::move(s), " ", replacement_);
       bool prepend = prepend_ == Prepend::Always || (prepend_ == Prepend::First && atTextStart);
@@ -722,6 +991,7 @@ void HfTokenizerJson::encode(std::string_view text, bool atTextStart, std::vecto
   }
   for (const std::string& w : words) {
     if (type_ == ModelType::Bpe) encodeWord(w, out);
+    else if (type_ == ModelType::WordPiece) encodeWordPiece(w, out);
     else encodeUnigram(w, out);
   }
 }

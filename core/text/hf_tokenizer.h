@@ -1,5 +1,6 @@
 // Hugging Face tokenizer.json models (byte-level BPE as GPT-2/Qwen2, Unigram with Metaspace as
-// llm-jp-style fast tokenizers): the normalizer, pre-tokenizer, model and decoder settings, parsed
+// llm-jp-style fast tokenizers and XLM-RoBERTa, WordPiece with BertNormalizer/BertPreTokenizer as
+// BERT encoders): the normalizer, pre-tokenizer, model and decoder settings, parsed
 // into a form kh::Tokenizer drives. Must never include torch, and must refuse (kh::Error naming
 // tokenizer.json) every configuration it does not implement exactly rather than approximate it.
 #pragma once
@@ -20,6 +21,9 @@ namespace kh {
 bool isUnicodeLetter(uint32_t cp);
 bool isUnicodeNumber(uint32_t cp);
 bool isUnicodeSpace(uint32_t cp);
+bool isUnicodePunctuation(uint32_t cp);  // P*
+bool isUnicodeOther(uint32_t cp);        // C* (Cc, Cf, Cs, Co, Cn)
+bool isCjkIdeograph(uint32_t cp);        // BERT's _is_chinese_char ranges
 
 // Hand-coded equivalents of the pre-tokenizer regexes (std::regex has no \p{L}); each returns the
 // pieces of `text` (valid UTF-8) in order, their concatenation being `text`.
@@ -38,10 +42,11 @@ class HfTokenizerJson {
   // Parses tokenizer.json; kh::Error(path, ...) on anything malformed or unsupported.
   static std::unique_ptr<HfTokenizerJson> load(const std::string& path);
 
-  enum class ModelType { Bpe, Unigram };
+  enum class ModelType { Bpe, Unigram, WordPiece };
   enum class DecodeStyle {
     ByteLevel,  // each token's characters map back to bytes (GPT-2 table); lossy UTF-8 at the end
-    Pieces      // "▁" -> " " (Metaspace or Replace), <0xNN> byte fallback, optional first-space strip
+    Pieces,     // "▁" -> " " (Metaspace or Replace), <0xNN> byte fallback, optional first-space strip
+    WordPiece   // tokens joined by spaces, "##" continuations glued, cleanup before . , ! ? and 's 'm 've 're n't
   };
 
   // Encodes text between added tokens (normalizer, pre-tokenizer, model). `atTextStart` says the
@@ -49,6 +54,8 @@ class HfTokenizerJson {
   void encode(std::string_view text, bool atTextStart, std::vector<int>& out) const;
 
   const std::string& path() const { return path_; }
+  const std::string& wordPiecePrefix() const { return wpPrefix_; }  // "##"
+  bool wordPieceCleanup() const { return wpCleanup_; }
   const std::vector<std::string>& vocab() const { return vocab_; }  // by id; "" for holes
   int tokenToId(std::string_view token) const;                     // -1 when absent from the model
   const std::vector<AddedToken>& addedTokens() const { return added_; }
@@ -67,6 +74,8 @@ class HfTokenizerJson {
   HfTokenizerJson() = default;
   void encodeWord(const std::string& word, std::vector<int>& out) const;  // BPE on one pre-token
   void encodeUnigram(const std::string& text, std::vector<int>& out) const;
+  void encodeWordPiece(const std::string& word, std::vector<int>& out) const;  // greedy longest match
+  std::string bertNormalize(const std::string& s) const;
   // Byte fallback, else unk (fused with an unk already pushed at or after out[fuseFrom]).
   void pushUnknown(std::string_view chars, std::vector<int>& out, size_t fuseFrom) const;
 
@@ -88,12 +97,29 @@ class HfTokenizerJson {
   // Normalizer: a sequence of Prepend / Replace steps, and NFC on text NFC leaves alone (text
   // with a code point NFC could change is refused: full NFC composition is not implemented).
   struct NormStep {
-    enum Kind { Prepend, Replace, NfcCheck } kind;
+    // Precompiled: the SentencePiece charsmap below; SpaceRuns: Replace(Regex " {2,}") -> b;
+    // Strip: a = "l", "r" or "lr" (the sides whose whitespace goes).
+    enum Kind { Prepend, Replace, NfcCheck, Bert, Precompiled, SpaceRuns, Strip } kind;
     std::string a, b;  // Prepend: a; Replace: a -> b
   };
+  // Precompiled charsmap (SentencePiece normalizer as HF's spm_precompiled applies it): a
+  // darts-clone double array of UTF-8 keys whose values are offsets into NUL-separated
+  // replacements. Applied per grapheme; text whose graphemes span several code points (combining
+  // marks, ZWJ, halfwidth voiced marks, jamo, regional indicators...) is refused, CR LF excepted.
+  std::vector<uint32_t> charsmapTrie_;
+  std::string charsmapNormalized_;
+  bool charsmapLookup(std::string_view key, std::string_view& out) const;  // shortest-prefix match, as HF
+  std::string applyCharsmap(const std::string& s) const;
   std::vector<NormStep> normalizer_;
+  // BertNormalizer. Lowercasing is exact for ASCII; text with other cased letters is refused, as
+  // is non-ASCII text when accents are to be stripped (NFD is not implemented).
+  bool bertCleanText_ = true, bertChineseChars_ = true, bertStripAccents_ = false, bertLowercase_ = false;
+  // WordPiece model.
+  std::string wpPrefix_ = "##";
+  size_t wpMaxChars_ = 100;
+  bool wpCleanup_ = true;
   // Pre-tokenizer.
-  enum class Pre { None, ByteLevel, Split, Metaspace } pre_ = Pre::None;
+  enum class Pre { None, ByteLevel, Split, Metaspace, Bert } pre_ = Pre::None;
   PreTokenizerPattern pattern_ = PreTokenizerPattern::Gpt2;
   bool byteLevel_ = false;        // map bytes to GPT-2 symbols before the model
   bool addPrefixSpace_ = false;   // ByteLevel add_prefix_space

@@ -748,6 +748,17 @@ std::string StreamDecoder::pushHf(int id) {
   }
   const bool first = bosWs_;
   bosWs_ = false;
+  if (hf.decodeStyle() == HfTokenizerJson::DecodeStyle::WordPiece) {
+    // Tokens joined by spaces; a "##" continuation glues on; cleanup: no space before . , ! ? and
+    // the English clitics (HF's WordPiece decoder cleanup, token by token).
+    const std::string& pre = hf.wordPiecePrefix();
+    if (p.text.compare(0, pre.size(), pre) == 0 && p.text.size() > pre.size()) return p.text.substr(pre.size());
+    static const char* const kGlued[] = {".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re"};
+    bool glue = first;
+    if (hf.wordPieceCleanup())
+      for (const char* g : kGlued) glue = glue || p.text == g;
+    return glue ? p.text : " " + p.text;
+  }
   if (p.kind == Tokenizer::kByte) {
     bytes_ += static_cast<char>(p.byte);
     flushBytes(out, false);

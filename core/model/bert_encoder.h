@@ -1,0 +1,45 @@
+// BERT and XLM-RoBERTa encoders (the architecture of multilingual-e5 and ruri v1/v2): config.json,
+// weights by their Hugging Face names (optionally under "bert." / "roberta."), and the
+// bidirectional forward pass to the final hidden states, in fp32. Inference only: never a
+// decoder, no cache, no heads (pooler and MLM head weights are ignored).
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kh {
+
+struct EncoderConfig {
+  std::string modelType;  // "bert" or "xlm-roberta"
+  int64_t vocabSize = 0, hiddenSize = 0, numLayers = 0, numHeads = 0, intermediateSize = 0;
+  int64_t maxPositions = 0, typeVocabSize = 0;
+  int64_t padTokenId = 0;
+  double layerNormEps = 1e-12;
+  std::string activation = "gelu";
+};
+
+class BertEncoder {
+ public:
+  // Reads <dir>/config.json (model_type "bert" or "xlm-roberta", position_embedding_type
+  // "absolute") and its safetensors weights; kh::Error naming the file and the missing,
+  // mis-shaped or unexpected tensors, or the unsupported setting (e.g. model_type "modernbert").
+  static std::shared_ptr<BertEncoder> load(const std::string& dir);
+  const EncoderConfig& config() const { return c_; }
+  // ids: [B, T] int64, mask: [B, T] (1 = token, 0 = padding; padding on the right).
+  // Returns the last layer's hidden states [B, T, D] fp32. Positions: 0.. for BERT; for XLM-R,
+  // padding_idx + 1 + (index among real tokens), padding rows at padding_idx (as transformers).
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& mask) const;
+
+ private:
+  struct Layer {
+    at::Tensor qW, qB, kW, kB, vW, vB, oW, oB, ln1W, ln1B, iW, iB, o2W, o2B, ln2W, ln2B;
+  };
+  EncoderConfig c_;
+  at::Tensor wordEmb_, posEmb_, typeEmb_, embLnW_, embLnB_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace kh
