@@ -1,11 +1,12 @@
 // RagStore and the retrieval-augmented chat helpers (see chat_engine.h): core/retrieval's
-// DocumentStore and DecoderEmbedder behind the torch-free facade. Never changes the store.
+// DocumentStore and the embedder it recorded (decoder or encoder) behind the torch-free facade. Never changes the store.
 #include <algorithm>
 #include <filesystem>
 #include <limits>
 
 #include "core/error.h"
 #include "core/jobs/chat_engine.h"
+#include "core/retrieval/encoder_embedder.h"
 #include "core/retrieval/store.h"
 
 namespace kh {
@@ -99,7 +100,7 @@ std::vector<RagHit> rethreshold(const RagRetrieval& turn, const RagThreshold& th
 
 struct RagStore::Impl {
   rt::DocumentStore store;
-  std::unique_ptr<rt::DecoderEmbedder> embedder;
+  std::unique_ptr<rt::Embedder> embedder;
   std::string missingEmbedder;  // the recorded embedder folder when it is gone
 };
 
@@ -113,8 +114,9 @@ std::shared_ptr<RagStore> RagStore::open(const std::string& dir) {
   auto impl = std::make_unique<Impl>(Impl{rt::DocumentStore::open(dir), nullptr, {}});
   const std::string model = impl->store.embedderModel();
   if (impl->store.hasDense()) {
-    if (!model.empty() && fs::exists(model))
-      impl->embedder = std::make_unique<rt::DecoderEmbedder>(model);
+    // The recorded spec (decoder or encoder folder, with its prefix style), as the CLI reopens it.
+    if (!model.empty() && fs::exists(rt::embedderFolder(model)))
+      impl->embedder = rt::openEmbedder(model, "auto");
     else
       impl->missingEmbedder = model.empty() ? std::string("(not recorded)") : model;
   }
