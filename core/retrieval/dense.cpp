@@ -42,9 +42,29 @@ void normalizeRows(std::vector<float>& v, int dim) {
 
 // ---------------------------------------------------------------------------------------------
 
-static uint64_t fnv1a(uint64_t h, const std::string& s) {
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
+std::string modelFingerprint(const std::string& modelDir, const std::vector<std::string>& files) {
+  namespace fs = std::filesystem;
+  auto fnv1a = [](uint64_t h, const std::string& s) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    return h;
+  };
+  uint64_t h = 1469598103934665603ull;
+  for (const auto& f : files) {
+    std::ifstream in(fs::path(modelDir) / f, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    h = fnv1a(h, ss.str());
+  }
+  std::vector<std::string> weights;
+  for (const auto& e : fs::directory_iterator(modelDir))
+    if (e.path().extension() == ".safetensors") weights.push_back(e.path().filename().string() + ":" + std::to_string(e.file_size()));
+  std::sort(weights.begin(), weights.end());
+  for (const auto& w : weights) h = fnv1a(h, w);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  std::string name = fs::path(modelDir).filename().string();
+  if (name.empty()) name = fs::path(modelDir).parent_path().filename().string();
+  return name + ":" + hex;
 }
 
 DecoderEmbedder::DecoderEmbedder(const std::string& modelDir, int batchSize, int maxTokens)
@@ -54,20 +74,7 @@ DecoderEmbedder::DecoderEmbedder(const std::string& modelDir, int batchSize, int
   tokenizer_ = folder.requireTokenizer();
   model_ = Model::load(folder);
   dim_ = static_cast<int>(model_->config().hiddenSize);
-  std::ifstream cf(fs::path(modelDir) / "config.json");
-  std::stringstream ss;
-  ss << cf.rdbuf();
-  uint64_t h = fnv1a(1469598103934665603ull, ss.str());
-  std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(modelDir))
-    if (e.path().extension() == ".safetensors") files.push_back(e.path().filename().string() + ":" + std::to_string(e.file_size()));
-  std::sort(files.begin(), files.end());
-  for (const auto& f : files) h = fnv1a(h, f);
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  std::string name = fs::path(modelDir).filename().string();
-  if (name.empty()) name = fs::path(modelDir).parent_path().filename().string();
-  identity_ = "decoder-mean:" + name + ":" + hex;
+  identity_ = "decoder-mean:" + modelFingerprint(modelDir, {"config.json"});
 }
 
 DecoderEmbedder::~DecoderEmbedder() = default;

@@ -24,6 +24,11 @@ namespace kh::retrieval {
 // Called after each batch: texts done so far, of total.
 using EmbedProgress = std::function<void(size_t done, size_t total)>;
 
+// "<folder name>:<16 hex digits>": FNV-1a 64 over the contents of `files` (paths inside the model
+// folder, in order), then each .safetensors file's name and size (sorted). Embedder identities are
+// built from it, so a store notices another model or changed weights.
+std::string modelFingerprint(const std::string& modelDir, const std::vector<std::string>& files);
+
 class Embedder {
  public:
   virtual ~Embedder() = default;

@@ -22,11 +22,6 @@ namespace kh::retrieval {
 
 namespace {
 
-uint64_t fnv1a(uint64_t h, const std::string& s) {
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
 std::string readText(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   std::stringstream ss;
@@ -76,16 +71,7 @@ EncoderEmbedder::EncoderEmbedder(const std::string& modelDir, const std::string&
   // XLM-R positions start at padding_idx + 1.
   const int64_t usable = model_->config().maxPositions - (model_->config().modelType == "xlm-roberta" ? model_->config().padTokenId + 1 : 0);
   maxTokens_ = static_cast<int>(std::min<int64_t>(maxTokens_, usable));
-  uint64_t h = fnv1a(1469598103934665603ull, readText(fs::path(modelDir) / "config.json"));
-  h = fnv1a(h, readText(tj));
-  std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(modelDir))
-    if (e.path().extension() == ".safetensors") files.push_back(e.path().filename().string() + ":" + std::to_string(e.file_size()));
-  std::sort(files.begin(), files.end());
-  for (const auto& f : files) h = fnv1a(h, f);
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  identity_ = "encoder-mean:" + folderName(modelDir) + ":" + hex + ":" + prefixes_.style;
+  identity_ = "encoder-mean:" + modelFingerprint(modelDir, {"config.json", "tokenizer.json"}) + ":" + prefixes_.style;
 }
 
 EncoderEmbedder::~EncoderEmbedder() = default;
