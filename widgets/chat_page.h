@@ -16,4 +16,7 @@ QWidget* makeChatPage(QWidget* parent, std::function<void(std::function<void()>)
 // `modelB`, both loaded on the worker (e.g. a fine-tuned model and its base). `chatPage` is what
 // makeChatPage returned; anything else is ignored.
 void openCompare(QWidget* chatPage, const QString& modelA, const QString& modelB);
+// Stops the answers the page is streaming (its Chat and Compare tabs), as their Stop buttons do:
+// the main window's Cancel calls it when the device's running job is a chat answer.
+void stopChatAnswers(QWidget* chatPage);
 }

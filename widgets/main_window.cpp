@@ -213,6 +213,8 @@ void MainWindow::openRun(const QString& dir) {
 
 void MainWindow::cancelJob() {
   if (runner_->busy()) {
+    // A chat answer watches the chat's own stop flag, not the runner's.
+    if (runner_->currentName() == QStringLiteral("chat answer")) stopChatAnswers(chat_);
     runner_->cancelCurrent();
     jobLabel_->setText(QStringLiteral("cancelling..."));
   }

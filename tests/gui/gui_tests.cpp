@@ -33,6 +33,10 @@
 #include <QPlainTextEdit>
 #include "widgets/model_library.h"
 #include "widgets/runs_view.h"
+#include "core/jobs/chat_engine.h"
+#include "widgets/chat/chat_column.h"
+#include "widgets/chat/chat_pane.h"
+#include "widgets/chat/chat_controls.h"
 
 namespace {
 
@@ -452,6 +456,47 @@ class TestScreenshots : public QObject {
 };
 
 // ---------------------------------------------------------------------------------------------------
+// The status bar's Cancel (and Esc / Ctrl+.) stops a chat answer running on the device's job runner,
+// as the chat's own Stop does: the answer ends "cancelled", kept as far as it got, and the runner
+// is free again.
+class TestChatCancel : public QObject {
+  Q_OBJECT
+ private Q_SLOTS:
+  void statusBarCancelStopsAChatAnswer() {
+    QTemporaryDir tmp;
+    const std::string dir = tmp.filePath("llama").toStdString();
+    kh::guitest::makeTinyModel(dir, "llama", 2, 2, /*withTokenizer=*/true);
+    kh::MainWindow w(nullptr, false);
+    auto* pane = w.chatPage()->findChild<kh::gui::ChatPane*>();
+    QVERIFY(pane);
+    pane->setEngine(kh::ChatEngine::load(dir, "cpu"));
+    pane->column()->setStreamIntervalMs(0);
+    kh::ChatSettings s;
+    s.maxNewTokens = 3000;
+    s.temperature = 0.8;
+    s.seed = 5;
+    pane->settingsBox()->setSettings(s);
+    QSignalSpy done(pane->column(), &kh::gui::ChatColumn::replyFinished);
+    QSignalSpy finished(w.runner(), &kh::JobRunner::jobFinished);
+    bool cancelled = false;
+    connect(pane->column(), &kh::gui::ChatColumn::chunkArrived, &w, [&] {
+      if (cancelled) return;
+      cancelled = true;
+      QCOMPARE(w.runner()->currentName(), QStringLiteral("chat answer"));
+      w.cancelJob();
+    });
+    pane->input()->setPlainText(QStringLiteral("長い話をしてください。"));
+    pane->send();
+    QVERIFY(done.wait(30000));
+    QVERIFY(cancelled);
+    QCOMPARE(done.at(0).at(0).toString(), QStringLiteral("cancelled"));
+    const auto& answer = pane->column()->entries().back();
+    QVERIFY(answer.stats.newTokens < 3000);
+    QTRY_VERIFY_WITH_TIMEOUT(!w.runner()->busy(), 10000);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------
 class TestMergeView : public QObject {
   Q_OBJECT
  private Q_SLOTS:
@@ -504,6 +549,7 @@ int main(int argc, char** argv) {
   run(new TestDashboardFollow);
   run(new TestMergeView);
   run(new TestScreenshots);
+  run(new TestChatCancel);
   return status;
 }
 

@@ -56,9 +56,12 @@ class ChatPage : public QWidget {
     connect(pickerA, &ModelPicker::loadFailed, error, &QLabel::setText);
     connect(pickerB, &ModelPicker::loadFailed, error, &QLabel::setText);
   }
-  ~ChatPage() override {
+  void stopAnswers() {
     chat_->stop();
     compare_->stop();
+  }
+  ~ChatPage() override {
+    stopAnswers();
     // worker_ (when the page has its own) joins after the running answer sees its cancel flag
   }
 
@@ -88,5 +91,8 @@ void openCompare(QWidget* chatPage, const QString& modelA, const QString& modelB
   tabs->setCurrentIndex(tabs->count() - 1);  // Compare
   a->load();
   b->load();
+}
+void stopChatAnswers(QWidget* chatPage) {
+  if (auto* page = dynamic_cast<kh::gui::ChatPage*>(chatPage)) page->stopAnswers();
 }
 }  // namespace kh
