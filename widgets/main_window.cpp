@@ -235,9 +235,11 @@ void MainWindow::about() {
 
 void MainWindow::updateMemory() {
   static const bool gpu = jobs::availableDevices().size() > 1;
+  const std::string device = gpu ? jobs::deviceMemoryText() : std::string();
+  QString gpuText = QStringLiteral("  GPU: none (CPU build)");
+  if (gpu) gpuText = device.empty() ? QString() : QStringLiteral("  GPU: ") + QString::fromStdString(device);
   memoryLabel_->setText(QStringLiteral("Memory: %1%2")
-                            .arg(QString::fromStdString(jobs::formatBytes(jobs::processMemory())),
-                                 gpu ? QString() : QStringLiteral("  GPU: none (CPU build)")));
+                            .arg(QString::fromStdString(jobs::formatBytes(jobs::processMemory())), gpuText));
 }
 
 bool MainWindow::saveScreenshots(const QString& dir) {

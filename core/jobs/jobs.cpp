@@ -11,6 +11,11 @@
 #include <regex>
 #include <sstream>
 #include <torch/cuda.h>
+#if defined(KH_CUDA) && __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#define KH_HAS_CUDA_STATS 1
+#endif
 
 #include "core/error.h"
 #include "core/evolve/evolution.h"
@@ -96,6 +101,25 @@ std::vector<std::string> availableDevices() {
   const auto n = torch::cuda::device_count();
   for (size_t i = 0; i < n; ++i) d.push_back("cuda:" + std::to_string(i));
   return d;
+}
+
+std::string deviceMemoryText() {
+#ifdef KH_HAS_CUDA_STATS
+  std::string out;
+  const auto n = torch::cuda::device_count();
+  for (size_t i = 0; i < n; ++i) {
+    const int dev = static_cast<int>(i);
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(dev);
+    const auto& held = stats.reserved_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)];
+    const auto total = static_cast<uint64_t>(at::cuda::getDeviceProperties(dev)->totalGlobalMem);
+    if (!out.empty()) out += "  ";
+    out += "cuda:" + std::to_string(i) + " " + kh::formatBytes(static_cast<uint64_t>(held.current)) + " (peak " +
+           kh::formatBytes(static_cast<uint64_t>(held.peak)) + ") of " + kh::formatBytes(total);
+  }
+  return out;
+#else
+  return "";
+#endif
 }
 
 // ---- merge ----------------------------------------------------------------------------------------

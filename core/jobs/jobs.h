@@ -39,6 +39,9 @@ uint64_t processMemory();
 std::string formatBytes(uint64_t bytes);
 // Devices this build can run on ("cpu", plus "cuda:N" when a GPU is present).
 std::vector<std::string> availableDevices();
+// What the engine holds on each GPU, from the CUDA caching allocator ("cuda:0 1.2 GiB (peak
+// 3.4 GiB) of 80 GiB"); "" in a build without CUDA (KH_CUDA) or on a machine without a GPU.
+std::string deviceMemoryText();
 
 // ---- merge ----------------------------------------------------------------------------------------
 
