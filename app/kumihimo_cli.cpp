@@ -6,9 +6,11 @@
 #include <thread>
 
 #include "app/cli_commands.h"
+#include "app/thread_waits.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
+  kh::app::restartCliWithShortThreadSpins(argc, argv);
   CLI::App app{"Kumihimo: merge, evolve, fine-tune, evaluate and chat with LLMs (headless)", "kumihimo-cli"};
   app.set_version_flag("--version", std::string("kumihimo-cli ") + KH_VERSION);
   app.require_subcommand(1);

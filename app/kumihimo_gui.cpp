@@ -8,11 +8,13 @@
 #include <QTimer>
 #include <cstdio>
 
+#include "app/thread_waits.h"
 #include "widgets/evolve_view.h"
 #include "widgets/main_window.h"
 #include "widgets/runs_view.h"
 
 int main(int argc, char** argv) {
+  kh::app::restartWithShortThreadSpins(argv);
   QApplication app(argc, argv);
   QApplication::setOrganizationName(QStringLiteral("Kumihimo"));
   QApplication::setApplicationName(QStringLiteral("Kumihimo"));

@@ -17,6 +17,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "app/thread_waits.h"
 #include "core/merge/executor.h"
 #include "core/model/tiny.h"
 
@@ -48,6 +49,7 @@ std::vector<std::string> weightFiles(const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kh::app::restartWithShortThreadSpins(argv);  // the thread waits kumihimo-cli merge runs with
   // All cores, as kumihimo-cli uses by default (Debian's libtorch would start with one).
   at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   int64_t layers = 4;
