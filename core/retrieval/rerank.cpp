@@ -19,6 +19,15 @@ std::string rerankPrompt(const std::string& query, const std::string& chunk, con
          "」とだけ答えてください。\n\n質問: " + query + "\n\n文章: " + chunk;
 }
 
+std::optional<std::pair<std::string, std::string>> parseAnswerWords(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  const size_t comma = text.find(',');
+  const std::string yes = text.substr(0, comma), no = comma == std::string::npos ? "" : text.substr(comma + 1);
+  if (comma == std::string::npos || yes.empty() || no.empty() || no.find(',') != std::string::npos || yes == no)
+    throw Error("rerank answers", "'" + text + "' is not two different words separated by a comma", "e.g. はい,いいえ or Yes,No");
+  return std::make_pair(yes, no);
+}
+
 namespace {
 
 std::vector<int> renderIds(const Tokenizer& tok, ChatFormat f, const std::string& bos, const std::string& eos,
@@ -55,7 +64,8 @@ DecoderReranker::DecoderReranker(const std::string& modelDir, const RerankOption
   bos_ = tok_->bosToken();
   eos_ = tok_->eosToken();
   // Answer words must be one token each where the model would write them (after the open turn).
-  const std::pair<const char*, const char*> pairs[] = {{"はい", "いいえ"}, {"yes", "no"}};
+  std::vector<std::pair<std::string, std::string>> pairs = {{"はい", "いいえ"}, {"yes", "no"}};
+  if (options_.answers) pairs = {*options_.answers};
   std::string tried;
   for (const auto& [y, n] : pairs) {
     const std::string user = rerankPrompt("質問", "文章", y, n);
@@ -71,11 +81,11 @@ DecoderReranker::DecoderReranker(const std::string& modelDir, const RerankOption
       yes_ = y, no_ = n, yesId_ = yi, noId_ = ni;
       break;
     }
-    tried += std::string(tried.empty() ? "" : ", ") + "'" + y + "'/'" + n + "'";
+    tried += (tried.empty() ? "" : ", ") + ("'" + y + "'/'" + n + "'");
   }
   if (yesId_ < 0)
     throw Error(modelDir, "cannot rerank: the answer words " + tried + " are not single tokens after its chat prompt",
-                "use an instruction model whose tokenizer has them");
+                "use an instruction model whose tokenizer has them, or name single-token answers (--rerank-answers YES,NO)");
   model_ = Model::load(folder, RunOptions{options_.device, ""});
 }
 

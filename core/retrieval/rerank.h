@@ -23,12 +23,20 @@ namespace kh::retrieval {
 // generation prompt (the assistant turn is open; the answer is the next token):
 //   次の文章が質問の答えを含んでいるか判定してください。含んでいれば「<yes>」、含んでいなければ
 //   「<no>」とだけ答えてください。\n\n質問: <query>\n\n文章: <chunk>
-// Answer words, tried in order: (はい, いいえ), then (yes, no). A pair is used when each word is one
-// token right after the rendered prompt (prompt + word tokenises as the prompt's tokens plus exactly
-// one more) and the two tokens differ; the <yes>/<no> in the prompt are that pair's words.
+// Answer words, tried in order: (はい, いいえ), then (yes, no), unless RerankOptions::answers names
+// the pair. A pair is used when each word is one token right after the rendered prompt (prompt +
+// word tokenises as the prompt's tokens plus exactly one more) and the two tokens differ; the
+// <yes>/<no> in the prompt are that pair's words.
 std::string rerankPrompt(const std::string& query, const std::string& chunk, const std::string& yes, const std::string& no);
 
+// "YES,NO" -> {YES, NO}; "" -> nullopt (the default pairs). kh::Error unless two different
+// non-empty words separated by one comma.
+std::optional<std::pair<std::string, std::string>> parseAnswerWords(const std::string& text);
+
 struct RerankOptions {
+  // The answer pair to use instead of the defaults (e.g. {"Yes", "No"} for a model that answers
+  // capitalised, or whatever single tokens a small test tokenizer has).
+  std::optional<std::pair<std::string, std::string>> answers;
   int batchSize = 8;      // pairs per forward pass (right-padded; padding masked by position -1)
   int maxChunkTokens = 384;  // the chunk is cut to this many tokens (of its own encoding) first
   std::string templateOverride;  // chat format name; "" = detect from the tokenizer
