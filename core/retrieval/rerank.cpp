@@ -121,10 +121,15 @@ std::vector<std::optional<double>> DecoderReranker::scoreAll(const std::string& 
   std::vector<std::optional<double>> out(texts.size());
   const int64_t pad = tok_->padId().value_or(0);
   const size_t bs = static_cast<size_t>(options_.batchSize);
+  const int64_t rowBytesPerToken = 4 * model_->config().vocabSize;  // fp32 logits
   at::NoGradGuard noGrad;
-  for (size_t s = 0; s < order.size(); s += bs) {
+  for (size_t s = 0, e = 0; s < order.size(); s = e) {
     if (options_.cancel && options_.cancel->load()) throw Error("rerank", "cancelled");
-    const size_t e = std::min(order.size(), s + bs);
+    // Rows ascend in length, so the batch's padded length is its last row's.
+    e = s + 1;
+    while (e < order.size() && e - s < bs &&
+           static_cast<int64_t>(e - s + 1) * static_cast<int64_t>(ids[order[e]].size()) * rowBytesPerToken <= options_.maxLogitBytes)
+      ++e;
     const int64_t B = static_cast<int64_t>(e - s), T = static_cast<int64_t>(ids[order[e - 1]].size());
     std::vector<int64_t> idv(static_cast<size_t>(B * T), pad), posv(static_cast<size_t>(B * T), -1), last(static_cast<size_t>(B));
     for (int64_t r = 0; r < B; ++r) {

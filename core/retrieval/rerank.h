@@ -38,6 +38,9 @@ struct RerankOptions {
   // capitalised, or whatever single tokens a small test tokenizer has).
   std::optional<std::pair<std::string, std::string>> answers;
   int batchSize = 8;      // pairs per forward pass (right-padded; padding masked by position -1)
+  // A forward pass returns logits for every position, [B, T, vocab] fp32: a batch is cut smaller
+  // when it would exceed this (gemma-2's 256k vocabulary x 500 tokens is 0.5 GB a row).
+  int64_t maxLogitBytes = int64_t(1) << 30;
   int maxChunkTokens = 384;  // the chunk is cut to this many tokens (of its own encoding) first
   std::string templateOverride;  // chat format name; "" = detect from the tokenizer
   std::string device = "cpu";

@@ -109,6 +109,24 @@ TEST(Rerank, BatchedScoresEqualOnePairAtATimeAndTheLogitsLogOdds) {
   }
 }
 
+TEST(Rerank, LogitBudgetCutsBatchesWithoutChangingScores) {
+  TempDir d;
+  const std::string dir = tinyModel(d, "llama");
+  RerankOptions budget = tinyAnswers(8);
+  // Room for two rows of the longest prompt's logits: batches of at most 2, so at least 3 passes.
+  DecoderReranker big(dir, tinyAnswers(8));
+  size_t longest = 0;
+  for (const auto& c : kChunks) longest = std::max(longest, big.promptIds("質問", c).size());
+  budget.maxLogitBytes = 2 * static_cast<int64_t>(longest) * 4 * big.model().config().vocabSize;
+  DecoderReranker small(dir, budget);
+  size_t passes = 0, bigPasses = 0;
+  const auto a = small.scoreAll("質問", kChunks, [&](size_t, size_t) { ++passes; });
+  const auto b = big.scoreAll("質問", kChunks, [&](size_t, size_t) { ++bigPasses; });
+  EXPECT_EQ(bigPasses, 1u);
+  EXPECT_GE(passes, 3u);
+  for (size_t i = 0; i < kChunks.size(); ++i) EXPECT_NEAR(*a[i], *b[i], 2e-4) << i;
+}
+
 TEST(Rerank, SearchOrdersAndThresholdsByTheRerankScore) {
   TempDir d;
   DecoderReranker r(tinyModel(d, "llama", 7), tinyAnswers());
