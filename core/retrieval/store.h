@@ -83,7 +83,8 @@ struct SearchOptions {
   Method method = Method::Fused;
   // Threshold relative to the query: "relative" keeps hits with score >= relativeRatio * best;
   // "zscore" keeps hits whose score is >= zMin standard deviations above the candidates' mean;
-  // "none" keeps all. The score is the reranker's when it gave one, else the method's.
+  // "none" keeps all. The score is the reranker's when it gave one, else the method's. With a
+  // negative best (a reranker's log-odds) "relative" keeps score >= best / relativeRatio.
   std::string threshold = "relative";
   double relativeRatio = 0.5;
   double zMin = 0.0;
