@@ -314,6 +314,7 @@ void addChat(CLI::App& app, Action& run) {
     ModelArgs m;
     std::string system, templ, rag;
     int ragK = 3;
+    RerankFlags rerank;
     SamplingOptions sampling;
   };
   auto a = std::make_shared<Args>();
@@ -323,11 +324,12 @@ void addChat(CLI::App& app, Action& run) {
   sub->add_option("--template", a->templ, "Chat format override: " + chatFormatNames());
   sub->add_option("--rag", a->rag, "Retrieval store: its best chunks go before each message");
   sub->add_option("--rag-k", a->ragK, "Chunks retrieved per message (with --rag)")->default_val(3);
+  addRerankFlags(sub, a->rerank);
   addSamplingFlags(sub, a->sampling);
   sub->callback([a, &run]() { run = [a]() {
     validateSampling(a->sampling);
     std::function<std::string(const std::string&)> augment;
-    if (!a->rag.empty()) augment = makeRagAugmenter(a->rag, a->ragK);
+    if (!a->rag.empty()) augment = makeRagAugmenter(a->rag, a->ragK, a->rerank);
     auto [folder, tok, model] = loadModel(a->m);
     ChatSession chat(folder, model, tok, a->templ);
     chat.system = a->system;

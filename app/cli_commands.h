@@ -13,6 +13,10 @@ namespace kh {
 class Model;
 class Tokenizer;
 }  // namespace kh
+namespace kh::retrieval {
+class Reranker;
+struct SearchOptions;
+}  // namespace kh::retrieval
 
 namespace kh::cli {
 
@@ -31,10 +35,20 @@ void addEval(CLI::App& app, Action& run);  // app/cli_eval.cpp
 void addIndex(CLI::App& app, Action& run);          // app/cli_retrieval.cpp
 void addRetrieve(CLI::App& app, Action& run);       // app/cli_retrieval.cpp
 void addRetrievalEval(CLI::App& app, Action& run);  // app/cli_retrieval.cpp
+// --rerank MODEL_DIR and --rerank-k N (app/cli_rerank.cpp).
+struct RerankFlags {
+  std::string model;  // "" = no reranker
+  int k = 20;
+  std::string answers;  // "YES,NO" instead of the default はい,いいえ / yes,no
+};
+void addRerankFlags(CLI::App* sub, RerankFlags& f);
+// Loads the reranker named by the flags (nullptr for none; kh::Error for a folder that is not a
+// usable model) and sets o.reranker, o.rerankK and a progress line; keep the result alive while o is used.
+std::shared_ptr<retrieval::Reranker> attachReranker(const RerankFlags& f, retrieval::SearchOptions& o);
 // chat --rag STORE (app/cli_retrieval.cpp): maps a user message to the message sent to the model,
-// the store's top kept chunks (fused with the store's recorded embedder when it exists, else BM25)
-// placed before the question; names the chunks it used on stderr.
-std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& store, int k);
+// the store's top kept chunks (fused with the store's recorded embedder when it exists, else BM25,
+// reranked when `rerank` names a model) placed before the question; names the chunks it used on stderr.
+std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& store, int k, const RerankFlags& rerank = {});
 void addTrain(CLI::App& app, Action& run);  // app/cli_train.cpp
 // `resume RUN` on a training run folder (state.json kind: train) goes here instead of evolution.
 void resumeTrainingRun(const std::string& runDir);

@@ -24,6 +24,7 @@ struct RetrievalArgs {
   double k1 = 1.2, b = 0.75, denseWeight = 1.0, bm25Weight = 1.0, ratio = 0.5, zMin = 0.0;
   int64_t hnswAbove = -1;  // -1: the store's recorded value
   bool json = false;
+  RerankFlags rerank;
 };
 
 retrieval::StoreOptions storeOptions(const RetrievalArgs& a) {
@@ -66,6 +67,7 @@ void addSearchFlags(CLI::App* sub, RetrievalArgs& a) {
   sub->add_option("--bm25-weight", a.bm25Weight, "RRF weight of the BM25 ranking")->default_val(1.0);
   sub->add_option("--k1", a.k1, "BM25 k1")->default_val(1.2);
   sub->add_option("--b", a.b, "BM25 b")->default_val(0.75);
+  addRerankFlags(sub, a.rerank);
 }
 
 retrieval::SearchOptions searchOptions(const RetrievalArgs& a) {
@@ -145,9 +147,12 @@ void addRetrieve(CLI::App& app, Action& run) {
     auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
     std::unique_ptr<retrieval::Embedder> emb;
     if (a->method != "bm25") emb = embedderFor(*a, s);
-    const auto hits = s.search(a->query, searchOptions(*a), emb.get());
+    auto o = searchOptions(*a);
+    const auto reranker = attachReranker(a->rerank, o);
+    const auto hits = s.search(a->query, o, emb.get());
     if (a->json) {
       nlohmann::json j = {{"query", a->query}, {"method", a->method}, {"embedder", s.embedderIdentity()}};
+      j["reranker"] = reranker ? reranker->identity() : std::string();
       j["hits"] = nlohmann::json::array();
       for (const auto& h : hits) j["hits"].push_back(h.toJson());
       std::cout << j.dump(2) << "\n";
@@ -183,12 +188,14 @@ void addRetrievalEval(CLI::App& app, Action& run) {
       std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
       dir = std::string("runs/retrieval-eval-") + stamp;
     }
-    const auto rep = retrieval::evaluateRetrieval(s, queries, searchOptions(*a), emb.get(), dir);
+    auto o = searchOptions(*a);
+    const auto reranker = attachReranker(a->rerank, o);
+    const auto rep = retrieval::evaluateRetrieval(s, queries, o, emb.get(), dir);
     std::cout << rep.table() << "run folder " << dir << "\n";
   }; });
 }
 
-std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& storeDir, int k) {
+std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& storeDir, int k, const RerankFlags& rerank) {
   if (!std::filesystem::exists(std::filesystem::path(storeDir) / "CURRENT"))
     throw Error(storeDir, "not a retrieval store", "build one with `kumihimo-cli index add STORE FILES...`");
   auto store = std::make_shared<retrieval::DocumentStore>(retrieval::DocumentStore::open(storeDir));
@@ -197,9 +204,10 @@ std::function<std::string(const std::string&)> makeRagAugmenter(const std::strin
   retrieval::SearchOptions o;
   o.k = std::max(1, k);
   o.method = emb ? retrieval::Method::Fused : retrieval::Method::Bm25;
+  std::shared_ptr<retrieval::Reranker> reranker = attachReranker(rerank, o);
   std::cerr << "retrieval from " << storeDir << " (" << retrieval::methodName(o.method) << ", " << store->chunks().size()
             << " chunks)\n";
-  return [store, emb, o](const std::string& user) {
+  return [store, emb, reranker, o](const std::string& user) {
     std::string context;
     int n = 0;
     for (const auto& h : store->search(user, o, emb.get())) {

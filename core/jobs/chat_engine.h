@@ -95,6 +95,11 @@ struct RagSettings {
   double denseWeight = 1.0, bm25Weight = 1.0;
   RagThreshold threshold;
   std::string promptTemplate = defaultRagTemplate();
+  // Optional decoder-LLM reranker (core/retrieval/rerank.h): a model folder whose yes/no log-odds
+  // rescore the best rerankK candidates; "" = none. Needs a real instruction model to be useful.
+  std::string rerankModel;
+  int rerankK = 20;
+  std::string rerankAnswers;  // "YES,NO"; "" = はい,いいえ else yes,no (each must be one token)
 };
 
 // One retrieved chunk with every score (core/retrieval's RetrievalHit, without its headers).
@@ -115,6 +120,7 @@ struct RagHit {
 // What was retrieved for one user turn: kept with the message.
 struct RagRetrieval {
   std::string storeDir, query, method;
+  std::string reranker;          // the reranker's identity ("decoder-yesno:<folder>"), "" when none
   RagSettings settings;          // as they were for this turn
   std::vector<RagHit> hits;      // every candidate, best first, kept and dropped
   std::string prompt;            // the user turn as the model saw it (template filled)
@@ -155,7 +161,9 @@ class RagStore {
   std::string describe() const;  // "15 documents, 15 chunks, dense by ... (fused)" / "..., BM25 only"
 
   // Searches for the user's message and fills the template with the first settings.k kept hits.
-  // kh::Error for an empty message, bad settings or a broken template.
+  // With settings.rerankModel the reranker is loaded on first use and kept while that folder stays
+  // the setting. kh::Error for an empty message, bad settings, a broken template or a reranker
+  // folder that is not a usable model.
   RagRetrieval retrieve(const std::string& user, const RagSettings& settings) const;
   // The document a chunk belongs to, read from its source file (rebuilt from the stored chunks,
   // with a note, when the file is gone or changed). kh::Error for a chunk id the store lacks.

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <filesystem>
 #include <limits>
+#include <mutex>
 
 #include "core/error.h"
 #include "core/jobs/chat_engine.h"
 #include "core/retrieval/encoder_embedder.h"
+#include "core/retrieval/rerank.h"
 #include "core/retrieval/store.h"
 
 namespace kh {
@@ -98,10 +100,18 @@ std::vector<RagHit> rethreshold(const RagRetrieval& turn, const RagThreshold& th
   return out;
 }
 
+// The reranker last asked for, loaded once per folder (retrieve() is const and may run concurrently).
+struct RerankerSlot {
+  std::mutex mutex;
+  std::string key;  // model folder and answer words it was loaded for
+  std::shared_ptr<rt::DecoderReranker> reranker;
+};
+
 struct RagStore::Impl {
   rt::DocumentStore store;
   std::unique_ptr<rt::Embedder> embedder;
   std::string missingEmbedder;  // the recorded embedder folder when it is gone
+  std::shared_ptr<RerankerSlot> rerank = std::make_shared<RerankerSlot>();
 };
 
 RagStore::RagStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -148,7 +158,23 @@ RagRetrieval RagStore::retrieve(const std::string& user, const RagSettings& sett
     throw Error(dir(), std::string("method ") + rt::methodName(o.method) + " needs the store's embedder " + impl_->missingEmbedder,
                 "use bm25, or rebuild the store with an embedder that exists");
   setThreshold(o, settings.threshold);
+  std::shared_ptr<rt::DecoderReranker> reranker;
+  if (!settings.rerankModel.empty()) {
+    if (settings.rerankK < 1) throw Error("rerank k", "must be at least 1");
+    std::lock_guard<std::mutex> lock(impl_->rerank->mutex);
+    const std::string key = settings.rerankModel + "\n" + settings.rerankAnswers;
+    if (impl_->rerank->key != key || !impl_->rerank->reranker) {
+      rt::RerankOptions ro;
+      ro.answers = rt::parseAnswerWords(settings.rerankAnswers);
+      impl_->rerank->reranker = std::make_shared<rt::DecoderReranker>(settings.rerankModel, ro);
+      impl_->rerank->key = key;
+    }
+    reranker = impl_->rerank->reranker;
+    o.reranker = reranker.get();
+    o.rerankK = settings.rerankK;
+  }
   RagRetrieval r;
+  r.reranker = reranker ? reranker->identity() : std::string();
   r.storeDir = dir();
   r.query = user;
   r.method = rt::methodName(o.method);

@@ -75,10 +75,10 @@ QueryMetrics scoreRanking(const std::vector<RetrievalHit>& ranked, const std::ve
 std::string EvalReport::table() const {
   std::ostringstream s;
   char buf[200];
-  std::snprintf(buf, sizeof buf, "%-7s %7s %9s %9s %9s %7s %8s\n", "method", "queries", "recall@1", "recall@5", "recall@10", "MRR", "nDCG@10");
+  std::snprintf(buf, sizeof buf, "%-12s %7s %9s %9s %9s %7s %8s\n", "method", "queries", "recall@1", "recall@5", "recall@10", "MRR", "nDCG@10");
   s << buf;
   for (const auto& m : methods) {
-    std::snprintf(buf, sizeof buf, "%-7s %7d %9.3f %9.3f %9.3f %7.3f %8.3f\n", m.method.c_str(), m.queries, m.mean.recallAt1,
+    std::snprintf(buf, sizeof buf, "%-12s %7d %9.3f %9.3f %9.3f %7.3f %8.3f\n", m.method.c_str(), m.queries, m.mean.recallAt1,
                   m.mean.recallAt5, m.mean.recallAt10, m.mean.mrr, m.mean.ndcg10);
     s << buf;
   }
@@ -88,17 +88,20 @@ std::string EvalReport::table() const {
 EvalReport evaluateRetrieval(const DocumentStore& store, const std::vector<LabelledQuery>& queries, const SearchOptions& base,
                              const Embedder* embedder, const std::string& runDir) {
   EvalReport rep;
-  std::vector<Method> methods = {Method::Bm25};
-  if (store.hasDense()) methods = {Method::Bm25, Method::Dense, Method::Fused};
-  else methods.push_back(Method::Fused);
+  // (method, reranked): the plain rows never rerank; with a reranker, one "fused+rerank" row more.
+  std::vector<std::pair<Method, bool>> methods = {{Method::Bm25, false}};
+  if (store.hasDense()) methods.push_back({Method::Dense, false});
+  methods.push_back({Method::Fused, false});
+  if (base.reranker) methods.push_back({Method::Fused, true});
   nlohmann::json perQuery = nlohmann::json::array();
-  for (Method m : methods) {
+  for (const auto& [m, reranked] : methods) {
     SearchOptions o = base;
     o.method = m;
+    if (!reranked) o.reranker = nullptr;
     o.k = std::max(o.k, 10);
     o.threshold = "none";  // metrics over the ranking; thresholds are calibrated from these numbers
     MethodMetrics mm;
-    mm.method = methodName(m);
+    mm.method = std::string(methodName(m)) + (reranked ? "+rerank" : "");
     for (const auto& q : queries) {
       const auto hits = store.search(q.query, o, embedder);
       const QueryMetrics qm = scoreRanking(hits, q.relevant);
@@ -120,7 +123,9 @@ EvalReport evaluateRetrieval(const DocumentStore& store, const std::vector<Label
     for (const auto& m : rep.methods)
       j.push_back({{"method", m.method}, {"queries", m.queries}, {"recall@1", m.mean.recallAt1}, {"recall@5", m.mean.recallAt5},
                    {"recall@10", m.mean.recallAt10}, {"mrr", m.mean.mrr}, {"ndcg@10", m.mean.ndcg10}});
-    std::ofstream(runDir + "/metrics.json") << nlohmann::json{{"store", store.dir()}, {"embedder", store.embedderIdentity()}, {"methods", j}}.dump(2) << "\n";
+    std::ofstream(runDir + "/metrics.json") << nlohmann::json{{"store", store.dir()}, {"embedder", store.embedderIdentity()},
+                                                      {"reranker", base.reranker ? base.reranker->identity() : std::string()},
+                                                      {"methods", j}}.dump(2) << "\n";
     std::ofstream pq(runDir + "/per_query.jsonl");
     for (const auto& q : perQuery) pq << q.dump() << "\n";
     std::ofstream(runDir + "/table.txt") << rep.table();

@@ -1,5 +1,6 @@
 // Retrieval evaluation: labelled queries (JSONL: {"query": ..., "relevant": [doc or chunk ids]})
-// scored per method (bm25, dense, fused) with recall@k, MRR and nDCG@10 (binary relevance).
+// scored per method (bm25, dense, fused, and fused+rerank when given a reranker) with recall@k,
+// MRR and nDCG@10 (binary relevance).
 // Writes a run folder; never changes the store.
 #pragma once
 
@@ -34,7 +35,8 @@ struct EvalReport {
   std::vector<MethodMetrics> methods;
   std::string table() const;  // fixed-width text table, one row per method
 };
-// Runs every query with each method the store supports (dense and fused need the embedder) and
+// Runs every query with each method the store supports (dense and fused need the embedder; the
+// plain rows never rerank, base.reranker adds a "fused+rerank" row and names itself in metrics.json) and
 // writes <runDir>/metrics.json, <runDir>/per_query.jsonl and <runDir>/table.txt when runDir is set.
 EvalReport evaluateRetrieval(const DocumentStore& store, const std::vector<LabelledQuery>& queries,
                              const SearchOptions& base, const Embedder* embedder, const std::string& runDir);

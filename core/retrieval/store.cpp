@@ -429,8 +429,20 @@ std::vector<RetrievalHit> DocumentStore::search(const std::string& query, const 
     else
       h.fusedScore = (h.denseRank ? o.denseWeight / (o.rrfK + h.denseRank) : 0.0) +
                      (h.bm25Rank ? o.bm25Weight / (o.rrfK + h.bm25Rank) : 0.0);
-    if (o.reranker) h.rerankScore = o.reranker->score(query, h.text);
     hits.push_back(std::move(h));
+  }
+  if (o.reranker) {
+    // Only the best rerankK by the method's score are worth a model call each.
+    std::stable_sort(hits.begin(), hits.end(), [](const RetrievalHit& a, const RetrievalHit& b) {
+      if (a.fusedScore != b.fusedScore) return a.fusedScore > b.fusedScore;
+      return a.chunkKey < b.chunkKey;
+    });
+    if (hits.size() > static_cast<size_t>(std::max(1, o.rerankK))) hits.resize(static_cast<size_t>(std::max(1, o.rerankK)));
+    std::vector<std::string> texts;
+    for (const auto& h : hits) texts.push_back(h.text);
+    const auto scores = o.reranker->scoreAll(query, texts, o.rerankProgress);
+    KH_ASSERT(scores.size() == hits.size(), "a reranker must score every candidate");
+    for (size_t i = 0; i < hits.size(); ++i) hits[i].rerankScore = scores[i];
   }
   auto scoreOf = [](const RetrievalHit& h) { return h.rerankScore.value_or(h.fusedScore); };
   std::stable_sort(hits.begin(), hits.end(), [&](const RetrievalHit& a, const RetrievalHit& b) {
@@ -448,10 +460,15 @@ void applyThreshold(std::vector<RetrievalHit>& hits, const SearchOptions& o) {
   const char* what = hits[0].rerankScore ? "rerank" : methodName(o.method);
   char buf[160];
   if (o.threshold == "relative") {
-    const double best = scoreOf(hits[0]), cut = o.relativeRatio * best;
+    // A negative best (a reranker's log-odds) keeps scores within the same factor below it:
+    // cut = best / ratio, so the best hit is always kept whatever the sign of the scores.
+    const double best = scoreOf(hits[0]), cut = best >= 0 || o.relativeRatio <= 0 ? o.relativeRatio * best : best / o.relativeRatio;
     for (auto& h : hits) {
       h.kept = scoreOf(h) >= cut;
-      std::snprintf(buf, sizeof buf, "%s %.4g %s %.3g x best %.4g", what, scoreOf(h), h.kept ? ">=" : "<", o.relativeRatio, best);
+      if (best >= 0 || o.relativeRatio <= 0)
+        std::snprintf(buf, sizeof buf, "%s %.4g %s %.3g x best %.4g", what, scoreOf(h), h.kept ? ">=" : "<", o.relativeRatio, best);
+      else
+        std::snprintf(buf, sizeof buf, "%s %.4g %s best %.4g / %.3g", what, scoreOf(h), h.kept ? ">=" : "<", best, o.relativeRatio);
       h.threshold = buf;
     }
   } else if (o.threshold == "zscore") {

@@ -56,10 +56,24 @@ struct ImportReport {
 };
 
 // Reranker: may rescore fused candidates (higher = better); the default keeps the fused order.
+// Concrete one: DecoderReranker (core/retrieval/rerank.h).
 class Reranker {
  public:
   virtual ~Reranker() = default;
   virtual std::optional<double> score(const std::string& query, const std::string& chunkText) const = 0;
+  // Every chunk for one query (what search() calls); the default asks score() one at a time.
+  // `progress` gets (done, total) after each step.
+  virtual std::vector<std::optional<double>> scoreAll(const std::string& query, const std::vector<std::string>& chunkTexts,
+                                                      const EmbedProgress& progress = {}) const {
+    std::vector<std::optional<double>> out;
+    for (const auto& t : chunkTexts) {
+      out.push_back(score(query, t));
+      if (progress) progress(out.size(), chunkTexts.size());
+    }
+    return out;
+  }
+  // What scored (e.g. "decoder-yesno:<model folder>"), for explanations; "" when unnamed.
+  virtual std::string identity() const { return {}; }
 };
 
 enum class Method { Bm25, Dense, Fused };
@@ -74,11 +88,16 @@ struct SearchOptions {
   Method method = Method::Fused;
   // Threshold relative to the query: "relative" keeps hits with score >= relativeRatio * best;
   // "zscore" keeps hits whose score is >= zMin standard deviations above the candidates' mean;
-  // "none" keeps all. The score is the reranker's when it gave one, else the method's.
+  // "none" keeps all. The score is the reranker's when it gave one, else the method's. With a
+  // negative best (a reranker's log-odds) "relative" keeps score >= best / relativeRatio.
   std::string threshold = "relative";
   double relativeRatio = 0.5;
   double zMin = 0.0;
   const Reranker* reranker = nullptr;
+  // With a reranker: only the best `rerankK` candidates by the method's score are rescored and
+  // returned (the rest are cut before reranking), ordered by the reranker's score.
+  int rerankK = 20;
+  EmbedProgress rerankProgress;  // (done, total) while reranking; may throw to cancel
 };
 
 struct RetrievalHit {

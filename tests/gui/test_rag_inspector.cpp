@@ -9,6 +9,8 @@
 #include <QJsonArray>
 #include <QJsonDocument>
 #include <QJsonObject>
+#include <QLineEdit>
+#include <QSpinBox>
 #include <QSignalSpy>
 #include <QSlider>
 #include <QSplitter>
@@ -27,6 +29,7 @@
 #include "core/model/model_folder.h"
 #include "core/model/runtime.h"
 #include "core/model/tiny.h"
+#include "core/retrieval/rerank.h"
 #include "core/retrieval/store.h"
 #include "widgets/chat/chat_pane.h"
 #include "widgets/chat/rag_inspector.h"
@@ -82,8 +85,9 @@ int recount(QTableWidget* t, const kh::RagThreshold& th) {
   if (th.mode == "none") return static_cast<int>(s.size());
   int n = 0;
   if (th.mode == "relative") {
+    // A negative best (reranker log-odds) keeps down to best / ratio.
     const double best = *std::max_element(s.begin(), s.end());
-    for (double v : s) n += v >= th.ratio * best;
+    for (double v : s) n += best >= 0 ? v >= th.ratio * best : v >= best / th.ratio;
     return n;
   }
   double mean = 0, var = 0;
@@ -107,6 +111,7 @@ class RagInspectorTest : public QObject {
   void openSourceShowsTheDocument();
   void screenshot();
   void eachTurnKeepsItsOwnHits();
+  void rerankerColumnShowsItsScores();
   void cleanupTestCase();
 
  private:
@@ -389,6 +394,50 @@ void RagInspectorTest::screenshot() {
   QVERIFY(pane_->grab().save(QString::fromLocal8Bit(dir) + "/chat-rag.png"));
   pane_->hide();
   pane_->inspector()->setThreshold(kh::RagThreshold{});
+}
+
+// A reranker model folder and k in the Documents box: the inspector's rerank column shows, for
+// exactly the best k fused candidates, the scores core's reranker gives each pair on its own, in
+// that order, and the kept verdicts recount from them.
+void RagInspectorTest::rerankerColumnShowsItsScores() {
+  kh::gui::ChatPane pane;
+  pane.setEngine(engine_);
+  pane.settingsBox()->setSettings(testSettings());
+  auto* docs = pane.documentsBox();
+  QSignalSpy attached(docs, &kh::gui::DocumentsBox::attached);
+  docs->setStoreDir(QString::fromStdString(store_));
+  docs->attach();
+  QVERIFY(attached.wait(15000));
+  docs->findChild<QDoubleSpinBox*>("rag_dense_weight")->setValue(kDenseWeight);
+  docs->findChild<QLineEdit*>("rerank_dir")->setText(QString::fromStdString(model_));
+  docs->findChild<QSpinBox*>("rerank_k")->setValue(4);
+  docs->findChild<QLineEdit*>("rerank_answers")->setText("Y,N");  // single tokens of the tiny vocabulary
+  QSignalSpy done(pane.column(), &kh::gui::ChatColumn::replyFinished);
+  pane.input()->setPlainText(kNameQuery);
+  pane.send();
+  QVERIFY(done.wait(30000));
+  QTableWidget* t = pane.inspector()->table();
+  QCOMPARE(t->rowCount(), 4);
+  const auto fused = coreSearch(kNameQuery);  // no reranker: the fused order
+  std::set<std::string> best4;
+  for (size_t i = 0; i < 4; ++i) best4.insert(fused[i].chunkId);
+  kh::retrieval::RerankOptions ro;
+  ro.answers = std::make_pair(std::string("Y"), std::string("N"));
+  kh::retrieval::DecoderReranker reranker(model_, ro);
+  double prev = 1e300;
+  for (int r = 0; r < 4; ++r) {
+    const std::string id = t->item(r, Inspector::Chunk)->text().toStdString();
+    QVERIFY2(best4.count(id), id.c_str());
+    const QVariant v = t->item(r, Inspector::Rerank)->data(Qt::UserRole);
+    QVERIFY(v.isValid());
+    const auto& h = *std::find_if(fused.begin(), fused.end(), [&](const auto& x) { return x.chunkId == id; });
+    QVERIFY(std::abs(v.toDouble() - *reranker.score(kNameQuery.toStdString(), h.text)) < 2e-4);
+    QVERIFY(v.toDouble() <= prev);
+    prev = v.toDouble();
+    QVERIFY(t->item(r, Inspector::Why)->text().startsWith("rerank"));
+  }
+  QCOMPARE(pane.inspector()->keptCount(), recount(t, kh::RagThreshold{}));
+  QVERIFY(pane.column()->entries()[0].retrieval->reranker.find("decoder-yesno:") == 0);
 }
 
 void RagInspectorTest::cleanupTestCase() { pane_.reset(); }

@@ -274,6 +274,8 @@ QJsonObject retrievalJson(const kh::RagRetrieval& r) {
                      {"method", QString::fromStdString(r.method)},
                      {"threshold", QJsonObject{{"mode", QString::fromStdString(t.mode)}, {"ratio", t.ratio}, {"z", t.zMin}}},
                      {"k", r.settings.k},
+                     {"reranker", QString::fromStdString(r.reranker)},
+                     {"rerank_k", r.settings.rerankK},
                      {"prompt", QString::fromStdString(r.prompt)},
                      {"hits", hits}};
 }

@@ -84,6 +84,24 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   template_->setPlainText(QString::fromStdString(kh::defaultRagTemplate()));
   template_->setMaximumHeight(80);
   template_->setToolTip(tr("{context}: the kept hits as [1] …, [2] …; {question}: your message"));
+  rerankDir_ = new QLineEdit(this);
+  rerankDir_->setObjectName("rerank_dir");
+  rerankDir_->setPlaceholderText(tr("Reranker model folder (optional)"));
+  rerankDir_->setToolTip(tr("A decoder instruction model asked whether each candidate answers the message "
+                            "(yes/no log-odds); tiny or base models give noise"));
+  auto* rerankBrowse = new QPushButton(tr("…"), this);
+  rerankBrowse->setToolTip(tr("Choose a reranker model folder"));
+  rerankK_ = new QSpinBox(this);
+  rerankK_->setObjectName("rerank_k");
+  rerankK_->setRange(1, 200);
+  rerankK_->setValue(defaults.rerankK);
+  rerankK_->setToolTip(tr("How many of the best fused candidates the reranker rescores"));
+  rerankAnswers_ = new QLineEdit(this);
+  rerankAnswers_->setObjectName("rerank_answers");
+  rerankAnswers_->setPlaceholderText(tr("はい,いいえ"));
+  rerankAnswers_->setMaximumWidth(110);
+  rerankAnswers_->setToolTip(tr("The answer words the reranker compares, YES,NO; each must be one token "
+                                "(empty: はい,いいえ, else yes,no)"));
   auto* reset = new QPushButton(tr("Default template"), this);
   auto* form = new QFormLayout;
   form->addRow(tr("Hits in prompt"), k_);
@@ -93,6 +111,13 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   weights->addWidget(new QLabel(tr("BM25"), this));
   weights->addWidget(bm25Weight_);
   form->addRow(tr("Fusion weights"), weights);
+  auto* rerank = new QHBoxLayout;
+  rerank->addWidget(rerankDir_, 1);
+  rerank->addWidget(rerankBrowse);
+  rerank->addWidget(new QLabel(tr("k"), this));
+  rerank->addWidget(rerankK_);
+  rerank->addWidget(rerankAnswers_);
+  form->addRow(tr("Reranker"), rerank);
   lay->addWidget(title);
   lay->addLayout(row);
   lay->addWidget(status_);
@@ -102,6 +127,10 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   connect(browse, &QPushButton::clicked, this, [this]() {
     const QString d = QFileDialog::getExistingDirectory(this, tr("Retrieval store"), dir_->text());
     if (!d.isEmpty()) dir_->setText(d);
+  });
+  connect(rerankBrowse, &QPushButton::clicked, this, [this]() {
+    const QString d = QFileDialog::getExistingDirectory(this, tr("Reranker model"), rerankDir_->text());
+    if (!d.isEmpty()) rerankDir_->setText(d);
   });
   connect(attach_, &QPushButton::clicked, this, &DocumentsBox::attach);
   connect(dir_, &QLineEdit::returnPressed, this, &DocumentsBox::attach);
@@ -122,6 +151,9 @@ kh::RagSettings DocumentsBox::settings() const {
   s.denseWeight = denseWeight_->value();
   s.bm25Weight = bm25Weight_->value();
   s.promptTemplate = template_->toPlainText().toStdString();
+  s.rerankModel = rerankDir_->text().trimmed().toStdString();
+  s.rerankK = rerankK_->value();
+  s.rerankAnswers = rerankAnswers_->text().trimmed().toStdString();
   return s;
 }
 
@@ -474,7 +506,11 @@ void RetrievalInspector::applyPreview() {
                         .arg(sent)
                         .arg(answered)
                         .arg(shown_->settings.k)
-                        .arg(QString::fromStdString(shown_->storeDir)));
+                        .arg(QString::fromStdString(shown_->storeDir)) +
+                    (shown_->reranker.empty() ? QString()
+                                              : tr(" · reranked (best %1) by %2")
+                                                    .arg(shown_->settings.rerankK)
+                                                    .arg(QString::fromStdString(shown_->reranker))));
   Q_EMIT thresholdChanged(t);
 }
 

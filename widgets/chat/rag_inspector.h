@@ -42,7 +42,8 @@ class DocumentsBox : public QWidget {
   std::shared_ptr<kh::RagStore> store() const { return store_; }
   QString status() const;                 // the store's size and embedder, or why it failed
   QPlainTextEdit* templateEditor() const { return template_; }
-  // k, the fusion weights and the template from the box (the threshold comes from the inspector).
+  // k, the fusion weights, the template and the optional reranker (model folder + how many fused
+  // candidates it rescores) from the box (the threshold comes from the inspector).
   kh::RagSettings settings() const;
 
  Q_SIGNALS:
@@ -60,6 +61,9 @@ class DocumentsBox : public QWidget {
   QSpinBox* k_;
   QDoubleSpinBox *denseWeight_, *bm25Weight_;
   QPlainTextEdit* template_;
+  QLineEdit* rerankDir_;  // optional reranker model folder ("" = none)
+  QSpinBox* rerankK_;
+  QLineEdit* rerankAnswers_;  // "YES,NO" or "" for the defaults
 };
 
 // The document a hit came from, the chunk highlighted; "Open file" hands the file to the desktop.
