@@ -14,7 +14,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-pthread
   libsentencepiece-dev sentencepiece
-  nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libfaiss-dev libgtest-dev libgmock-dev
+  nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libfaiss-dev libgtest-dev libgmock-dev libicu-dev
   qt6-base-dev libqcustomplot-dev
 )
 missing=()

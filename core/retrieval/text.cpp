@@ -1,6 +1,9 @@
 // UTF-8, the search normalisation and chunking for retrieval (see text.h for what is covered).
 #include "core/retrieval/text.h"
 
+#include <unicode/unorm2.h>
+#include <unicode/utypes.h>
+
 #include <algorithm>
 
 #include "core/error.h"
@@ -62,19 +65,6 @@ std::string encodeUtf8(const std::vector<char32_t>& cps, size_t begin, size_t en
 
 namespace {
 
-// Half-width katakana U+FF61..U+FF9F to their full-width forms (JIS X 0201 order).
-const char32_t kHalfKana[] = {
-    0x3002, 0x300C, 0x300D, 0x3001, 0x30FB, 0x30F2, 0x30A1, 0x30A3, 0x30A5, 0x30A7, 0x30A9, 0x30E3, 0x30E5,
-    0x30E7, 0x30C3, 0x30FC, 0x30A2, 0x30A4, 0x30A6, 0x30A8, 0x30AA, 0x30AB, 0x30AD, 0x30AF, 0x30B1, 0x30B3,
-    0x30B5, 0x30B7, 0x30B9, 0x30BB, 0x30BD, 0x30BF, 0x30C1, 0x30C4, 0x30C6, 0x30C8, 0x30CA, 0x30CB, 0x30CC,
-    0x30CD, 0x30CE, 0x30CF, 0x30D2, 0x30D5, 0x30D8, 0x30DB, 0x30DE, 0x30DF, 0x30E0, 0x30E1, 0x30E2, 0x30E4,
-    0x30E6, 0x30E8, 0x30E9, 0x30EA, 0x30EB, 0x30EC, 0x30ED, 0x30EF, 0x30F3, 0x3099, 0x309A};
-
-bool takesDakuten(char32_t c) {
-  return (c >= 0x30AB && c <= 0x30C8 && c != 0x30C3 && (c % 2 == 1) != (c >= 0x30C4)) || (c >= 0x30CF && c <= 0x30DB && (c - 0x30CF) % 3 == 0) ||
-         c == 0x30A6;
-}
-
 bool isSpaceOrAsciiPunct(char32_t c) {
   if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0x3000) return true;
   return c < 0x80 && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'));
@@ -83,19 +73,38 @@ bool isSpaceOrAsciiPunct(char32_t c) {
 }  // namespace
 
 std::vector<char32_t> normalizeForSearch(const std::vector<char32_t>& in) {
-  std::vector<char32_t> out;
-  out.reserve(in.size());
+  // ICU's NFKC (Debian libicu): code points -> UTF-16 -> NFKC -> code points.
+  std::vector<UChar> u16;
+  u16.reserve(in.size() + 8);
   for (char32_t c : in) {
-    if (c >= 0xFF01 && c <= 0xFF5E) c = c - 0xFF01 + 0x21;
-    else if (c == 0x3000) c = ' ';
-    else if (c >= 0xFF61 && c <= 0xFF9F) c = kHalfKana[c - 0xFF61];
-    if (c >= 'A' && c <= 'Z') c = c - 'A' + 'a';
-    if ((c == 0x3099 || c == 0x309A) && !out.empty()) {  // (semi-)voiced mark: compose when the kana has a form
-      char32_t& p = out.back();
-      if (c == 0x3099 && takesDakuten(p)) { p = p == 0x30A6 ? 0x30F4 : p + 1; continue; }
-      if (c == 0x309A && p >= 0x30CF && p <= 0x30DB && (p - 0x30CF) % 3 == 0) { p += 2; continue; }
-      c = c == 0x3099 ? 0x309B : 0x309C;  // standalone marks as NFKC leaves them spacing
+    if (c >= 0x10000) {
+      u16.push_back(static_cast<UChar>(0xD800 + ((c - 0x10000) >> 10)));
+      u16.push_back(static_cast<UChar>(0xDC00 + ((c - 0x10000) & 0x3FF)));
+    } else {
+      u16.push_back(static_cast<UChar>(c));
     }
+  }
+  UErrorCode err = U_ZERO_ERROR;
+  const UNormalizer2* nfkc = unorm2_getNFKCInstance(&err);
+  if (U_FAILURE(err)) throw Error("retrieval", std::string("ICU's NFKC data is unavailable: ") + u_errorName(err));
+  // NFKC can expand (e.g. ㍻ -> 平成, U+FDFA to 18 characters): size, then normalise.
+  const int32_t need = unorm2_normalize(nfkc, u16.data(), static_cast<int32_t>(u16.size()), nullptr, 0, &err);
+  if (err != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(err))
+    throw Error("retrieval", std::string("NFKC failed: ") + u_errorName(err));
+  std::vector<UChar> norm(static_cast<size_t>(need) + 1);
+  err = U_ZERO_ERROR;
+  const int32_t len = unorm2_normalize(nfkc, u16.data(), static_cast<int32_t>(u16.size()), norm.data(),
+                                       static_cast<int32_t>(norm.size()), &err);
+  if (U_FAILURE(err)) throw Error("retrieval", std::string("NFKC failed: ") + u_errorName(err));
+  std::vector<char32_t> out;
+  out.reserve(static_cast<size_t>(len));
+  for (int32_t i = 0; i < len; ++i) {
+    char32_t c = norm[static_cast<size_t>(i)];
+    if (c >= 0xD800 && c < 0xDC00 && i + 1 < len) {
+      c = 0x10000 + ((c - 0xD800) << 10) + (norm[static_cast<size_t>(i) + 1] - 0xDC00);
+      ++i;
+    }
+    if (c >= 'A' && c <= 'Z') c = c - 'A' + 'a';
     out.push_back(c);
   }
   return out;

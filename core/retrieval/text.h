@@ -14,11 +14,9 @@ namespace kh::retrieval {
 std::vector<char32_t> decodeUtf8(std::string_view text, const std::string& where);
 std::string encodeUtf8(const std::vector<char32_t>& cps, size_t begin = 0, size_t end = SIZE_MAX);
 
-// The normalisation both documents and queries go through before BM25. Covered (a subset of
-// NFKC): full-width ASCII U+FF01..U+FF5E to ASCII, U+3000 to a space, half-width katakana
-// U+FF61..U+FF9F to full-width (with ﾞ/ﾟ composed onto the preceding kana: ｶﾞ -> ガ, ﾊﾟ -> パ);
-// then ASCII upper case folded to lower case. Not covered: compatibility ligatures, circled
-// numbers, ㈱-style squares, other composed forms.
+// The normalisation both documents and queries go through before BM25: Unicode NFKC (ICU; e.g.
+// full-width ASCII to ASCII, U+3000 to a space, half-width katakana to full-width with ﾞ/ﾟ
+// composed, ① to 1, ㈱ to (株), ㍻ to 平成), then ASCII upper case folded to lower case.
 std::vector<char32_t> normalizeForSearch(const std::vector<char32_t>& cps);
 
 // BM25 terms of normalised text: the text is cut at whitespace and ASCII punctuation; each piece

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <map>
 #include <random>
 #include <set>
@@ -89,6 +90,23 @@ TEST(RetrievalText, ChunksAtSentenceEndsAndNewlinesWithOverlap) {
   c = chunkText(cps("「はい。」と言った。"), ChunkOptions{5, 0});
   ASSERT_GE(c.size(), 1u);
   EXPECT_EQ(c[0].text, "「はい。」");
+}
+
+// NFKC as Python's unicodedata computes it (tests/golden/retrieval/nfkc.jsonl, written by
+// tests/tools/make_nfkc_golden.py), then ASCII lower case: squares, circled numbers, ligatures,
+// non-BMP letters, combining marks, a code point that expands to 18.
+TEST(RetrievalText, NormalisationIsNfkcAsUnicodedataComputesIt) {
+  std::ifstream in(kh::test::sourceDir() + "/tests/golden/retrieval/nfkc.jsonl");
+  ASSERT_TRUE(in) << "missing golden file";
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    const std::string text = j["text"], want = j["normalized"];
+    EXPECT_EQ(encodeUtf8(normalizeForSearch(cps(text))), want) << text;
+    ++n;
+  }
+  EXPECT_EQ(n, 10);
 }
 
 TEST(RetrievalText, NormalisesFullWidthAndHalfWidthKana) {
