@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -26,7 +27,7 @@
 #include "core/model/model_folder.h"
 #include "core/model/runtime.h"
 #include "core/text/tokenizer.h"
-#include "core/train/train_memory.h"
+#include "core/train/preflight.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -484,50 +485,21 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
   const fs::path runDir(runDirIn);
   if (!resume && fs::exists(runDir)) throw Error(runDir.string(), "the run folder exists", "choose another -o RUN, or resume it with train --resume RUN");
   ModelFolder folder = ModelFolder::open(c.model);
-  auto tok = folder.requireTokenizer();
-  TemplateContext tc{resolveChatFormat(*tok, c.chatTemplate, folder.dir), {}, {}};
-  tc.render.bosToken = tok->bosToken();
-  tc.render.eosToken = tok->eosToken();
-  for (const auto& s : folder.stopTokens) tc.stopIds.push_back(s.id);
-  const int eot = tok->pieceToId(endOfTurnText(tc.format, tc.render));
-  if (eot >= 0 && std::find(tc.stopIds.begin(), tc.stopIds.end(), eot) == tc.stopIds.end()) tc.stopIds.push_back(eot);
-  const int padId = tok->padId().value_or(tok->eosId().value_or(0));
-
-  // Data, split, tokens, audit: all before anything is trained.
-  std::vector<Conversation> convs = loadConversations(c.data), held;
-  std::mt19937_64 rng(c.seed);
-  if (!c.evalData.empty()) {
-    held = loadConversations(c.evalData);
-  } else if (c.evalSplit > 0 && convs.size() >= 2) {
-    std::vector<Conversation> shuffled = convs;
-    std::shuffle(shuffled.begin(), shuffled.end(), rng);
-    const size_t nHeld = std::max<size_t>(1, static_cast<size_t>(std::lround(c.evalSplit * static_cast<double>(shuffled.size()))));
-    held.assign(shuffled.end() - static_cast<long>(nHeld), shuffled.end());
-    convs.assign(shuffled.begin(), shuffled.end() - static_cast<long>(nHeld));
-  }
-  std::vector<TokenizedExample> xs, heldXs;
-  for (const auto& cv : convs) xs.push_back(tokenizeConversation(cv, tc, *tok, c.labels));
-  for (const auto& cv : held) heldXs.push_back(tokenizeConversation(cv, tc, *tok, c.labels));
-  res.audit = auditLabels(xs, convs, tc, *tok);
+  // Format, stop ids, data, split, tokens, audit, memory plan: all before anything is trained, and
+  // the very code the Train view's audit runs (preflight.h).
+  const TrainPreflight pre = preflightTraining(c, folder);
+  const std::shared_ptr<Tokenizer> tok = pre.tokenizer;
+  const TemplateContext& tc = pre.context;
+  const int padId = pre.padId;
+  const std::vector<TokenizedExample>& xs = pre.examples;
+  const std::vector<TokenizedExample>& heldXs = pre.heldOutExamples;
+  res.audit = pre.audit;
   onLine(res.audit.report);
   if (!res.audit.ok() && !c.allowUnterminated)
     throw Error(c.data, "only " + std::to_string(res.audit.terminatedTurns) + " of " + std::to_string(res.audit.assistantTurns) +
                             " answers end on a trained stop token: the model would not learn to stop",
                 "see the label audit; set allow_unterminated: true to train anyway");
-
-  {  // The memory plan, before anything is loaded (an estimate; see train_memory.h).
-    TrainMemoryInput mi;
-    mi.method = c.method;
-    mi.loraRank = c.rank;
-    mi.loraTargets = c.targetModules;
-    mi.batch = c.batchSize;
-    mi.sequence = std::min<int64_t>(c.labels.maxLength, std::max<int64_t>(1, res.audit.maxLength));
-    mi.weightBytesPerParameter = c.dtype == "bf16" || c.dtype == "bfloat16" ? 2 : 4;
-    mi.gradientCheckpointing = c.gradientCheckpointing;
-    onLine("memory plan (batch " + std::to_string(mi.batch) + " x " + std::to_string(mi.sequence) + " tokens" +
-           (c.gradientCheckpointing ? ", gradient checkpointing" : "") + "): " +
-           estimateTrainMemory(folder.config, folder.weights->parameterCount(), mi).describe());
-  }
+  onLine(pre.memoryPlan);  // an estimate, before anything is loaded (see train_memory.h)
   std::error_code ec;
   if (!resume) {
     fs::create_directories(runDir.parent_path().empty() ? fs::path(".") : runDir.parent_path(), ec);
@@ -562,8 +534,7 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
   opt.master.resize(opt.params.size());
   model->gradientCheckpointing = c.gradientCheckpointing;
 
-  const int64_t perStep = c.batchSize * c.gradAccum;
-  const int64_t total = c.steps > 0 ? c.steps : std::max<int64_t>(1, c.epochs * ((static_cast<int64_t>(xs.size()) + perStep - 1) / perStep));
+  const int64_t total = pre.steps;
   // Resume: parameters and AdamW moments from the last checkpoint (written atomically).
   int64_t startStep = 0;
   if (resume) {
