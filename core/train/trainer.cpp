@@ -37,6 +37,11 @@ namespace kh::train {
 // ---------------------------------------------------------------------------------------------
 // config
 
+const std::vector<std::string>& trainingDtypes() {
+  static const std::vector<std::string> d{"fp32", "bf16"};
+  return d;
+}
+
 TrainConfig parseTrainConfig(const std::string& text, const std::string& where, const std::string& baseDir) {
   YAML::Node root;
   try {
@@ -126,7 +131,8 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where, 
   if (c.batchSize <= 0 || c.gradAccum <= 0) throw Error(where, "batch_size and grad_accum must be positive");
   if (c.labels.maxLength < 2) throw Error(where, "max_length must be at least 2");
   if (c.learningRate <= 0) throw Error(where, "learning_rate must be positive");
-  if (!c.dtype.empty() && c.dtype != "fp32" && c.dtype != "float32" && c.dtype != "bf16" && c.dtype != "bfloat16")
+  const auto& dtypes = trainingDtypes();
+  if (!c.dtype.empty() && c.dtype != "float32" && c.dtype != "bfloat16" && std::find(dtypes.begin(), dtypes.end(), c.dtype) == dtypes.end())
     throw Error(where, "dtype '" + c.dtype + "' is not fp32 or bf16", "training runs in fp32 or bf16 (fp16 would need loss scaling)");
   return c;
 }

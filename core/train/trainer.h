@@ -67,6 +67,9 @@ struct TrainConfig {
   std::string baseDir;   // where its relative paths start (recorded in state.json for resume)
 };
 
+// The `dtype` values training runs in (fp32 | bf16; float32 and bfloat16 are read as these).
+const std::vector<std::string>& trainingDtypes();
+
 // Parses TRAIN.yaml text; kh::Error(where, ...) naming the key for unknown keys or bad values.
 // Relative model/data/eval_data paths are taken from `baseDir` (the config file's folder, as
 // evolution does) when it is given, and made absolute.
