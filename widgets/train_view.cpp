@@ -653,14 +653,16 @@ int TrainView::enqueue(const QString& name, const QString& runDir, JobFn fn) {
 }
 
 namespace {
+// The engine's structured progress (every step; the reporter throttles) drives the bar and its line;
+// the engine's text lines only go to the log.
 jobs::TrainCallbacks callbacks(ProgressReporter& r, const std::atomic<bool>& cancel) {
   jobs::TrainCallbacks cb;
   cb.cancel = &cancel;
   cb.onLog = [&r](const std::string& line) { r.log(line); };
   cb.onProgress = [&r](const jobs::TrainStatus& s) {
     char text[160];
-    std::snprintf(text, sizeof text, "step %lld/%lld · loss %.4f · %.0f tokens/s · ETA %.0f s", static_cast<long long>(s.step),
-                  static_cast<long long>(s.steps), s.loss, s.tokensPerSecond, s.etaSeconds);
+    std::snprintf(text, sizeof text, "step %lld/%lld · loss %.4f · lr %.3g · %.0f tokens/s · ETA %.0f s",
+                  static_cast<long long>(s.step), static_cast<long long>(s.steps), s.loss, s.lr, s.tokensPerSecond, s.etaSeconds);
     r.progress(s.steps > 0 ? static_cast<double>(s.step) / static_cast<double>(s.steps) : -1, text);
   };
   return cb;

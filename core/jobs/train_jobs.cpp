@@ -343,29 +343,16 @@ TrainAudit auditTrainConfig(const std::string& path, int shown) {
   return r;
 }
 
-bool parseTrainProgressLine(const std::string& line, TrainStatus& s) {
-  static const std::regex re(R"(^step (\d+)/(\d+)\s+loss (\S+)\s+lr (\S+)\s+(\S+) tokens/s\s+ETA (\S+) s)");
-  std::smatch m;
-  if (!std::regex_search(line, m, re)) return false;
-  try {
-    s.step = std::stoll(m[1]);
-    s.steps = std::stoll(m[2]);
-    s.loss = std::stod(m[3]);
-    s.lr = std::stod(m[4]);
-    s.tokensPerSecond = std::stod(m[5]);
-    s.etaSeconds = std::stod(m[6]);
-  } catch (const std::exception&) {
-    return false;
-  }
-  return true;
-}
-
 namespace {
 std::function<void(const std::string&)> lineSink(const TrainCallbacks& cb) {
   return [cb](const std::string& line) {
     if (cb.onLog) cb.onLog(!line.empty() && line.back() == '\n' ? line.substr(0, line.size() - 1) : line);
-    TrainStatus s;
-    if (cb.onProgress && parseTrainProgressLine(line, s)) cb.onProgress(s);
+  };
+}
+train::TrainProgressFn progressSink(const TrainCallbacks& cb) {
+  if (!cb.onProgress) return {};
+  return [cb](const train::TrainProgress& p) {
+    cb.onProgress(TrainStatus{p.step, p.steps, p.loss, p.lr, p.tokensPerSecond, p.etaSeconds});
   };
 }
 TrainOutcome outcome(const train::TrainResult& r) {
@@ -381,11 +368,11 @@ TrainOutcome outcome(const train::TrainResult& r) {
 }  // namespace
 
 TrainOutcome startTraining(const std::string& configPath, const std::string& runDir, const TrainCallbacks& cb) {
-  return outcome(train::runTraining(loadConfig(configPath), runDir, lineSink(cb), cb.cancel));
+  return outcome(train::runTraining(loadConfig(configPath), runDir, lineSink(cb), cb.cancel, progressSink(cb)));
 }
 
 TrainOutcome resumeTraining(const std::string& runDir, const TrainCallbacks& cb) {
-  return outcome(train::resumeTraining(runDir, lineSink(cb), cb.cancel));
+  return outcome(train::resumeTraining(runDir, lineSink(cb), cb.cancel, progressSink(cb)));
 }
 
 TrainRunModels trainRunModels(const std::string& runDir) {

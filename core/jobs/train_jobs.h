@@ -93,7 +93,7 @@ struct TrainAudit {
 // kh::Error (one line) for a bad config, model or data.
 TrainAudit auditTrainConfig(const std::string& configPath, int shown = 4);
 
-// Progress of a run, from the engine's progress lines.
+// Progress of a run, after every optimizer step (the engine's structured progress, not its text).
 struct TrainStatus {
   int64_t step = 0, steps = 0;
   double loss = 0, lr = 0, tokensPerSecond = 0, etaSeconds = 0;
@@ -107,9 +107,6 @@ struct TrainOutcome {
   std::string runDir, adapterDir, mergedDir;
   double firstLoss = 0, finalLoss = 0, stopRate = 0;
 };
-// Parses one engine progress line ("step 12/60  loss 1.2345  lr 2e-04  812 tokens/s  ETA 3 s");
-// false for any other line.
-bool parseTrainProgressLine(const std::string& line, TrainStatus& out);
 // Trains with the config at `configPath` into `runDir` (which must not exist). kh::Error before
 // anything is written when the audit fails (unless allow_unterminated).
 TrainOutcome startTraining(const std::string& configPath, const std::string& runDir, const TrainCallbacks& cb);

@@ -483,7 +483,8 @@ static std::vector<size_t> epochOrder(size_t n, uint64_t seed, int64_t epoch) {
 }
 
 static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, bool resume,
-                             const std::function<void(const std::string&)>& onLineIn, const std::atomic<bool>* cancel) {
+                             const std::function<void(const std::string&)>& onLineIn, const std::atomic<bool>* cancel,
+                             const TrainProgressFn& onProgress) {
   auto onLine = [&](const std::string& s) {
     if (onLineIn) onLineIn(s);
   };
@@ -632,8 +633,9 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
     if (step == 0) res.firstLoss = lossSum;
     res.finalLoss = lossSum;
     metrics << json({{"step", step + 1}, {"loss", lossSum}, {"lr", lr}, {"tokens_per_s", tps}}).dump() << "\n" << std::flush;
+    const double eta = secs / static_cast<double>(step + 1 - startStep) * static_cast<double>(total - step - 1);
+    if (onProgress) onProgress({step + 1, total, lossSum, lr, tps, eta});
     if ((step + 1) % logEvery == 0 || step + 1 == total) {
-      const double eta = secs / static_cast<double>(step + 1) * static_cast<double>(total - step - 1);
       onLine("step " + std::to_string(step + 1) + "/" + std::to_string(total) + "  loss " + fmt(lossSum) + "  lr " + sci(lr) + "  " + fmt(tps, 0) + " tokens/s  ETA " + fmt(eta, 0) + " s");
     }
     if (c.evalEvery > 0 && (step + 1) % c.evalEvery == 0 && step + 1 < total) runEval(step + 1);
@@ -659,8 +661,8 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
 namespace kh::train {
 
 TrainResult runTraining(const TrainConfig& c, const std::string& runDir, const std::function<void(const std::string&)>& onLine,
-                        const std::atomic<bool>* cancel) {
-  return trainInto(c, runDir, false, onLine, cancel);
+                        const std::atomic<bool>* cancel, const TrainProgressFn& onProgress) {
+  return trainInto(c, runDir, false, onLine, cancel, onProgress);
 }
 
 bool isTrainingRun(const std::string& dir) {
@@ -675,14 +677,14 @@ bool isTrainingRun(const std::string& dir) {
 }
 
 TrainResult resumeTraining(const std::string& runDir, const std::function<void(const std::string&)>& onLine,
-                           const std::atomic<bool>* cancel) {
+                           const std::atomic<bool>* cancel, const TrainProgressFn& onProgress) {
   const fs::path cfgPath = fs::path(runDir) / "config.yaml";
   if (!fs::exists(cfgPath)) throw Error(runDir, "is not a training run folder (no config.yaml)");
   const json st = json::parse(readAll((fs::path(runDir) / "state.json").string()));
   if (st.value("kind", "") != "train") throw Error(runDir, "is not a training run folder");
   if (st.value("status", "") == "done") throw Error(runDir, "the run is finished");
   return trainInto(parseTrainConfig(readAll(cfgPath.string()), cfgPath.string(), st.value("config_dir", "")), runDir, true, onLine,
-                   cancel);
+                   cancel, onProgress);
 }
 
 }  // namespace kh::train

@@ -7,6 +7,7 @@
 #include <QComboBox>
 #include <QDir>
 #include <QFile>
+#include <QRegularExpression>
 #include <QSignalSpy>
 #include <QStandardPaths>
 #include <QTemporaryDir>
@@ -319,7 +320,9 @@ class TestTrainRun : public QObject {
     QSignalSpy finished(w.runner(), &kh::JobRunner::jobFinished);
     QSignalSpy progress(w.runner(), &kh::JobRunner::jobProgress);
     // Stop at the first progress report (one per step here), then resume to the end.
-    QMetaObject::Connection stopOnce = connect(w.runner(), &kh::JobRunner::jobProgress, v, [&] {
+    QString firstProgress;
+    QMetaObject::Connection stopOnce = connect(w.runner(), &kh::JobRunner::jobProgress, v, [&](int, double, const QString& text) {
+      firstProgress = text;
       v->stop();
       QObject::disconnect(stopOnce);
     });
@@ -360,8 +363,17 @@ class TestTrainRun : public QObject {
       const double expect = s < 2 ? 0.01 * (s + 1) / 2.0 : 0.01 * 0.5 * (1 + std::cos(M_PI * (s - 2) / 10.0));
       QVERIFY2(std::abs(it->value - expect) < 1e-9, qPrintable(QString("step %1: %2 vs %3").arg(s + 1).arg(it->value).arg(expect)));
     }
-    // The progress bar and line saw the steps.
+    // The progress bar and line saw the steps. The line comes from the engine's structured progress:
+    // its learning rate is the schedule's closed form at that step.
     QVERIFY(progress.count() > 0);
+    {
+      static const QRegularExpression re(QStringLiteral("^step (\\d+)/12 · loss \\d+\\.\\d{4} · lr (\\S+) · \\d+ tokens/s · ETA \\d+ s$"));
+      const auto m = re.match(firstProgress);
+      QVERIFY2(m.hasMatch(), qPrintable(firstProgress));
+      const int s = m.captured(1).toInt() - 1;
+      const double expect = s < 2 ? 0.01 * (s + 1) / 2.0 : 0.01 * 0.5 * (1 + std::cos(M_PI * (s - 2) / 10.0));
+      QVERIFY2(std::abs(m.captured(2).toDouble() - expect) <= 0.001 * expect, qPrintable(firstProgress));
+    }
     QCOMPARE(v->progressValue(), 1000);
     QVERIFY2(v->logText().contains("step 12/12"), qPrintable(v->logText()));
     // The audit the view shows is the one the run wrote.
