@@ -172,7 +172,10 @@ TrainView::TrainView(JobRunner* runner, QWidget* parent) : QWidget(parent), runn
   saveEvery_ = spin(evalBox, 0, INT_MAX);
   saveEvery_->setSpecialValueText(QStringLiteral("only at the end"));
   el->addRow(QStringLiteral("Checkpoint every"), saveEvery_);
-  dtype_ = combo(evalBox, {QStringLiteral("fp32"), QStringLiteral("bf16")}, true);
+  dtype_ = combo(evalBox, {});
+  dtype_->setObjectName(QStringLiteral("dtype"));
+  for (const auto& d : jobs::trainingDtypes()) dtype_->addItem(q(d));
+  dtype_->setToolTip(QStringLiteral("bf16: base weights in bf16; adapters, master weights, AdamW moments and the loss stay fp32"));
   device_ = combo(evalBox, {}, true);
   for (const auto& d : jobs::availableDevices()) device_->addItem(q(d));
   auto* devRow = new QHBoxLayout;
@@ -180,6 +183,10 @@ TrainView::TrainView(JobRunner* runner, QWidget* parent) : QWidget(parent), runn
   devRow->addWidget(new QLabel(QStringLiteral("device"), evalBox));
   devRow->addWidget(device_, 1);
   el->addRow(QStringLiteral("Compute dtype"), devRow);
+  gradCheckpointing_ = new QCheckBox(QStringLiteral("gradient checkpointing (recompute layers in backward)"), evalBox);
+  gradCheckpointing_->setToolTip(QStringLiteral("Keeps one hidden state per layer instead of all activations: much less "
+                                                "memory for long sequences, about a third more compute"));
+  el->addRow(QStringLiteral("Memory"), gradCheckpointing_);
   exportMerged_ = new QCheckBox(QStringLiteral("also write merged/ (a normal model folder)"), evalBox);
   mergedDtype_ = combo(evalBox, {QString(), QStringLiteral("fp32"), QStringLiteral("bf16"), QStringLiteral("fp16")});
   mergedDtype_->setToolTip(QStringLiteral("empty: the base model's stored dtypes"));
@@ -254,6 +261,9 @@ TrainView::TrainView(JobRunner* runner, QWidget* parent) : QWidget(parent), runn
   auditStats_->setWordWrap(true);
   auditStats_->setTextInteractionFlags(Qt::TextSelectableByMouse);
   chatDiff_ = new QLabel(auditTab);
+  memoryPlan_ = new QLabel(auditTab);
+  memoryPlan_->setWordWrap(true);
+  memoryPlan_->setTextInteractionFlags(Qt::TextSelectableByMouse);
   chatDiff_->setWordWrap(true);
   lengths_ = new QCustomPlot(auditTab);
   lengths_->setMinimumHeight(140);
@@ -271,6 +281,7 @@ TrainView::TrainView(JobRunner* runner, QWidget* parent) : QWidget(parent), runn
   al->addWidget(share_);
   al->addWidget(auditStats_);
   al->addWidget(chatDiff_);
+  al->addWidget(memoryPlan_);
   al->addWidget(auditSplit, 1);
 
   dashboard_ = new TrainDashboard(this);
@@ -377,6 +388,7 @@ jobs::TrainForm TrainView::form() const {
   f.evalPrompts = evalPrompts_->value();
   f.evalMaxNewTokens = evalMaxNew_->value();
   f.saveEvery = saveEvery_->value();
+  f.gradientCheckpointing = gradCheckpointing_->isChecked();
   f.dtype = s(dtype_->currentText());
   f.device = s(device_->currentText());
   f.exportMerged = exportMerged_->isChecked();
@@ -415,6 +427,7 @@ void TrainView::setForm(const jobs::TrainForm& f) {
   evalPrompts_->setValue(static_cast<int>(f.evalPrompts));
   evalMaxNew_->setValue(static_cast<int>(f.evalMaxNewTokens));
   saveEvery_->setValue(static_cast<int>(f.saveEvery));
+  gradCheckpointing_->setChecked(f.gradientCheckpointing);
   setCombo(dtype_, f.dtype);
   setCombo(device_, f.device);
   exportMerged_->setChecked(f.exportMerged);
@@ -423,6 +436,7 @@ void TrainView::setForm(const jobs::TrainForm& f) {
 
 QString TrainView::message() const { return message_->text(); }
 QString TrainView::logText() const { return log_->toPlainText(); }
+QString TrainView::memoryPlanText() const { return memoryPlan_->text(); }
 QString TrainView::progressText() const { return progressLabel_->text(); }
 int TrainView::progressValue() const { return progress_->value(); }
 bool TrainView::chatVsBaseEnabled() const { return compareButton_->isEnabled(); }
@@ -561,6 +575,18 @@ void TrainView::showAudit(const jobs::TrainAudit& a) {
   const bool differs = a.chatDiff.rfind("DIFFER", 0) == 0;
   chatDiff_->setText(QStringLiteral("Training vs chat rendering (tokens before the last answer): %1").arg(q(a.chatDiff)));
   chatDiff_->setStyleSheet(differs ? QStringLiteral("color: #c01818;") : QString());
+  // The memory plan the run will print before it loads the model: what to check before Start.
+  const auto gib = [](uint64_t b) { return QString::number(static_cast<double>(b) / (1024.0 * 1024.0 * 1024.0), 'f', 2); };
+  memoryPlan_->setText(QStringLiteral("<b>Memory plan: %1 GiB</b> per step on the device (weights %2 + trainable and "
+                                      "optimiser %3 + activations %4 + logits %5 GiB), batch %6 x %7 tokens, %8 weights, "
+                                      "gradient checkpointing %9. An estimate: allocator slack and libtorch buffers are "
+                                      "not counted.<br><span style='font-family:monospace'>%10</span>")
+                           .arg(gib(a.memory.total), gib(a.memory.weights), gib(a.memory.trainable),
+                                gib(a.memory.activations), gib(a.memory.logits))
+                           .arg(a.memory.batch)
+                           .arg(a.memory.sequence)
+                           .arg(q(form().dtype), a.memory.gradientCheckpointing ? QStringLiteral("on") : QStringLiteral("off"),
+                                html(a.memory.line)));
 
   // Length histogram (20 bins) with max_length marked.
   const int64_t hi = std::max<int64_t>(a.maxLength, 1);
@@ -627,14 +653,16 @@ int TrainView::enqueue(const QString& name, const QString& runDir, JobFn fn) {
 }
 
 namespace {
+// The engine's structured progress (every step; the reporter throttles) drives the bar and its line;
+// the engine's text lines only go to the log.
 jobs::TrainCallbacks callbacks(ProgressReporter& r, const std::atomic<bool>& cancel) {
   jobs::TrainCallbacks cb;
   cb.cancel = &cancel;
   cb.onLog = [&r](const std::string& line) { r.log(line); };
   cb.onProgress = [&r](const jobs::TrainStatus& s) {
     char text[160];
-    std::snprintf(text, sizeof text, "step %lld/%lld · loss %.4f · %.0f tokens/s · ETA %.0f s", static_cast<long long>(s.step),
-                  static_cast<long long>(s.steps), s.loss, s.tokensPerSecond, s.etaSeconds);
+    std::snprintf(text, sizeof text, "step %lld/%lld · loss %.4f · lr %.3g · %.0f tokens/s · ETA %.0f s",
+                  static_cast<long long>(s.step), static_cast<long long>(s.steps), s.loss, s.lr, s.tokensPerSecond, s.etaSeconds);
     r.progress(s.steps > 0 ? static_cast<double>(s.step) / static_cast<double>(s.steps) : -1, text);
   };
   return cb;

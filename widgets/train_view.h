@@ -1,6 +1,6 @@
 // Train view: a form for TRAIN.yaml (load / save round trip), the label audit drawn token by token
-// (trained vs masked, the stop share in big text, lengths, the train-vs-chat rendering check) made
-// without training anything, Start / Stop / Resume as jobs on the device's worker, a progress bar,
+// (trained vs masked, the stop share in big text, lengths, the train-vs-chat rendering check) and the
+// training memory plan, made without training anything, Start / Stop / Resume as jobs on the device's worker, a progress bar,
 // the live training dashboard of the run folder, and "Chat vs base" for a finished run.
 // No torch headers here: it drives the engine through core/jobs/train_jobs.h.
 #pragma once
@@ -52,6 +52,7 @@ class TrainView : public QWidget {
   QString stopShareText() const;   // the big text ("100.0% of answers end on a trained stop token")
   bool stopShareIsRed() const;
   QString auditHtml() const;       // the token-coloured examples
+  QString memoryPlanText() const;  // the training memory plan shown beside the audit (rich text)
   // Validates, audits (refusing a failing audit unless allow_unterminated) and queues the run;
   // returns its folder ("" and message() when refused). runDir "" = a new folder under the runs root.
   QString startRun(const QString& runDir = {});
@@ -98,14 +99,14 @@ class TrainView : public QWidget {
   QComboBox *method_, *schedule_, *labels_, *dtype_, *device_, *mergedDtype_;
   QSpinBox *rank_, *warmup_, *steps_, *epochs_, *batch_, *accum_, *maxLength_, *evalEvery_, *evalPrompts_, *evalMaxNew_,
       *saveEvery_;
-  QCheckBox *rsLora_, *maskEot_, *allowUnterminated_, *exportMerged_;
+  QCheckBox *rsLora_, *maskEot_, *allowUnterminated_, *exportMerged_, *gradCheckpointing_;
   QPushButton *auditButton_, *startButton_, *stopButton_, *resumeButton_, *compareButton_;
   QLabel *message_, *progressLabel_;
   QProgressBar* progress_;
   QPlainTextEdit* log_;
   QTabWidget* tabs_;
   TrainDashboard* dashboard_;
-  QLabel *share_, *auditStats_, *chatDiff_;
+  QLabel *share_, *auditStats_, *chatDiff_, *memoryPlan_;
   QCustomPlot* lengths_;
   QTextBrowser* examples_;
 };

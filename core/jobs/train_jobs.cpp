@@ -4,6 +4,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -30,7 +31,8 @@ bool TrainForm::operator==(const TrainForm& o) const {
          epochs == o.epochs && batchSize == o.batchSize && gradAccum == o.gradAccum && clipNorm == o.clipNorm &&
          seed == o.seed && maxLength == o.maxLength && labels == o.labels && maskEndOfTurn == o.maskEndOfTurn &&
          allowUnterminated == o.allowUnterminated && evalEvery == o.evalEvery && evalPrompts == o.evalPrompts &&
-         evalMaxNewTokens == o.evalMaxNewTokens && saveEvery == o.saveEvery && dtype == o.dtype && device == o.device &&
+         evalMaxNewTokens == o.evalMaxNewTokens && saveEvery == o.saveEvery &&
+         gradientCheckpointing == o.gradientCheckpointing && dtype == o.dtype && device == o.device &&
          exportMerged == o.exportMerged && mergedDtype == o.mergedDtype && extra == o.extra;
 }
 
@@ -153,7 +155,15 @@ TrainForm parseTrainForm(const std::string& text) {
     else if (k == "eval_prompts") get(v, k, f.evalPrompts);
     else if (k == "eval_max_new_tokens") get(v, k, f.evalMaxNewTokens);
     else if (k == "save_every") get(v, k, f.saveEvery);
-    else if (k == "dtype") get(v, k, f.dtype);
+    else if (k == "gradient_checkpointing") get(v, k, f.gradientCheckpointing);
+    else if (k == "dtype") {
+      get(v, k, f.dtype);
+      const auto d = train::trainingDtypes();
+      require(f.dtype == "float32" || f.dtype == "bfloat16" || std::find(d.begin(), d.end(), f.dtype) != d.end(), v,
+              "dtype '" + f.dtype + "' is not fp32 or bf16");
+      if (f.dtype == "float32") f.dtype = "fp32";
+      if (f.dtype == "bfloat16") f.dtype = "bf16";
+    }
     else if (k == "device") get(v, k, f.device);
     else if (k == "export_merged") get(v, k, f.exportMerged);
     else if (k == "merged_dtype") get(v, k, f.mergedDtype);
@@ -200,6 +210,7 @@ std::string trainFormToYaml(const TrainForm& f) {
   e << YAML::Key << "eval_prompts" << YAML::Value << f.evalPrompts;
   e << YAML::Key << "eval_max_new_tokens" << YAML::Value << f.evalMaxNewTokens;
   e << YAML::Key << "save_every" << YAML::Value << f.saveEvery;
+  if (f.gradientCheckpointing) e << YAML::Key << "gradient_checkpointing" << YAML::Value << true;
   e << YAML::Key << "dtype" << YAML::Value << f.dtype;
   e << YAML::Key << "device" << YAML::Value << f.device;
   e << YAML::Key << "export_merged" << YAML::Value << f.exportMerged;
@@ -208,6 +219,8 @@ std::string trainFormToYaml(const TrainForm& f) {
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";
 }
+
+std::vector<std::string> trainingDtypes() { return train::trainingDtypes(); }
 
 namespace {
 
@@ -312,6 +325,15 @@ TrainAudit auditTrainConfig(const std::string& path, int shown) {
         }
     r.shown.push_back(std::move(ex));
   }
+  r.memory.weights = p.memory.weights;
+  r.memory.trainable = p.memory.trainable;
+  r.memory.activations = p.memory.activations;
+  r.memory.logits = p.memory.logits;
+  r.memory.total = p.memory.total();
+  r.memory.batch = p.memoryInput.batch;
+  r.memory.sequence = p.memoryInput.sequence;
+  r.memory.gradientCheckpointing = p.memoryInput.gradientCheckpointing;
+  r.memory.line = p.memoryPlan;
   std::istringstream lines(a.report);
   std::string line;
   while (std::getline(lines, line)) {
@@ -321,29 +343,16 @@ TrainAudit auditTrainConfig(const std::string& path, int shown) {
   return r;
 }
 
-bool parseTrainProgressLine(const std::string& line, TrainStatus& s) {
-  static const std::regex re(R"(^step (\d+)/(\d+)\s+loss (\S+)\s+lr (\S+)\s+(\S+) tokens/s\s+ETA (\S+) s)");
-  std::smatch m;
-  if (!std::regex_search(line, m, re)) return false;
-  try {
-    s.step = std::stoll(m[1]);
-    s.steps = std::stoll(m[2]);
-    s.loss = std::stod(m[3]);
-    s.lr = std::stod(m[4]);
-    s.tokensPerSecond = std::stod(m[5]);
-    s.etaSeconds = std::stod(m[6]);
-  } catch (const std::exception&) {
-    return false;
-  }
-  return true;
-}
-
 namespace {
 std::function<void(const std::string&)> lineSink(const TrainCallbacks& cb) {
   return [cb](const std::string& line) {
     if (cb.onLog) cb.onLog(!line.empty() && line.back() == '\n' ? line.substr(0, line.size() - 1) : line);
-    TrainStatus s;
-    if (cb.onProgress && parseTrainProgressLine(line, s)) cb.onProgress(s);
+  };
+}
+train::TrainProgressFn progressSink(const TrainCallbacks& cb) {
+  if (!cb.onProgress) return {};
+  return [cb](const train::TrainProgress& p) {
+    cb.onProgress(TrainStatus{p.step, p.steps, p.loss, p.lr, p.tokensPerSecond, p.etaSeconds});
   };
 }
 TrainOutcome outcome(const train::TrainResult& r) {
@@ -359,11 +368,11 @@ TrainOutcome outcome(const train::TrainResult& r) {
 }  // namespace
 
 TrainOutcome startTraining(const std::string& configPath, const std::string& runDir, const TrainCallbacks& cb) {
-  return outcome(train::runTraining(loadConfig(configPath), runDir, lineSink(cb), cb.cancel));
+  return outcome(train::runTraining(loadConfig(configPath), runDir, lineSink(cb), cb.cancel, progressSink(cb)));
 }
 
 TrainOutcome resumeTraining(const std::string& runDir, const TrainCallbacks& cb) {
-  return outcome(train::resumeTraining(runDir, lineSink(cb), cb.cancel));
+  return outcome(train::resumeTraining(runDir, lineSink(cb), cb.cancel, progressSink(cb)));
 }
 
 TrainRunModels trainRunModels(const std::string& runDir) {

@@ -34,7 +34,8 @@ struct TrainForm {
   std::string labels = "assistant";  // assistant | all | last_turn
   bool maskEndOfTurn = false, allowUnterminated = false;
   int64_t evalEvery = 0, evalPrompts = 16, evalMaxNewTokens = 64, saveEvery = 0;
-  std::string dtype = "fp32", device = "cpu";
+  bool gradientCheckpointing = false;  // recompute each layer in backward: less memory, ~1/3 more time
+  std::string dtype = "fp32", device = "cpu";  // dtype: one of trainingDtypes()
   bool exportMerged = true;
   std::string mergedDtype;
   std::vector<std::pair<std::string, std::string>> extra;
@@ -43,10 +44,21 @@ struct TrainForm {
 // kh::Error("TRAIN.yaml:<line>", cause) for bad YAML, a value of the wrong type or out of range.
 TrainForm parseTrainForm(const std::string& yamlText);
 std::string trainFormToYaml(const TrainForm& form);
+// The training dtypes the engine accepts, in the order a form offers them.
+std::vector<std::string> trainingDtypes();
 // Everything the engine checks before it trains, with the config saved at `configPath`: the form,
 // the engine's own parse, the model folder, the data. "" when valid, else one line naming the file
 // (and line) and the cause.
 std::string validateTrainConfig(const std::string& configPath);
+
+// The training memory plan (core/train/train_memory.h): an estimate of what one step holds on the
+// device, made from the config, the model's weight headers and the longest example; nothing loaded.
+struct TrainMemoryPlan {
+  uint64_t weights = 0, trainable = 0, activations = 0, logits = 0, total = 0;  // bytes
+  int64_t batch = 0, sequence = 0;
+  bool gradientCheckpointing = false;
+  std::string line;  // exactly the "memory plan (...)" line a run prints before it loads the model
+};
 
 // The label audit, as the view shows it.
 struct AuditToken {
@@ -74,12 +86,14 @@ struct TrainAudit {
   std::string chatDiff;  // the training-vs-chat rendering line ("identical, 12 tokens" / "DIFFER at ...")
   int64_t steps = 0, heldOutExamples = 0;
   std::string report;  // the audit exactly as the CLI prints it and audit.txt holds it
+  TrainMemoryPlan memory;
 };
-// Loads the config at `configPath` and audits its labels; nothing is trained or written.
+// Loads the config at `configPath`, audits its labels and plans the memory, by the code a run starts
+// with (core/train/preflight.h); nothing is trained or written.
 // kh::Error (one line) for a bad config, model or data.
 TrainAudit auditTrainConfig(const std::string& configPath, int shown = 4);
 
-// Progress of a run, from the engine's progress lines.
+// Progress of a run, after every optimizer step (the engine's structured progress, not its text).
 struct TrainStatus {
   int64_t step = 0, steps = 0;
   double loss = 0, lr = 0, tokensPerSecond = 0, etaSeconds = 0;
@@ -93,9 +107,6 @@ struct TrainOutcome {
   std::string runDir, adapterDir, mergedDir;
   double firstLoss = 0, finalLoss = 0, stopRate = 0;
 };
-// Parses one engine progress line ("step 12/60  loss 1.2345  lr 2e-04  812 tokens/s  ETA 3 s");
-// false for any other line.
-bool parseTrainProgressLine(const std::string& line, TrainStatus& out);
 // Trains with the config at `configPath` into `runDir` (which must not exist). kh::Error before
 // anything is written when the audit fails (unless allow_unterminated).
 TrainOutcome startTraining(const std::string& configPath, const std::string& runDir, const TrainCallbacks& cb);

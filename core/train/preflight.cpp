@@ -1,6 +1,6 @@
-// Training preflight (see preflight.h). Mirrors the first part of trainInto in trainer.cpp step for
-// step (format, stop ids, split, tokenization, audit); the GUI test checks that the audit it makes
-// equals the audit.txt a real run writes, so the two cannot drift apart unnoticed.
+// Training preflight (see preflight.h): the first part of every run (trainInto in trainer.cpp calls
+// it), and what the Train view shows before Start. Reads headers, JSON, the tokenizer and the data;
+// never tensor data.
 #include "core/train/preflight.h"
 
 #include <algorithm>
@@ -12,9 +12,10 @@
 
 namespace kh::train {
 
-TrainPreflight preflightTraining(const TrainConfig& c) {
+TrainPreflight preflightTraining(const TrainConfig& c) { return preflightTraining(c, ModelFolder::open(c.model)); }
+
+TrainPreflight preflightTraining(const TrainConfig& c, const ModelFolder& folder) {
   TrainPreflight p;
-  ModelFolder folder = ModelFolder::open(c.model);
   p.tokenizer = folder.requireTokenizer();
   const Tokenizer& tok = *p.tokenizer;
   TemplateContext& tc = p.context;
@@ -24,6 +25,7 @@ TrainPreflight preflightTraining(const TrainConfig& c) {
   for (const auto& s : folder.stopTokens) tc.stopIds.push_back(s.id);
   const int eot = tok.pieceToId(endOfTurnText(tc.format, tc.render));
   if (eot >= 0 && std::find(tc.stopIds.begin(), tc.stopIds.end(), eot) == tc.stopIds.end()) tc.stopIds.push_back(eot);
+  p.padId = tok.padId().value_or(tok.eosId().value_or(0));
 
   p.conversations = loadConversations(c.data);
   std::mt19937_64 rng(c.seed);
@@ -42,6 +44,18 @@ TrainPreflight preflightTraining(const TrainConfig& c) {
   const int64_t perStep = c.batchSize * c.gradAccum;
   p.steps = c.steps > 0 ? c.steps
                         : std::max<int64_t>(1, c.epochs * ((static_cast<int64_t>(p.examples.size()) + perStep - 1) / perStep));
+
+  TrainMemoryInput& mi = p.memoryInput;
+  mi.method = c.method;
+  mi.loraRank = c.rank;
+  mi.loraTargets = c.targetModules;
+  mi.batch = c.batchSize;
+  mi.sequence = std::min<int64_t>(c.labels.maxLength, std::max<int64_t>(1, p.audit.maxLength));
+  mi.weightBytesPerParameter = c.dtype == "bf16" || c.dtype == "bfloat16" ? 2 : 4;
+  mi.gradientCheckpointing = c.gradientCheckpointing;
+  p.memory = estimateTrainMemory(folder.config, folder.weights->parameterCount(), mi);
+  p.memoryPlan = "memory plan (batch " + std::to_string(mi.batch) + " x " + std::to_string(mi.sequence) + " tokens" +
+                 (c.gradientCheckpointing ? ", gradient checkpointing" : "") + "): " + p.memory.describe();
   return p;
 }
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -26,7 +27,7 @@
 #include "core/model/model_folder.h"
 #include "core/model/runtime.h"
 #include "core/text/tokenizer.h"
-#include "core/train/train_memory.h"
+#include "core/train/preflight.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -35,6 +36,11 @@ namespace kh::train {
 
 // ---------------------------------------------------------------------------------------------
 // config
+
+const std::vector<std::string>& trainingDtypes() {
+  static const std::vector<std::string> d{"fp32", "bf16"};
+  return d;
+}
 
 TrainConfig parseTrainConfig(const std::string& text, const std::string& where, const std::string& baseDir) {
   YAML::Node root;
@@ -125,7 +131,8 @@ TrainConfig parseTrainConfig(const std::string& text, const std::string& where, 
   if (c.batchSize <= 0 || c.gradAccum <= 0) throw Error(where, "batch_size and grad_accum must be positive");
   if (c.labels.maxLength < 2) throw Error(where, "max_length must be at least 2");
   if (c.learningRate <= 0) throw Error(where, "learning_rate must be positive");
-  if (!c.dtype.empty() && c.dtype != "fp32" && c.dtype != "float32" && c.dtype != "bf16" && c.dtype != "bfloat16")
+  const auto& dtypes = trainingDtypes();
+  if (!c.dtype.empty() && c.dtype != "float32" && c.dtype != "bfloat16" && std::find(dtypes.begin(), dtypes.end(), c.dtype) == dtypes.end())
     throw Error(where, "dtype '" + c.dtype + "' is not fp32 or bf16", "training runs in fp32 or bf16 (fp16 would need loss scaling)");
   return c;
 }
@@ -476,7 +483,8 @@ static std::vector<size_t> epochOrder(size_t n, uint64_t seed, int64_t epoch) {
 }
 
 static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, bool resume,
-                             const std::function<void(const std::string&)>& onLineIn, const std::atomic<bool>* cancel) {
+                             const std::function<void(const std::string&)>& onLineIn, const std::atomic<bool>* cancel,
+                             const TrainProgressFn& onProgress) {
   auto onLine = [&](const std::string& s) {
     if (onLineIn) onLineIn(s);
   };
@@ -484,50 +492,21 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
   const fs::path runDir(runDirIn);
   if (!resume && fs::exists(runDir)) throw Error(runDir.string(), "the run folder exists", "choose another -o RUN, or resume it with train --resume RUN");
   ModelFolder folder = ModelFolder::open(c.model);
-  auto tok = folder.requireTokenizer();
-  TemplateContext tc{resolveChatFormat(*tok, c.chatTemplate, folder.dir), {}, {}};
-  tc.render.bosToken = tok->bosToken();
-  tc.render.eosToken = tok->eosToken();
-  for (const auto& s : folder.stopTokens) tc.stopIds.push_back(s.id);
-  const int eot = tok->pieceToId(endOfTurnText(tc.format, tc.render));
-  if (eot >= 0 && std::find(tc.stopIds.begin(), tc.stopIds.end(), eot) == tc.stopIds.end()) tc.stopIds.push_back(eot);
-  const int padId = tok->padId().value_or(tok->eosId().value_or(0));
-
-  // Data, split, tokens, audit: all before anything is trained.
-  std::vector<Conversation> convs = loadConversations(c.data), held;
-  std::mt19937_64 rng(c.seed);
-  if (!c.evalData.empty()) {
-    held = loadConversations(c.evalData);
-  } else if (c.evalSplit > 0 && convs.size() >= 2) {
-    std::vector<Conversation> shuffled = convs;
-    std::shuffle(shuffled.begin(), shuffled.end(), rng);
-    const size_t nHeld = std::max<size_t>(1, static_cast<size_t>(std::lround(c.evalSplit * static_cast<double>(shuffled.size()))));
-    held.assign(shuffled.end() - static_cast<long>(nHeld), shuffled.end());
-    convs.assign(shuffled.begin(), shuffled.end() - static_cast<long>(nHeld));
-  }
-  std::vector<TokenizedExample> xs, heldXs;
-  for (const auto& cv : convs) xs.push_back(tokenizeConversation(cv, tc, *tok, c.labels));
-  for (const auto& cv : held) heldXs.push_back(tokenizeConversation(cv, tc, *tok, c.labels));
-  res.audit = auditLabels(xs, convs, tc, *tok);
+  // Format, stop ids, data, split, tokens, audit, memory plan: all before anything is trained, and
+  // the very code the Train view's audit runs (preflight.h).
+  const TrainPreflight pre = preflightTraining(c, folder);
+  const std::shared_ptr<Tokenizer> tok = pre.tokenizer;
+  const TemplateContext& tc = pre.context;
+  const int padId = pre.padId;
+  const std::vector<TokenizedExample>& xs = pre.examples;
+  const std::vector<TokenizedExample>& heldXs = pre.heldOutExamples;
+  res.audit = pre.audit;
   onLine(res.audit.report);
   if (!res.audit.ok() && !c.allowUnterminated)
     throw Error(c.data, "only " + std::to_string(res.audit.terminatedTurns) + " of " + std::to_string(res.audit.assistantTurns) +
                             " answers end on a trained stop token: the model would not learn to stop",
                 "see the label audit; set allow_unterminated: true to train anyway");
-
-  {  // The memory plan, before anything is loaded (an estimate; see train_memory.h).
-    TrainMemoryInput mi;
-    mi.method = c.method;
-    mi.loraRank = c.rank;
-    mi.loraTargets = c.targetModules;
-    mi.batch = c.batchSize;
-    mi.sequence = std::min<int64_t>(c.labels.maxLength, std::max<int64_t>(1, res.audit.maxLength));
-    mi.weightBytesPerParameter = c.dtype == "bf16" || c.dtype == "bfloat16" ? 2 : 4;
-    mi.gradientCheckpointing = c.gradientCheckpointing;
-    onLine("memory plan (batch " + std::to_string(mi.batch) + " x " + std::to_string(mi.sequence) + " tokens" +
-           (c.gradientCheckpointing ? ", gradient checkpointing" : "") + "): " +
-           estimateTrainMemory(folder.config, folder.weights->parameterCount(), mi).describe());
-  }
+  onLine(pre.memoryPlan);  // an estimate, before anything is loaded (see train_memory.h)
   std::error_code ec;
   if (!resume) {
     fs::create_directories(runDir.parent_path().empty() ? fs::path(".") : runDir.parent_path(), ec);
@@ -562,8 +541,7 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
   opt.master.resize(opt.params.size());
   model->gradientCheckpointing = c.gradientCheckpointing;
 
-  const int64_t perStep = c.batchSize * c.gradAccum;
-  const int64_t total = c.steps > 0 ? c.steps : std::max<int64_t>(1, c.epochs * ((static_cast<int64_t>(xs.size()) + perStep - 1) / perStep));
+  const int64_t total = pre.steps;
   // Resume: parameters and AdamW moments from the last checkpoint (written atomically).
   int64_t startStep = 0;
   if (resume) {
@@ -655,8 +633,9 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
     if (step == 0) res.firstLoss = lossSum;
     res.finalLoss = lossSum;
     metrics << json({{"step", step + 1}, {"loss", lossSum}, {"lr", lr}, {"tokens_per_s", tps}}).dump() << "\n" << std::flush;
+    const double eta = secs / static_cast<double>(step + 1 - startStep) * static_cast<double>(total - step - 1);
+    if (onProgress) onProgress({step + 1, total, lossSum, lr, tps, eta});
     if ((step + 1) % logEvery == 0 || step + 1 == total) {
-      const double eta = secs / static_cast<double>(step + 1) * static_cast<double>(total - step - 1);
       onLine("step " + std::to_string(step + 1) + "/" + std::to_string(total) + "  loss " + fmt(lossSum) + "  lr " + sci(lr) + "  " + fmt(tps, 0) + " tokens/s  ETA " + fmt(eta, 0) + " s");
     }
     if (c.evalEvery > 0 && (step + 1) % c.evalEvery == 0 && step + 1 < total) runEval(step + 1);
@@ -682,8 +661,8 @@ static TrainResult trainInto(const TrainConfig& c, const std::string& runDirIn, 
 namespace kh::train {
 
 TrainResult runTraining(const TrainConfig& c, const std::string& runDir, const std::function<void(const std::string&)>& onLine,
-                        const std::atomic<bool>* cancel) {
-  return trainInto(c, runDir, false, onLine, cancel);
+                        const std::atomic<bool>* cancel, const TrainProgressFn& onProgress) {
+  return trainInto(c, runDir, false, onLine, cancel, onProgress);
 }
 
 bool isTrainingRun(const std::string& dir) {
@@ -698,14 +677,14 @@ bool isTrainingRun(const std::string& dir) {
 }
 
 TrainResult resumeTraining(const std::string& runDir, const std::function<void(const std::string&)>& onLine,
-                           const std::atomic<bool>* cancel) {
+                           const std::atomic<bool>* cancel, const TrainProgressFn& onProgress) {
   const fs::path cfgPath = fs::path(runDir) / "config.yaml";
   if (!fs::exists(cfgPath)) throw Error(runDir, "is not a training run folder (no config.yaml)");
   const json st = json::parse(readAll((fs::path(runDir) / "state.json").string()));
   if (st.value("kind", "") != "train") throw Error(runDir, "is not a training run folder");
   if (st.value("status", "") == "done") throw Error(runDir, "the run is finished");
   return trainInto(parseTrainConfig(readAll(cfgPath.string()), cfgPath.string(), st.value("config_dir", "")), runDir, true, onLine,
-                   cancel);
+                   cancel, onProgress);
 }
 
 }  // namespace kh::train

@@ -67,6 +67,9 @@ struct TrainConfig {
   std::string baseDir;   // where its relative paths start (recorded in state.json for resume)
 };
 
+// The `dtype` values training runs in (fp32 | bf16; float32 and bfloat16 are read as these).
+const std::vector<std::string>& trainingDtypes();
+
 // Parses TRAIN.yaml text; kh::Error(where, ...) naming the key for unknown keys or bad values.
 // Relative model/data/eval_data paths are taken from `baseDir` (the config file's folder, as
 // evolution does) when it is given, and made absolute.
@@ -120,28 +123,32 @@ EvalResult evaluate(const Model& m, const Tokenizer& tok, const std::vector<Toke
                     const std::vector<int>& stopIds, int64_t prompts, int64_t maxNewTokens, int padId);
 
 // ---- a run ----
+// One optimizer step done, as the progress line prints it (step is 1-based; ETA from the mean step
+// time so far). Reported after every step, whatever the line's log interval.
 struct TrainProgress {
   int64_t step = 0, steps = 0;
   double loss = 0, lr = 0, tokensPerSecond = 0, etaSeconds = 0;
 };
+using TrainProgressFn = std::function<void(const TrainProgress&)>;
 struct TrainResult {
   std::string runDir, adapterDir, mergedDir;
   double firstLoss = 0, finalLoss = 0;
   EvalResult eval;
   LabelAudit audit;
 };
-// Runs the whole job into `runDir` (created; kh::Error when it exists). `onLine` gets the audit and
-// progress lines. kh::Error before any training when the audit fails (see allowUnterminated).
+// Runs the whole job into `runDir` (created; kh::Error when it exists). `onLine` gets the audit, the
+// memory plan and the progress lines; `onProgress` (optional) the same progress as numbers, every
+// step. kh::Error before any training when the audit fails (see allowUnterminated).
 TrainResult runTraining(const TrainConfig& c, const std::string& runDir, const std::function<void(const std::string&)>& onLine = {},
-                        const std::atomic<bool>* cancel = nullptr);
+                        const std::atomic<bool>* cancel = nullptr, const TrainProgressFn& onProgress = {});
+// Whether `dir` is a training run folder (its state.json says kind: train).
+bool isTrainingRun(const std::string& dir);
 // Goes on from the run folder's last checkpoint (save_every, or the one written when cancelled) with
 // the run's own config.yaml: parameters, AdamW moments and the data order are restored, so the
 // remaining steps are those the uninterrupted run would have taken. kh::Error for a folder that is
 // not a training run, is finished, or has no checkpoint.
-// Whether `dir` is a training run folder (its state.json says kind: train).
-bool isTrainingRun(const std::string& dir);
 TrainResult resumeTraining(const std::string& runDir, const std::function<void(const std::string&)>& onLine = {},
-                           const std::atomic<bool>* cancel = nullptr);
+                           const std::atomic<bool>* cancel = nullptr, const TrainProgressFn& onProgress = {});
 
 }  // namespace train
 }  // namespace kh

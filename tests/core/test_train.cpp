@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <fstream>
@@ -19,6 +21,7 @@
 #include "core/model/tiny.h"
 #include "core/text/tokenizer.h"
 #include "core/train/data.h"
+#include "core/train/preflight.h"
 #include "core/train/trainer.h"
 #include "tests/test_util.h"
 
@@ -381,4 +384,52 @@ TEST(TrainRun, CancelledRunResumesToTheSameAdapterAsAnUninterruptedOne) {
     EXPECT_LT((a->tensor(e.name) - b->tensor(e.name)).abs().max().item<double>(), 1e-5) << e.name;
   EXPECT_NE(errorOf([&] { resumeTraining(d.file("cut")); }).find("finished"), std::string::npos);
   EXPECT_NE(errorOf([&] { resumeTraining(d.file("nothing")); }).find("not a training run"), std::string::npos);
+}
+
+// The run starts with the preflight (one code path): the audit it prints and writes and the memory
+// plan line are the preflight's. The structured progress comes every step, its learning rate is the
+// schedule's closed form, and the printed progress lines keep their own cadence (every total/20).
+TEST(TrainRun, RunPrintsThePreflightAndReportsProgressEveryStep) {
+  Tiny t("llama", 32, 2);
+  test::TempDir d;
+  std::string data;
+  for (int i = 0; i < 10; ++i) data += R"({"prompt": "問)" + std::to_string(i) + R"(", "completion": "答)" + std::to_string(i % 3) + "\"}\n";
+  test::writeFile(d.file("data.jsonl"), data);
+  const std::string yaml = "model: " + t.path + "\ndata: " + d.file("data.jsonl") +
+                           "\nlora: {rank: 2, alpha: 4, target_modules: [q_proj]}\nsteps: 45\nbatch_size: 2\neval_prompts: 1\n"
+                           "eval_max_new_tokens: 2\nexport_merged: false\nlearning_rate: 0.01\nschedule: cosine\n"
+                           "gradient_checkpointing: true\n";
+  const TrainConfig cfg = parseTrainConfig(yaml, "t.yaml");
+  const TrainPreflight pre = preflightTraining(cfg);
+  EXPECT_EQ(pre.steps, 45);
+  EXPECT_EQ(pre.memoryPlan.rfind("memory plan (batch 2 x ", 0), 0u) << pre.memoryPlan;
+  EXPECT_NE(pre.memoryPlan.find("gradient checkpointing"), std::string::npos) << pre.memoryPlan;
+  std::vector<std::string> lines;
+  std::vector<TrainProgress> progress;
+  runTraining(cfg, d.file("run"), [&](const std::string& s) { lines.push_back(s); }, nullptr,
+              [&](const TrainProgress& p) { progress.push_back(p); });
+  ASSERT_GE(lines.size(), 2u);
+  EXPECT_EQ(lines[0], pre.audit.report);
+  EXPECT_EQ(lines[1], pre.memoryPlan);
+  EXPECT_EQ(test::readFile(d.file("run/audit.txt")), pre.audit.report);
+
+  ASSERT_EQ(progress.size(), 45u);
+  int printed = 0;
+  for (size_t i = 0; i < progress.size(); ++i) {
+    const TrainProgress& p = progress[i];
+    EXPECT_EQ(p.step, static_cast<int64_t>(i) + 1);
+    EXPECT_EQ(p.steps, 45);
+    EXPECT_NEAR(p.lr, 0.01 * 0.5 * (1 + std::cos(M_PI * static_cast<double>(i) / 45.0)), 1e-12) << "step " << p.step;
+    EXPECT_TRUE(std::isfinite(p.loss) && p.loss > 0);
+    EXPECT_GE(p.etaSeconds, 0);
+    const std::string head = "step " + std::to_string(p.step) + "/45  loss ";
+    for (const auto& l : lines)
+      if (l.rfind(head, 0) == 0) {
+        ++printed;
+        char loss[32];
+        std::snprintf(loss, sizeof loss, "%.4f", p.loss);
+        EXPECT_EQ(l.substr(head.size(), std::string(loss).size()), loss) << l;
+      }
+  }
+  EXPECT_EQ(printed, 23);  // every 2nd step (45 / 20) and the last
 }

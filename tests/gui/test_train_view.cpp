@@ -4,8 +4,10 @@
 // rate against the closed-form schedule), the audit equals the run's audit.txt, Stop / Resume, and
 // "Chat vs base" opens the Compare tab with both models. `kh_train_gui_tests CLASS` runs one class.
 #include <QApplication>
+#include <QComboBox>
 #include <QDir>
 #include <QFile>
+#include <QRegularExpression>
 #include <QSignalSpy>
 #include <QStandardPaths>
 #include <QTemporaryDir>
@@ -88,11 +90,12 @@ class TestTrainForm : public QObject {
     f.evalPrompts = 11;
     f.evalMaxNewTokens = 33;
     f.saveEvery = 13;
+    f.gradientCheckpointing = true;
     f.dtype = "bf16";
     f.device = "cpu";
     f.exportMerged = false;
     f.mergedDtype = "bf16";
-    f.extra = {{"gradient_checkpointing", "true"}};  // a key of a newer engine survives
+    f.extra = {{"future_option", "3"}};  // a key of a newer engine survives
     QVERIFY(kh::jobs::parseTrainForm(kh::jobs::trainFormToYaml(f)) == f);
 
     kh::JobRunner runner;
@@ -126,6 +129,49 @@ class TestTrainForm : public QObject {
     QVERIFY(v2.lastAudit().ok);
     QCOMPARE(v2.lastAudit().terminatedTurns, v2.lastAudit().assistantTurns);
 
+    // Beside the audit, the memory plan. Its weights are the checkpoint's parameters at 4 bytes (fp32
+    // compute); the parameters counted here from the file itself (bf16 tensor data = file size - 8 -
+    // header length, 2 bytes each).
+    const auto plan = v2.lastAudit().memory;
+    QCOMPARE(copy.dtype, std::string("fp32"));
+    QVERIFY(!copy.gradientCheckpointing);
+    {
+      QFile st(QStringLiteral(KH_SOURCE_DIR "/resources/models/tiny-llm-jp-3/model.safetensors"));
+      QVERIFY(st.open(QIODevice::ReadOnly));
+      const QByteArray head = st.read(8);
+      quint64 n = 0;
+      for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(head[i]);
+      const quint64 parameters = (static_cast<quint64>(st.size()) - 8 - n) / 2;
+      QCOMPARE(static_cast<quint64>(plan.weights), 4 * parameters);
+    }
+    QCOMPARE(plan.total, plan.weights + plan.trainable + plan.activations + plan.logits);
+    QCOMPARE(plan.batch, copy.batchSize);
+    QVERIFY(plan.sequence > 0 && plan.sequence <= copy.maxLength);
+    QVERIFY2(plan.line.rfind("memory plan (batch ", 0) == 0, plan.line.c_str());
+    QVERIFY2(v2.memoryPlanText().contains(QStringLiteral("Memory plan")), qPrintable(v2.memoryPlanText()));
+    QVERIFY2(v2.memoryPlanText().contains(QString::fromStdString(plan.line).toHtmlEscaped()), qPrintable(v2.memoryPlanText()));
+    // The form's checkbox and dtype combo reach the plan: bf16 halves the weights, checkpointing
+    // shrinks the activations, the adapters' fp32 state stays as it was.
+    copy.gradientCheckpointing = true;
+    copy.dtype = "bf16";
+    v2.setForm(copy);
+    QVERIFY(v2.form() == copy);
+    QVERIFY(v2.saveConfig(tmp.filePath("demo.yaml")));
+    QVERIFY2(v2.audit(), qPrintable(v2.message()));
+    const auto lean = v2.lastAudit().memory;
+    QCOMPARE(lean.weights * 2, plan.weights);
+    QVERIFY(lean.activations < plan.activations);
+    QCOMPARE(lean.trainable, plan.trainable);
+    QVERIFY(lean.gradientCheckpointing);
+    QVERIFY2(lean.line.find(", gradient checkpointing)") != std::string::npos, lean.line.c_str());
+    QVERIFY(readText(tmp.filePath("demo.yaml")).contains(QStringLiteral("gradient_checkpointing: true")));
+    // The dtype combo offers exactly what the engine trains in.
+    auto* dtypeCombo = v2.findChild<QComboBox*>(QStringLiteral("dtype"));
+    QVERIFY(dtypeCombo);
+    QStringList offered;
+    for (int i = 0; i < dtypeCombo->count(); ++i) offered << dtypeCombo->itemText(i);
+    QCOMPARE(offered, QStringList({QStringLiteral("fp32"), QStringLiteral("bf16")}));
+
     // A bad value: one line naming the file and the line, nothing else changes.
     writeText(path, "model: m\ndata: d.jsonl\nschedule: cosin\n");
     QVERIFY(!v2.loadConfig(path));
@@ -135,6 +181,14 @@ class TestTrainForm : public QObject {
     writeText(path, "model: m\ndata: d.jsonl\nlora:\n  rank: many\n");
     QVERIFY(!v2.loadConfig(path));
     QVERIFY2(v2.message().startsWith(path + ":4: 'rank'"), qPrintable(v2.message()));
+    writeText(path, "model: m\ndata: d.jsonl\ndtype: fp16\n");
+    QVERIFY(!v2.loadConfig(path));
+    QVERIFY2(v2.message().startsWith(path + ":3: dtype 'fp16' is not fp32 or bf16"), qPrintable(v2.message()));
+    writeText(path, "model: m\ndata: d.jsonl\ndtype: bfloat16\ngradient_checkpointing: true\n");
+    QVERIFY2(v2.loadConfig(path), qPrintable(v2.message()));
+    QCOMPARE(v2.form().dtype, std::string("bf16"));
+    QVERIFY(v2.form().gradientCheckpointing);
+    QVERIFY(v2.form().extra.empty());
     writeText(path, "model: m\ndata: [d.jsonl\n");
     QVERIFY(!v2.loadConfig(path));
     QVERIFY2(v2.message().contains("not valid YAML"), qPrintable(v2.message()));
@@ -266,7 +320,9 @@ class TestTrainRun : public QObject {
     QSignalSpy finished(w.runner(), &kh::JobRunner::jobFinished);
     QSignalSpy progress(w.runner(), &kh::JobRunner::jobProgress);
     // Stop at the first progress report (one per step here), then resume to the end.
-    QMetaObject::Connection stopOnce = connect(w.runner(), &kh::JobRunner::jobProgress, v, [&] {
+    QString firstProgress;
+    QMetaObject::Connection stopOnce = connect(w.runner(), &kh::JobRunner::jobProgress, v, [&](int, double, const QString& text) {
+      firstProgress = text;
       v->stop();
       QObject::disconnect(stopOnce);
     });
@@ -307,13 +363,25 @@ class TestTrainRun : public QObject {
       const double expect = s < 2 ? 0.01 * (s + 1) / 2.0 : 0.01 * 0.5 * (1 + std::cos(M_PI * (s - 2) / 10.0));
       QVERIFY2(std::abs(it->value - expect) < 1e-9, qPrintable(QString("step %1: %2 vs %3").arg(s + 1).arg(it->value).arg(expect)));
     }
-    // The progress bar and line saw the steps.
+    // The progress bar and line saw the steps. The line comes from the engine's structured progress:
+    // its learning rate is the schedule's closed form at that step.
     QVERIFY(progress.count() > 0);
+    {
+      static const QRegularExpression re(QStringLiteral("^step (\\d+)/12 · loss \\d+\\.\\d{4} · lr (\\S+) · \\d+ tokens/s · ETA \\d+ s$"));
+      const auto m = re.match(firstProgress);
+      QVERIFY2(m.hasMatch(), qPrintable(firstProgress));
+      const int s = m.captured(1).toInt() - 1;
+      const double expect = s < 2 ? 0.01 * (s + 1) / 2.0 : 0.01 * 0.5 * (1 + std::cos(M_PI * (s - 2) / 10.0));
+      QVERIFY2(std::abs(m.captured(2).toDouble() - expect) <= 0.001 * expect, qPrintable(firstProgress));
+    }
     QCOMPARE(v->progressValue(), 1000);
     QVERIFY2(v->logText().contains("step 12/12"), qPrintable(v->logText()));
     // The audit the view shows is the one the run wrote.
     QVERIFY(v->audit());
     QCOMPARE(QString::fromStdString(v->lastAudit().report), readText(run + "/audit.txt"));
+    // ...and so is the memory plan: the line the run printed before it loaded the model.
+    QVERIFY2(v->logText().split(QLatin1Char('\n')).contains(QString::fromStdString(v->lastAudit().memory.line)),
+             qPrintable(v->logText()));
     // The Runs view lists it as a finished training run.
     w.runsView()->model()->refresh();
     bool listed = false;
