@@ -787,25 +787,39 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
         rows.visit([&](auto bp) {
           using T = std::remove_const_t<std::remove_pointer_t<decltype(bp)>>;
           const int64_t n = rows.b.numel(), offset = r0 * g.cols;
-          // Blocks of masked deltas (weight 1, unscaled), summed into four fp64 lanes in a fixed
-          // order: deterministic for any thread count.
+          // Blocks of masked deltas (weight 1, unscaled), each summed into four fp64 lanes, the
+          // blocks' lanes then added in block order: deterministic for any thread count. Blocks run
+          // in parallel unless a rank cut numbers its tied elements in index order.
           constexpr int64_t kBlock = 4096;
-          std::vector<float> kept(kBlock);
-          int64_t unusedSeen = 0;
+          const int64_t nblocks = (n + kBlock - 1) / kBlock;
           for (size_t i = 0; i < k; ++i) {
             if (!p.sparse[i]) continue;
             FusedModel unit = ms[i];
             unit.rescale = false;
             unit.weight = 1.0f;
+            std::vector<double> blockIn(static_cast<size_t>(nblocks) * 4, 0.0), blockOut(blockIn.size(), 0.0);
+            auto blocks = [&](int64_t first, int64_t last) {
+              std::vector<float> kept(kBlock);
+              int64_t unusedSeen = 0;
+              for (int64_t blk = first; blk < last; ++blk) {
+                const int64_t s0 = blk * kBlock, s1 = std::min(n, s0 + kBlock);
+                weightedDeltas(unit, bp, s0, s1, offset, kept.data(), unit.cut ? unit.cut->seen() : unusedSeen);
+                const T* xi = static_cast<const T*>(ms[i].x) + s0;
+                const T* bi = bp + s0;
+                double* bin = blockIn.data() + blk * 4;
+                double* bout = blockOut.data() + blk * 4;
+                laneSums(bin, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(loadF(xi, j) - loadF(bi, j))); });
+                laneSums(bout, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(kept[static_cast<size_t>(j)])); });
+              }
+            };
+            if (unit.kind == FusedModel::Rank) blocks(0, nblocks);
+            else at::parallel_for(0, nblocks, 1, blocks);
             double in[4] = {0, 0, 0, 0}, out[4] = {0, 0, 0, 0};
-            for (int64_t s0 = 0; s0 < n; s0 += kBlock) {
-              const int64_t s1 = std::min(n, s0 + kBlock);
-              weightedDeltas(unit, bp, s0, s1, offset, kept.data(), unit.cut ? unit.cut->seen() : unusedSeen);
-              const T* xi = static_cast<const T*>(ms[i].x) + s0;
-              const T* bi = bp + s0;
-              laneSums(in, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(loadF(xi, j) - loadF(bi, j))); });
-              laneSums(out, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(kept[static_cast<size_t>(j)])); });
-            }
+            for (int64_t blk = 0; blk < nblocks; ++blk)
+              for (int l = 0; l < 4; ++l) {
+                in[l] += blockIn[static_cast<size_t>(blk * 4 + l)];
+                out[l] += blockOut[static_cast<size_t>(blk * 4 + l)];
+              }
             if (!p.select) lIn[i] += (in[0] + in[1]) + (in[2] + in[3]);
             lOut[i] += (out[0] + out[1]) + (out[2] + out[3]);
           }
