@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   }
   const std::string dir = keep.empty() ? (fs::temp_directory_path() / "kh-merge-bench").string() : keep;
   fs::create_directories(dir);
+  bool generated = false;
   for (int m = 0; m < 3; ++m) {
     const std::string md = dir + "/m" + std::to_string(m);
     if (fs::exists(md + "/config.json")) continue;
@@ -76,7 +77,16 @@ int main(int argc, char** argv) {
     o.initStd = 0.02;
     o.force = true;
     std::cout << "generating " << md << " ..." << std::endl;
+    generated = true;
     kh::makeTinyCheckpoint(md, o);
+  }
+  // The merges run in forked children; a child forked after OpenMP threads ran (generating the
+  // models uses them) can hang in its first parallel region (GNU OpenMP is not fork-safe). A fresh
+  // process image finds the models and goes on.
+  if (generated) {
+    execv("/proc/self/exe", argv);
+    std::perror("merge_bench: re-exec after generating");
+    return 1;
   }
   uint64_t inputBytes = 0;
   for (int m = 0; m < 3; ++m)
