@@ -18,6 +18,7 @@
 #include "core/retrieval/eval.h"
 #include "core/retrieval/store.h"
 #include "tests/test_util.h"
+#include "tests/core/bytes_embedder.h"
 
 using namespace kh::retrieval;
 using kh::test::TempDir;
@@ -27,26 +28,7 @@ namespace {
 
 std::vector<char32_t> cps(const std::string& s) { return decodeUtf8(s, "test"); }
 
-// Deterministic bag-of-bytes embedder that counts the texts it embedded.
-class CountingEmbedder : public Embedder {
- public:
-  explicit CountingEmbedder(std::string id) : id_(std::move(id)) {}
-  std::string identity() const override { return id_; }
-  int dim() const override { return 16; }
-  std::vector<float> embed(const std::vector<std::string>& texts, const EmbedProgress& p = {}) const override {
-    std::vector<float> v(texts.size() * 16, 0.f);
-    for (size_t i = 0; i < texts.size(); ++i)
-      for (unsigned char c : texts[i]) v[i * 16 + (c * 7u) % 16] += 1.f;
-    normalizeRows(v, 16);
-    embedded += texts.size();
-    if (p) p(texts.size(), texts.size());
-    return v;
-  }
-  mutable size_t embedded = 0;
-
- private:
-  std::string id_;
-};
+using CountingEmbedder = kh::test::BytesEmbedder;  // bag of bytes, counts what it embedded
 
 std::string expectError(const std::function<void()>& f) {
   try {

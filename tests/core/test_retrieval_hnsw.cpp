@@ -8,6 +8,7 @@
 
 #include "core/retrieval/store.h"
 #include "tests/test_util.h"
+#include "tests/core/bytes_embedder.h"
 
 using namespace kh::retrieval;
 using kh::test::TempDir;
@@ -139,20 +140,7 @@ TEST(RetrievalHnsw, RemovalTombstonesPersistAndCompactionRebuilds) {
   EXPECT_DOUBLE_EQ(recallAt10(back, v, keys, dim, gone), 1.0);
 }
 
-namespace {
-class HashEmbedder : public Embedder {
- public:
-  std::string identity() const override { return "hash-16"; }
-  int dim() const override { return 16; }
-  std::vector<float> embed(const std::vector<std::string>& texts, const EmbedProgress& = {}) const override {
-    std::vector<float> v(texts.size() * 16, 0.f);
-    for (size_t i = 0; i < texts.size(); ++i)
-      for (unsigned char c : texts[i]) v[i * 16 + (c * 7u) % 16] += 1.f;
-    normalizeRows(v, 16);
-    return v;
-  }
-};
-}  // namespace
+using HashEmbedder = kh::test::BytesEmbedder;
 
 TEST(RetrievalHnsw, StoreRecordsItsThresholdAndChoosesTheKind) {
   TempDir d;
