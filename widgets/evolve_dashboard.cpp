@@ -1,5 +1,6 @@
 // Evolution dashboard (see evolve_dashboard.h).
 #include "widgets/evolve_dashboard.h"
+#include "widgets/metrics_follow.h"
 
 #include "widgets/qcp.h"
 
@@ -128,15 +129,8 @@ void EvolveDashboard::clear() {
 }
 
 void EvolveDashboard::poll() {
-  if (dir_.isEmpty()) return;
-  const QString metrics = dir_ + QStringLiteral("/metrics.jsonl");
-  if (!watcher_->files().contains(metrics) && QFileInfo::exists(metrics)) watcher_->addPath(metrics);
-  auto chunk = jobs::readMetrics(metrics.toStdString(), offset_);
-  if (chunk.reset) clear();
-  offset_ = chunk.nextOffset;
-  if (!chunk.errors.empty()) lastError_ = QString::fromStdString(chunk.errors.back());
-  if (chunk.lines.empty() && !chunk.reset) return;
-  for (const auto& l : chunk.lines) add(l);
+  if (!followMetrics(dir_, watcher_, offset_, lastError_, [this] { clear(); }, [this](const nlohmann::json& l) { add(l); }))
+    return;
   rebuild();
   Q_EMIT updated();
 }

@@ -1,5 +1,6 @@
 // Training dashboard (see train_dashboard.h).
 #include "widgets/train_dashboard.h"
+#include "widgets/metrics_follow.h"
 
 #include "widgets/qcp.h"
 
@@ -115,15 +116,8 @@ void TrainDashboard::clear() {
 }
 
 void TrainDashboard::poll() {
-  if (dir_.isEmpty()) return;
-  const QString metrics = dir_ + QStringLiteral("/metrics.jsonl");
-  if (!watcher_->files().contains(metrics) && QFileInfo::exists(metrics)) watcher_->addPath(metrics);
-  auto chunk = jobs::readMetrics(metrics.toStdString(), offset_);
-  if (chunk.reset) clear();
-  offset_ = chunk.nextOffset;
-  if (!chunk.errors.empty()) lastError_ = QString::fromStdString(chunk.errors.back());
-  if (chunk.lines.empty() && !chunk.reset) return;
-  for (const auto& l : chunk.lines) add(l);
+  if (!followMetrics(dir_, watcher_, offset_, lastError_, [this] { clear(); }, [this](const nlohmann::json& l) { add(l); }))
+    return;
   rescale();
   replotAll();
   title_->setText(QStringLiteral("%1: step %2, loss %3%4")
