@@ -22,6 +22,7 @@
 #include "core/train/data.h"
 #include "core/train/train_memory.h"
 #include "core/train/trainer.h"
+#include "tests/core/stop_task.h"
 #include "tests/test_util.h"
 
 using namespace kh;
@@ -224,18 +225,8 @@ std::vector<double> lossCurve(const std::string& metricsPath) {
 TEST(TrainBf16, LoraInBf16FollowsTheFp32LossCurveAndLearnsToStop) {
   TinyModel t("gemma2", 64, 2);
   test::TempDir d;
-  const char* nums[] = {"一", "二", "三", "四", "五", "六", "七", "八", "九", "十"};
-  std::string data;
-  for (int i = 0; i < 40; ++i) {
-    const std::string q = std::string(nums[i % 10]) + nums[(i / 10) % 10] + "の次は";
-    const std::string a = std::string(nums[(i + 1) % 10]) + "です";
-    data += R"({"messages": [{"role": "user", "content": ")" + q + R"("}, {"role": "assistant", "content": ")" + a + "\"}]}\n";
-  }
-  test::writeFile(d.file("data.jsonl"), data);
-  const std::string yaml = "model: " + t.path + "\ndata: " + d.file("data.jsonl") +
-                           "\neval_split: 0.2\nmethod: lora\nlora: {rank: 8, alpha: 16, target_modules: 'proj'}\n"
-                           "learning_rate: 0.01\nwarmup_steps: 5\nsteps: 60\nbatch_size: 8\nseed: 1\n"
-                           "eval_max_new_tokens: 16\nexport_merged: false\n";
+  test::writeFile(d.file("data.jsonl"), test::stopTaskData());
+  const std::string yaml = test::stopTaskYaml(t.path, d.file("data.jsonl"));
   TrainResult fp32 = runTraining(parseTrainConfig(yaml + "dtype: fp32\n", "t.yaml"), d.file("fp32"));
   TrainResult bf16 = runTraining(parseTrainConfig(yaml + "dtype: bfloat16\ngradient_checkpointing: true\n", "t.yaml"), d.file("bf16"));
   const auto a = lossCurve(d.file("fp32/metrics.jsonl")), b = lossCurve(d.file("bf16/metrics.jsonl"));
