@@ -117,7 +117,9 @@ class SafetensorsWriter {
   struct Shard {
     int fd = -1;
     std::string finalPath, partialPath;
+    uint64_t writebackFrom = 0;  // bytes before this offset were handed to the disk (startWriteback)
   };
+  void startWriteback(Shard& shard, uint64_t end);
   std::string dir_;
   std::vector<TensorSpec> plan_;
   WriterOptions options_;
