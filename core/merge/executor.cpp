@@ -4,9 +4,10 @@
 #include <ATen/ATen.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -101,7 +102,8 @@ MemoryPlan planFor(const Resolved& x, const Recipe& r, const MergeOptions& o) {
   for (size_t i = 0; i < x.outputs.size(); ++i) {
     const auto& [name, shape] = x.outputs[i];
     const detail::Sources& s = x.sources[i];
-    const MethodParams mp = detail::tensorParams(r, x, i, 0).method;
+    const detail::TensorParams tp = detail::tensorParams(r, x, i, 0);
+    const MethodParams& mp = tp.method;
     const RowGrid g = rowGrid(r.method, mp, shape);
     const uint64_t n = static_cast<uint64_t>(std::min(g.rows, g.rowsPerChunk) * g.cols);
     uint64_t inBytes = 0;
@@ -121,7 +123,10 @@ MemoryPlan planFor(const Resolved& x, const Recipe& r, const MergeOptions& o) {
     const uint64_t host = n * inBytes + n * st::dtypeSize(x.outDtype);  // mapped rows, converted output
     p.outputBytes += numelOf(shape) * st::dtypeSize(x.outDtype);
     const uint64_t inFlight = n * st::dtypeSize(x.outDtype);  // the part PartWriter is still writing
-    const uint64_t ram = (onCpu ? working : host) + inFlight + kFixedOverhead;
+    // A magnitude cut's sampled window lives through its statistics pass only, which holds no chunk
+    // buffers (the fused loops read the mapped rows): the larger of the two, not their sum.
+    const uint64_t windows = runsFused(r.method, onCpu) ? rankWindowBytes(r.method, tp.models, g, onCpu) : 0;
+    const uint64_t ram = (onCpu ? std::max(working, windows) : host) + inFlight + kFixedOverhead;
     const uint64_t dev = onCpu ? 0 : working;
     if (std::max(ram, dev) > std::max(p.ramPeak, p.devicePeak)) p.largestTensor = name;
     p.ramPeak = std::max(p.ramPeak, ram);
@@ -198,6 +203,53 @@ class PartWriter {
   std::thread thread_;  // last: starts after the members it uses exist
 };
 
+// Asks the kernel to read the next tensors' input bytes while this one merges. Without it every
+// input page arrives through a fault on the merging thread, a read-around of a few hundred KiB at a
+// time, so the disk idles while the cores compute and the cores idle while the disk reads. Read-ahead
+// fills the page cache only (nothing is mapped: the process's RSS does not grow), a bounded amount
+// ahead of the tensor being merged, so it cannot push out pages the merge is about to use.
+class Prefetcher {
+ public:
+  Prefetcher() : thread_([this] { loop(); }) {}
+  Prefetcher(const Prefetcher&) = delete;
+  Prefetcher& operator=(const Prefetcher&) = delete;
+  ~Prefetcher() {
+    quit_ = true;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+    }
+    work_.notify_one();
+    thread_.join();
+  }
+  void add(const std::vector<detail::RowReader::ByteRange>& ranges) {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      queue_.insert(queue_.end(), ranges.begin(), ranges.end());
+    }
+    work_.notify_one();
+  }
+
+ private:
+  void loop() {
+    constexpr uint64_t kStep = 8ull << 20;  // small steps: a cancel stops it within one
+    std::unique_lock<std::mutex> lock(m_);
+    for (;;) {
+      work_.wait(lock, [&] { return quit_ || !queue_.empty(); });
+      if (quit_) return;
+      const auto r = queue_.front();
+      queue_.erase(queue_.begin());
+      lock.unlock();
+      for (uint64_t off = 0; off < r.length && !quit_; off += kStep) r.map->willNeed(r.offset + off, std::min(kStep, r.length - off));
+      lock.lock();
+    }
+  }
+  std::mutex m_;
+  std::condition_variable work_;
+  std::vector<detail::RowReader::ByteRange> queue_;
+  std::atomic<bool> quit_{false};
+  std::thread thread_;  // last: starts after the members it uses exist
+};
+
 void copyIfPresent(const fs::path& from, const fs::path& to) {
   std::error_code probe, ec;
   if (!fs::is_regular_file(from, probe)) return;
@@ -261,7 +313,8 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
     for (size_t i = 0; i < x.outputs.size(); ++i) {
       params.push_back(detail::tensorParams(r, x, i, seed));
       totalReads += static_cast<double>(numelOf(x.outputs[i].second)) * static_cast<double>(x.inputs(i)) *
-                    mergePasses(r.method, params.back().models, params.back().method);
+                    mergePasses(r.method, params.back().models, params.back().method,
+                                rowGrid(r.method, params.back().method, x.outputs[i].second), device.is_cpu());
     }
     auto lastReport = Clock::now() - std::chrono::seconds(1);
     auto progress = [&](size_t done, const std::string& name, bool force) {
@@ -278,11 +331,25 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
       p.etaSeconds = p.fraction > 0 ? p.elapsedSeconds / p.fraction * (1.0 - p.fraction) : 0.0;
       o.onProgress(p);
     };
+    // Read-ahead: the inputs of the tensors up to kAhead bytes past the start of the current one.
+    constexpr uint64_t kAhead = 512ull << 20;
+    Prefetcher prefetch;
+    size_t nextAhead = 0;
+    uint64_t aheadBytes = 0, startedBytes = 0;
+    auto readAhead = [&] {
+      while (nextAhead < x.outputs.size() && aheadBytes < startedBytes + kAhead) {
+        const auto ranges = detail::RowReader(x, nextAhead++, device).byteRanges();
+        for (const auto& r : ranges) aheadBytes += r.length;
+        prefetch.add(ranges);
+      }
+    };
     size_t done = 0;
     for (const auto& [name, shape] : x.outputs) {
       if (o.cancel && o.cancel->load()) throw Cancelled();
       const detail::TensorParams& tp = params[done];
       detail::RowReader reader(x, done, device);
+      for (const auto& r : reader.byteRanges()) startedBytes += r.length;
+      readAhead();
       const detail::Sources& src = x.sources[done];
       uint64_t filled = 0;
       if (numelOf(shape) == 0) {

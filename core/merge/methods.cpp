@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -232,6 +233,38 @@ void histogramOfDiff(const T* o, const T* b, int64_t n, int32_t wantBin, std::ve
   });
 }
 
+// The sampled-window pass of a rank cut (RankCut::setWindow): counts |o - b| keys below `lo`
+// into `below` and each key in [lo, lo + span] into hist[key - lo] (shared, atomic adds: the
+// keys in the window are a few percent of the elements, so the adds rarely meet). Exact counts,
+// so the threshold found from them is the two-pass histogram's, whatever the thread count.
+template <class T>
+void windowOfDiff(const T* o, const T* b, int64_t n, uint32_t lo, uint32_t span, uint32_t* hist, int64_t& below) {
+  std::atomic<int64_t> under{0};
+  at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
+    constexpr int64_t kRun = 512;
+    uint32_t keys[kRun];
+    int64_t count = 0;
+    for (int64_t s0 = begin; s0 < end; s0 += kRun) {
+      const int64_t m = std::min(kRun, end - s0);
+      const T* os = o + s0;
+      const T* bs = b + s0;
+      for (int64_t j = 0; j < m; ++j) {
+        const float a = std::fabs(loadF(os, j) - loadF(bs, j));
+        std::memcpy(&keys[j], &a, 4);
+      }
+      int32_t runBelow = 0;  // vectorises; the window's adds below are the rare branch
+      for (int64_t j = 0; j < m; ++j) runBelow += static_cast<int32_t>(keys[j] < lo);
+      count += runBelow;
+      for (int64_t j = 0; j < m; ++j) {
+        const uint32_t d = keys[j] - lo;
+        if (d <= span) __atomic_fetch_add(hist + d, 1u, __ATOMIC_RELAXED);
+      }
+    }
+    under += count;
+  });
+  below += under.load();
+}
+
 // "The ascending stable rank of a >= r" for a tensor of n non-negative values seen chunk by chunk
 // in index order: equal values rank by index. Two histogram passes find the value at rank r
 // exactly (addHigh over every chunk, endHigh, addLow over every chunk, endLow); then keep() marks
@@ -241,6 +274,57 @@ class RankCut {
   RankCut() = default;
   RankCut(int64_t n, int64_t r) : n_(n), r_(std::clamp<int64_t>(r, 0, n)) {}
   bool trivial() const { return r_ <= 0 || r_ >= n_; }
+  // The fused path's passes, one stage per pass over the chunks (addDiff, then endPass): a sampled
+  // window when setWindow() was called (one pass, usually enough), else the two histograms.
+  bool settled() const { return trivial() || stage_ == Stage::Done; }
+  int64_t rank() const { return r_; }
+  int64_t size() const { return n_; }
+  // The threshold's key is expected in [lo, lo + span] (RankWindow, from a sample of the tensor):
+  // one pass counts the keys below the window and histograms those inside it. When the rank falls
+  // outside, the cut goes on with the two histogram passes.
+  void setWindow(uint32_t lo, uint32_t span) {
+    if (trivial()) return;
+    stage_ = Stage::Window;
+    windowLo_ = lo;
+    window_.assign(static_cast<size_t>(span) + 1, 0u);
+    below_ = 0;
+  }
+  template <class T>
+  void addDiff(const T* o, const T* b, int64_t n) {
+    switch (stage_) {
+      case Stage::Window:
+        windowOfDiff(o, b, n, windowLo_, static_cast<uint32_t>(window_.size() - 1), window_.data(), below_);
+        break;
+      case Stage::High: addHighDiff(o, b, n); break;
+      case Stage::Low: addLowDiff(o, b, n); break;
+      case Stage::Done: break;
+    }
+  }
+  void endPass() {
+    if (trivial()) return;
+    switch (stage_) {
+      case Stage::Window: {
+        int64_t cum = below_;
+        stage_ = Stage::High;
+        if (r_ >= cum)
+          for (size_t l = 0; l < window_.size(); ++l) {
+            if (cum + window_[l] > r_) {
+              threshold_ = static_cast<int32_t>(windowLo_ + static_cast<uint32_t>(l));
+              quota_ = r_ - cum;
+              stage_ = Stage::Done;
+              break;
+            }
+            cum += window_[l];
+          }
+        std::vector<uint32_t>().swap(window_);
+        below_ = 0;
+        break;
+      }
+      case Stage::High: endHigh(); stage_ = Stage::Low; break;
+      case Stage::Low: endLow(); stage_ = Stage::Done; break;
+      case Stage::Done: break;
+    }
+  }
   void addHigh(const at::Tensor& a) {
     if (trivial()) return;
     if (hist_.empty()) hist_.assign(32768, 0);
@@ -318,12 +402,43 @@ class RankCut {
  private:
   // Adds the per-thread histograms of the fused path into hist_.
   void fold() { local_.foldInto(hist_); }
+  enum class Stage { Window, High, Low, Done };
+  Stage stage_ = Stage::High;
+  uint32_t windowLo_ = 0;
+  std::vector<uint32_t> window_;
   int64_t n_ = 0, r_ = 0;
   std::vector<int64_t> hist_;
   LocalHistograms local_;
   int32_t bin_ = 0, threshold_ = 0;
   int64_t below_ = 0, quota_ = 0, seen_ = 0;
 };
+
+// Tensors this large take a sampled window (RankCut::setWindow) on the fused path; smaller ones
+// the two histogram passes, which then run in cache.
+constexpr int64_t kWindowMinElements = int64_t{1} << 22;
+// The widest window, in keys: its counts are the memory plan's kWindowBytes per model.
+constexpr uint32_t kWindowMaxSpan = (1u << 20) - 1;
+
+// Where the threshold of `cut` is expected from `sample`, keys of |o - b| at elements spread over
+// the tensor: between the sample's quantiles at r/n -+ (5 standard errors + 0.0015). False when
+// that spans more than kWindowMaxSpan keys (the cut then takes the two histogram passes).
+bool rankWindow(std::vector<uint32_t>& sample, const RankCut& cut, uint32_t& lo, uint32_t& span) {
+  const double S = static_cast<double>(sample.size());
+  if (S < 1024 || cut.trivial()) return false;
+  const double q = static_cast<double>(cut.rank()) / static_cast<double>(cut.size());
+  const double delta = 5.0 * std::sqrt(q * (1.0 - q) / S) + 0.0015;
+  const auto at = [&](double f) {
+    const auto i = static_cast<std::ptrdiff_t>(std::clamp(f * S, 0.0, S - 1.0));
+    std::nth_element(sample.begin(), sample.begin() + i, sample.end());
+    return sample[static_cast<size_t>(i)];
+  };
+  const uint32_t kLo = q - delta <= 0.0 ? 0u : at(q - delta);
+  const uint32_t kHi = q + delta >= 1.0 ? 0x7FFFFFFFu : at(q + delta);
+  if (kHi < kLo || kHi - kLo > kWindowMaxSpan) return false;
+  lo = kLo;
+  span = kHi - kLo;
+  return true;
+}
 
 double sumD(const at::Tensor& t) { return t.sum(at::kDouble).item<double>(); }
 
@@ -732,7 +847,44 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
     return rows;
   };
   if (p.select) {
-    for (int level = 0; level < 2; ++level) {
+    // Big tensors on the fused path: a sample of rows places each magnitude cut's threshold in a
+    // window of keys, so one pass over the chunks usually finds it instead of two.
+    const int64_t numel = g.rows * g.cols;
+    if (fused && p.s == Sparsifier::Magnitude && g.rows >= 64 && numel >= kWindowMinElements &&
+        numel < (int64_t{1} << 32)) {
+      constexpr int64_t kSampleRows = 256, kSampleCols = 512;  // 2^17 keys per model
+      const int64_t nr = std::min(kSampleRows, g.rows), step = std::max<int64_t>(1, g.cols / kSampleCols);
+      std::vector<std::vector<uint32_t>> sample(k);
+      for (int64_t j = 0; j < nr; ++j) {
+        const int64_t r = (2 * j + 1) * g.rows / (2 * nr);
+        Rows rows = readRows(r, r + 1, /*onlySparse=*/true);
+        if (!fused) break;
+        rows.visit([&](auto bp) {
+          using T = std::remove_const_t<std::remove_pointer_t<decltype(bp)>>;
+          for (size_t i = 0; i < k; ++i) {
+            if (!p.sparse[i] || p.keepFrom[i].trivial()) continue;
+            const T* op = static_cast<const T*>(rows.xs[i].data_ptr());
+            for (int64_t c = 0; c < g.cols; c += step) {
+              const float a = std::fabs(loadF(op, c) - loadF(bp, c));
+              uint32_t key;
+              std::memcpy(&key, &a, 4);
+              sample[i].push_back(key);
+            }
+          }
+        });
+      }
+      uint32_t lo = 0, span = 0;
+      for (size_t i = 0; i < k && fused; ++i)
+        if (rankWindow(sample[i], p.keepFrom[i], lo, span)) p.keepFrom[i].setWindow(lo, span);
+    }
+    for (int level = 0;; ++level) {
+      // The fused path goes on while a cut is unsettled (one pass with a window that held the
+      // threshold, two without, three when a window missed); the ATen path takes two.
+      if (level > 0) {
+        bool more = !fused && level < 2;
+        for (size_t i = 0; i < k && fused; ++i) more = more || (p.sparse[i] && !p.keepFrom[i].settled());
+        if (!more) break;
+      }
       eachChunk(g, [&](int64_t r0, int64_t r1) {
         Rows rows = readRows(r0, r1, /*onlySparse=*/true);
         if (fused) {
@@ -742,8 +894,7 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
               if (!p.sparse[i]) continue;
               const T* op = static_cast<const T*>(rows.xs[i].data_ptr());
               const int64_t n = rows.xs[i].numel();
-              if (level == 0) p.keepFrom[i].addHighDiff(op, bp, n);
-              else p.keepFrom[i].addLowDiff(op, bp, n);
+              if (!p.keepFrom[i].settled()) p.keepFrom[i].addDiff(op, bp, n);
               if (level == 0 && p.norms) {
                 double in[4] = {0, 0, 0, 0};
                 laneSums(in, n, [&](int64_t j) { return std::fabs(static_cast<double>(loadF(op, j) - loadF(bp, j))); });
@@ -768,7 +919,9 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
         }
       });
       for (size_t i = 0; i < k; ++i) {
-        if (level == 0) {
+        if (fused) {
+          if (p.sparse[i]) p.keepFrom[i].endPass();  // dropFrom: trivial on the fused path
+        } else if (level == 0) {
           p.keepFrom[i].endHigh();
           p.dropFrom[i].endHigh();
         } else {
@@ -1127,7 +1280,7 @@ RowGrid rowGrid(Method m, const MethodParams& mp, at::IntArrayRef shape) {
   return g;
 }
 
-int mergePasses(Method m, const std::vector<ModelParams>& params, const MethodParams& mp) {
+int mergePasses(Method m, const std::vector<ModelParams>& params, const MethodParams& mp, const RowGrid& g, bool onCpu) {
   switch (m) {
     case Method::Slerp:
     case Method::ModelStock: return 2;
@@ -1140,7 +1293,18 @@ int mergePasses(Method m, const std::vector<ModelParams>& params, const MethodPa
   for (const auto& p : params) sparse = sparse || (s != Sparsifier::None && p.density < 1.0);
   const bool select = sparse && (s == Sparsifier::Magnitude || s == Sparsifier::MagnitudeOutliers);
   const bool norms = sparse && mp.rescale.value_or(defaultRescale(m));
-  return 1 + (select ? 2 : 0) + (norms ? 1 : 0);
+  // A magnitude cut on the fused CPU path of a big tensor usually settles in one windowed pass.
+  const bool windowed = onCpu && s == Sparsifier::Magnitude && g.rows >= 64 && g.rows * g.cols >= kWindowMinElements;
+  return 1 + (select ? (windowed ? 1 : 2) : 0) + (norms ? 1 : 0);
+}
+
+uint64_t rankWindowBytes(Method m, const std::vector<ModelParams>& params, const RowGrid& g, bool onCpu) {
+  if (!onCpu || sparsifierOf(m) != Sparsifier::Magnitude || g.rows < 64 || g.rows * g.cols < kWindowMinElements)
+    return 0;
+  uint64_t cuts = 0;
+  for (const auto& p : params) cuts += p.density < 1.0 ? 1 : 0;
+  // Per cut: the window's counts at their widest, and the 2^17-key sample that placed it.
+  return cuts * ((uint64_t{kWindowMaxSpan} + 1) * 4 + (uint64_t{1} << 17) * 4);
 }
 
 void mergeRows(Method m, bool hasBase, size_t others, at::IntArrayRef shape, const RowSource& source,

@@ -106,8 +106,11 @@ struct RowGrid {
 };
 // Depends on the shape alone, except for nuslerp row_wise, whose vectors span every row (one chunk).
 RowGrid rowGrid(Method m, const MethodParams& mp, at::IntArrayRef shape);
-// How many times mergeRows reads each input's rows (statistics passes plus the final one).
-int mergePasses(Method m, const std::vector<ModelParams>& params, const MethodParams& mp);
+// How many times mergeRows usually reads each input's rows (statistics passes plus the final
+// one), for a tensor of grid `g` on the CPU or not; progress and ETA only.
+int mergePasses(Method m, const std::vector<ModelParams>& params, const MethodParams& mp, const RowGrid& g, bool onCpu);
+// The most memory the sampled rank windows of one tensor hold (magnitude cuts on the CPU).
+uint64_t rankWindowBytes(Method m, const std::vector<ModelParams>& params, const RowGrid& g, bool onCpu);
 
 // input -1 is the base, i >= 0 the i-th other model. Returns fp32 [r1 - r0, cols] on the merge
 // device; may be a view (it is never written to).

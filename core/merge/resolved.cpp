@@ -545,6 +545,17 @@ at::Tensor RowReader::read(const Source& s, int64_t r0, int64_t r1) const {
   return t;
 }
 
+std::vector<RowReader::ByteRange> RowReader::byteRanges() const {
+  std::vector<ByteRange> r;
+  auto add = [&](const Source& s) {
+    if (s.map) r.push_back({s.map, s.fileOffset, static_cast<uint64_t>(s.view.size(0)) * s.rowBytes});
+  };
+  add(base_);
+  for (const auto& s : others_) add(s);
+  add(pad_);
+  return r;
+}
+
 void RowReader::releaseHeld(const Source& s) const {
   if (s.map && s.heldTo > s.heldFrom)
     s.map->release(s.fileOffset + static_cast<uint64_t>(s.heldFrom) * s.rowBytes,

@@ -102,6 +102,12 @@ class RowReader {
   // are asked for, or when the reader goes.
   at::Tensor rawRows(int input, int64_t r0, int64_t r1) const;
   uint64_t elementsRead() const { return read_; }
+  // Where every input's stored bytes for this tensor lie in their mappings (for read-ahead).
+  struct ByteRange {
+    const MappedFile* map;
+    uint64_t offset, length;
+  };
+  std::vector<ByteRange> byteRanges() const;
   ~RowReader();
   RowReader(const RowReader&) = delete;
   RowReader& operator=(const RowReader&) = delete;

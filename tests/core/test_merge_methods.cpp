@@ -296,6 +296,77 @@ at::Tensor stableRanks(const at::Tensor& a) {  // ascending, ties by index: rank
 
 }  // namespace
 
+namespace {
+
+// ties over the whole tensor written out plainly (top-k by stable rank, sign consensus, normalize).
+at::Tensor tiesTwin(const at::Tensor& base, const std::vector<at::Tensor>& others, const std::vector<ModelParams>& p) {
+  const int64_t n = base.numel();
+  std::vector<at::Tensor> x;
+  for (size_t i = 0; i < others.size(); ++i) {
+    auto d = others[i] - base;
+    const int64_t k = static_cast<int64_t>(p[i].density * static_cast<double>(n));
+    x.push_back(d * (stableRanks(d.abs()) >= n - k).to(at::kFloat) * p[i].weight);
+  }
+  auto sign = at::where(x[0] + x[1] >= 0, at::ones_like(base), -at::ones_like(base));
+  auto k0 = (at::sign(x[0]) == sign).to(at::kFloat), k1 = (at::sign(x[1]) == sign).to(at::kFloat);
+  auto div = k0 * p[0].weight + k1 * p[1].weight;
+  div.masked_fill_(div == 0, 1.0);
+  return base + (x[0] * k0 + x[1] * k1) / div;
+}
+
+// Streams a ties merge through mergeRows; returns the result and how many elements of the models'
+// rows were read (every pass reads them all).
+std::pair<at::Tensor, int64_t> streamedTies(const at::Tensor& base, const std::vector<at::Tensor>& others,
+                                            const std::vector<ModelParams>& p) {
+  int64_t modelReads = 0;
+  at::Tensor out = at::empty_like(base);
+  mergeRows(
+      Method::Ties, true, others.size(), base.sizes(),
+      [&](int input, int64_t r0, int64_t r1) {
+        const at::Tensor& t = input < 0 ? base : others[static_cast<size_t>(input)];
+        if (input >= 0) modelReads += (r1 - r0) * t.size(1);
+        return t.slice(0, r0, r1);
+      },
+      [&](int64_t r0, int64_t r1, const at::Tensor& m) { out.slice(0, r0, r1).copy_(m); }, p, named());
+  return {out, modelReads};
+}
+
+}  // namespace
+
+// Big tensors find their top-k threshold in one pass over a window of keys placed by a sample of
+// rows, instead of two histogram passes; the result must stay the exact stable top-k, also when
+// the sample misleads (then the merge takes the histogram passes).
+TEST(MergeMethodChunks, SampledRankWindowKeepsTheExactTopK) {
+  const int64_t rows = 2100, cols = 2000, n = rows * cols;  // above the 2^22 elements that take a window
+  auto q = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
+  auto base = q(at::randn({rows, cols}) * 0.02);
+  std::vector<at::Tensor> others{q(base + at::randn({rows, cols}) * 0.01), q(base + at::randn({rows, cols}) * 0.01)};
+  std::vector<ModelParams> p(2);
+  p[0].weight = 0.7;
+  p[0].density = 0.3;
+  p[1].weight = 0.4;
+  p[1].density = 0.6;
+  {
+    auto [got, reads] = streamedTies(base, others, p);
+    EXPECT_LT(maxAbsDiff(got, tiesTwin(base, others, p)), 1e-6);
+    // The window pass and the merge: two passes over each model (plus the sampled rows), not three.
+    EXPECT_LE(reads, 2 * 2 * n + 2 * 256 * cols);
+  }
+  {
+    // Rows the sample reads ((2j + 1) * rows / 512) get tiny task vectors, every other row a large
+    // one: the window lands far below the real threshold. Same exact result, through more passes.
+    std::vector<at::Tensor> skewed;
+    for (const auto& o : others) skewed.push_back(q(base + (o - base) * 8.0));
+    for (int64_t j = 0; j < 256; ++j) {
+      const int64_t r = (2 * j + 1) * rows / 512;
+      for (auto& s : skewed) s[r].copy_(q(base[r] + (s[r] - base[r]) / 64.0));
+    }
+    auto [got, reads] = streamedTies(base, skewed, p);
+    EXPECT_LT(maxAbsDiff(got, tiesTwin(base, skewed, p)), 1e-6);
+    EXPECT_GE(reads, 2 * 3 * n) << "the misleading sample should have cost the histogram passes";
+  }
+}
+
 TEST(MergeMethodChunks, MultiChunkTensorsMatchWholeTensorFormulas) {
   const int64_t rows = 1100, cols = 2000, n = rows * cols;
   ASSERT_GT(n, 2 * kChunkElements);
