@@ -228,6 +228,10 @@ std::shared_ptr<ModernBertEncoder> ModernBertEncoder::load(const std::string& di
 at::Tensor ModernBertEncoder::forward(const at::Tensor& ids, const at::Tensor& mask) const {
   const int64_t B = ids.size(0), T = ids.size(1), D = c_.hiddenSize, H = c_.numHeads, Dh = D / H;
   const double eps = c_.layerNormEps;
+  if (ids.numel() > 0 && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= c_.vocabSize))
+    throw Error("encoder input", "token id " + std::to_string(ids.max().item<int64_t>()) + " is outside vocab_size " +
+                                     std::to_string(c_.vocabSize),
+                "the tokenizer and config.json disagree");
   at::Tensor x = tokEmb_.index_select(0, ids.reshape(-1)).view({B, T, D});  // x: [B, T, D] fp32
   x = at::layer_norm(x, {D}, embNormW_, embNormB_, eps);
   // Rotary tables per base, as transformers: inv_freq = 1 / theta^(2k / Dh) in fp32, angles =
