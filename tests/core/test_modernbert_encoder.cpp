@@ -109,6 +109,35 @@ TEST(ModernBertEncoder, SlidingWindowMattersAndMatchesTheReference) {
   }
 }
 
+TEST(ModernBertEncoder, OldAndNewConfigKeysMeanTheSame) {
+  const auto g = golden("ruri-v3-tiny");
+  const auto texts = textsOf(g);
+  TempDir d1, d2, d3;
+  // New style (transformers >= 4.57): layer_types + rope_parameters instead of the two thetas.
+  const std::string fresh = copyWithConfig(d1, "ruri-v3-tiny", [](nlohmann::json& c) {
+    c["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention", "full_attention"};
+    c["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}, {"rope_theta", c["global_rope_theta"]}}},
+                            {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", c["local_rope_theta"]}}}};
+    c.erase("global_rope_theta");
+    c.erase("local_rope_theta");
+  });
+  const auto v = EncoderEmbedder(fresh, "none", 6).embedRaw(texts);
+  for (size_t i = 0; i < texts.size(); ++i)
+    EXPECT_LT(maxDiff(v.data() + i * kDim, g["cases"][i]["embedding"].get<std::vector<double>>()), 2e-5) << texts[i];
+  // Older transformers: a null local_rope_theta means the global base on local layers too, the
+  // same as writing it out; and the local base does matter.
+  const std::string nullLocal = copyWithConfig(d2, "ruri-v3-tiny", [](nlohmann::json& c) { c["local_rope_theta"] = nullptr; });
+  const std::string sameBase =
+      copyWithConfig(d3, "ruri-v3-tiny", [](nlohmann::json& c) { c["local_rope_theta"] = c["global_rope_theta"]; });
+  const auto a = EncoderEmbedder(nullLocal, "none", 6).embedRaw(texts);
+  const auto b = EncoderEmbedder(sameBase, "none", 6).embedRaw(texts);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    std::vector<double> bi(b.begin() + static_cast<std::ptrdiff_t>(i * kDim), b.begin() + static_cast<std::ptrdiff_t>((i + 1) * kDim));
+    EXPECT_LT(maxDiff(a.data() + i * kDim, bi), 1e-6) << texts[i];
+    EXPECT_GT(maxDiff(a.data() + i * kDim, g["cases"][i]["embedding"].get<std::vector<double>>()), 1e-3) << texts[i];
+  }
+}
+
 TEST(ModernBertEncoder, RuriV3PrefixesFromTheFolderName) {
   const auto g = golden("ruri-v3-tiny");
   EncoderEmbedder emb(goldenDir("ruri-v3-tiny"));  // auto: the folder name says ruri-v3
