@@ -96,8 +96,9 @@ void addIndex(CLI::App& app, Action& run) {
                   "and are gone (a deleted file, a JSONL id no longer there) are removed")
       ->required();
   add->add_option("--embedder", a->embedder,
-                  "Embedder for the dense index: encoder:DIR (BERT / XLM-RoBERTa, mean-pooled, e.g. multilingual-e5), "
-                  "decoder:DIR (mean-pooled final hidden states of a decoder), or DIR (chosen by config.json model_type)");
+                  "Embedder for the dense index: encoder:DIR (BERT / XLM-RoBERTa / ModernBERT, mean-pooled, e.g. "
+                  "multilingual-e5, ruri-v3), decoder:DIR (mean-pooled final hidden states of a decoder), or DIR "
+                  "(chosen by config.json model_type)");
   add->add_option("--prefix", a->prefix,
                   "Encoder prefixes (query/passage): e5 = 'query: '/'passage: ', ruri = 'クエリ: '/'文章: ', ruri-v3 = "
                   "'検索クエリ: '/'検索文書: ', none, or auto (from the folder name); part of the store's embedder identity")

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/io/checkpoint.h"
+#include "core/model/modernbert_encoder.h"
 
 namespace kh {
 
@@ -26,6 +27,22 @@ int64_t needInt(const nlohmann::json& j, const char* key, const std::string& whe
 }
 
 }  // namespace
+
+std::shared_ptr<TextEncoder> loadTextEncoder(const std::string& dir) {
+  const std::string cfgPath = (std::filesystem::path(dir) / "config.json").string();
+  std::ifstream f(cfgPath);
+  if (!f) throw Error(cfgPath, "missing", "an encoder folder needs config.json and model.safetensors");
+  std::string modelType;
+  try {
+    modelType = nlohmann::json::parse(f).value("model_type", std::string());
+  } catch (const nlohmann::json::exception&) {
+    throw Error(cfgPath, "invalid JSON (or a model_type that is not a string)");
+  }
+  if (modelType == "modernbert") return ModernBertEncoder::load(dir);
+  if (modelType == "bert" || modelType == "xlm-roberta") return BertEncoder::load(dir);
+  throw Error(cfgPath, "model_type '" + modelType + "' is not a supported encoder",
+              "supported: bert, xlm-roberta (multilingual-e5, ruri v1/v2), modernbert (ruri-v3)");
+}
 
 std::shared_ptr<BertEncoder> BertEncoder::load(const std::string& dir) {
   namespace fs = std::filesystem;
@@ -43,7 +60,7 @@ std::shared_ptr<BertEncoder> BertEncoder::load(const std::string& dir) {
   c.modelType = j.value("model_type", std::string());
   if (c.modelType != "bert" && c.modelType != "xlm-roberta")
     throw Error(cfgPath, "model_type '" + c.modelType + "' is not a supported encoder",
-                c.modelType == "modernbert" ? "ModernBERT (ruri-v3) is not implemented; supported: bert, xlm-roberta"
+                c.modelType == "modernbert" ? "ModernBERT (ruri-v3) is loaded by ModernBertEncoder (loadTextEncoder)"
                                             : "supported: bert, xlm-roberta (multilingual-e5, ruri v1/v2)");
   c.vocabSize = needInt(j, "vocab_size", cfgPath);
   c.hiddenSize = needInt(j, "hidden_size", cfgPath);

@@ -1,7 +1,9 @@
 // BERT and XLM-RoBERTa encoders (the architecture of multilingual-e5 and ruri v1/v2): config.json,
 // weights by their Hugging Face names (optionally under "bert." / "roberta."), and the
 // bidirectional forward pass to the final hidden states, in fp32. Inference only: never a
-// decoder, no cache, no heads (pooler and MLM head weights are ignored).
+// decoder, no cache, no heads (pooler and MLM head weights are ignored). Also the TextEncoder
+// interface every encoder family implements and loadTextEncoder(), which picks the family by
+// config.json's model_type (ModernBERT / ruri-v3: core/model/modernbert_encoder.h).
 #pragma once
 
 #include <ATen/Tensor.h>
@@ -13,7 +15,7 @@
 namespace kh {
 
 struct EncoderConfig {
-  std::string modelType;  // "bert" or "xlm-roberta"
+  std::string modelType;  // "bert", "xlm-roberta" or "modernbert"
   int64_t vocabSize = 0, hiddenSize = 0, numLayers = 0, numHeads = 0, intermediateSize = 0;
   int64_t maxPositions = 0, typeVocabSize = 0;
   int64_t padTokenId = 0;
@@ -21,17 +23,31 @@ struct EncoderConfig {
   std::string activation = "gelu";
 };
 
-class BertEncoder {
+// A bidirectional text encoder: token ids in, last hidden states out (fp32).
+class TextEncoder {
+ public:
+  virtual ~TextEncoder() = default;
+  virtual const EncoderConfig& config() const = 0;
+  // ids: [B, T] int64, mask: [B, T] (1 = token, 0 = padding; padding on the right).
+  // Returns the final hidden states [B, T, D] fp32; rows at padding are unspecified.
+  virtual at::Tensor forward(const at::Tensor& ids, const at::Tensor& mask) const = 0;
+};
+
+// Reads <dir>/config.json's model_type: "bert" / "xlm-roberta" -> BertEncoder, "modernbert" ->
+// ModernBertEncoder; kh::Error naming config.json for anything else.
+std::shared_ptr<TextEncoder> loadTextEncoder(const std::string& dir);
+
+class BertEncoder : public TextEncoder {
  public:
   // Reads <dir>/config.json (model_type "bert" or "xlm-roberta", position_embedding_type
   // "absolute") and its safetensors weights; kh::Error naming the file and the missing,
-  // mis-shaped or unexpected tensors, or the unsupported setting (e.g. model_type "modernbert").
+  // mis-shaped or unexpected tensors, or the unsupported setting.
   static std::shared_ptr<BertEncoder> load(const std::string& dir);
-  const EncoderConfig& config() const { return c_; }
+  const EncoderConfig& config() const override { return c_; }
   // ids: [B, T] int64, mask: [B, T] (1 = token, 0 = padding; padding on the right).
   // Returns the last layer's hidden states [B, T, D] fp32. Positions: 0.. for BERT; for XLM-R,
   // padding_idx + 1 + (index among real tokens), padding rows at padding_idx (as transformers).
-  at::Tensor forward(const at::Tensor& ids, const at::Tensor& mask) const;
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& mask) const override;
 
  private:
   struct Layer {

@@ -65,7 +65,7 @@ EncoderEmbedder::EncoderEmbedder(const std::string& modelDir, const std::string&
                     ? "this encoder ships only vocab.txt (ruri v1/v2 and other Japanese BERTs split words with MeCab in "
                       "BertJapaneseTokenizer, which is not implemented); a tokenizer.json is needed"
                     : "an encoder folder needs tokenizer.json");
-  model_ = BertEncoder::load(modelDir);
+  model_ = loadTextEncoder(modelDir);
   tokenizer_ = Tokenizer::fromFolder(modelDir);
   dim_ = static_cast<int>(model_->config().hiddenSize);
   // XLM-R positions start at padding_idx + 1.

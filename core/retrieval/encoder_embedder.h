@@ -1,7 +1,7 @@
-// Sentence embeddings from BERT / XLM-RoBERTa encoders (multilingual-e5, ruri v1/v2): the
-// prefixes their model cards prescribe, mean pooling over real tokens, L2 normalisation; and
-// openEmbedder(), which turns a CLI --embedder spec or a store's record into an embedder.
-// Never used for generation; holds one encoder and its tokenizer.
+// Sentence embeddings from BERT / XLM-RoBERTa / ModernBERT encoders (multilingual-e5, ruri v1/v2,
+// ruri-v3): the prefixes their model cards prescribe, mean pooling over real tokens, L2
+// normalisation; and openEmbedder(), which turns a CLI --embedder spec or a store's record into
+// an embedder. Never used for generation; holds one encoder and its tokenizer.
 #pragma once
 
 #include <memory>
@@ -10,7 +10,7 @@
 #include "core/retrieval/dense.h"
 
 namespace kh {
-class BertEncoder;
+class TextEncoder;
 class Tokenizer;
 }  // namespace kh
 
@@ -28,7 +28,7 @@ EmbedPrefixes prefixesFor(const std::string& style, const std::string& modelDir)
 // file sizes>:<prefix style>", so a store built with other prefixes refuses the queries.
 class EncoderEmbedder : public Embedder {
  public:
-  // kh::Error for an unsupported encoder (see BertEncoder::load) or tokenizer (a folder without
+  // kh::Error for an unsupported encoder (see loadTextEncoder) or tokenizer (a folder without
   // tokenizer.json, e.g. ruri v1/v2's MeCab-based BertJapaneseTokenizer, is refused by name).
   EncoderEmbedder(const std::string& modelDir, const std::string& prefixStyle = "auto", int batchSize = 16,
                   int maxTokens = 512);
@@ -48,7 +48,7 @@ class EncoderEmbedder : public Embedder {
   std::string dir_, identity_;
   EmbedPrefixes prefixes_;
   int dim_ = 0, batchSize_, maxTokens_;
-  std::shared_ptr<BertEncoder> model_;
+  std::shared_ptr<TextEncoder> model_;
   std::shared_ptr<Tokenizer> tokenizer_;
 };
 

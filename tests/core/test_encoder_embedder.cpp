@@ -136,12 +136,21 @@ TEST(EncoderEmbedder, RefusesWhatIsNotImplementedByName) {
   EXPECT_EQ(strip.tokenIds("Hello, Worlds!"), (std::vector<int64_t>{2, 17, 20, 18, 19, 21, 3}));
   msg = errorOf([&] { strip.tokenIds("が"); });
   EXPECT_NE(msg.find("NFD"), std::string::npos) << msg;
-  // ruri-v3 is ModernBERT.
-  TempDir d2;
+  // config.json's model_type picks the family: a BERT folder relabelled modernbert is refused by
+  // the ModernBERT loader, first for its architecture, then (without one) for its weights.
+  TempDir d2, d6;
   auto cfg = nlohmann::json::parse(kh::test::readFile(goldenDir("bert_tiny") + "/config.json"));
   cfg["model_type"] = "modernbert";
   msg = errorOf([&] { EncoderEmbedder e(copyWith(d2, "bert_tiny", "config.json", cfg.dump())); });
-  EXPECT_NE(msg.find("ModernBERT"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'BertModel' is not a ModernBERT sentence encoder"), std::string::npos) << msg;
+  cfg.erase("architectures");
+  msg = errorOf([&] { EncoderEmbedder e(copyWith(d6, "bert_tiny", "config.json", cfg.dump())); });
+  EXPECT_NE(msg.find("modernbert encoder"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("embeddings.tok_embeddings.weight"), std::string::npos) << msg;
+  cfg["model_type"] = "deberta-v2";
+  TempDir d5;
+  msg = errorOf([&] { EncoderEmbedder e(copyWith(d5, "bert_tiny", "config.json", cfg.dump())); });
+  EXPECT_NE(msg.find("model_type 'deberta-v2' is not a supported encoder"), std::string::npos) << msg;
   // A folder with vocab.txt and no tokenizer.json (ruri v1/v2: MeCab word segmentation).
   TempDir d3;
   const std::string mecab = copyWith(d3, "bert_tiny", "vocab.txt", "[PAD]\n");
