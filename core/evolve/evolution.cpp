@@ -36,7 +36,7 @@ class TargetAgreement final : public Fitness {
   TargetAgreement(const std::string& dir, const std::string& device, int64_t sequences, int64_t length, uint64_t seed)
       : dir_(dir) {
     ModelFolder folder = ModelFolder::open(dir);
-    auto target = Model::load(folder, RunOptions{device});
+    auto target = Model::load(folder, RunOptions{device, ""});
     const int64_t vocab = folder.config.vocabSize;
     // Two splits of kept target log-probabilities, and per scoring: logits, log-softmax and the
     // KL terms ([S, T, V] fp32 each), plus the batch's KV cache and prefill activations.
