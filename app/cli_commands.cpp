@@ -122,6 +122,7 @@ void addTokenize(CLI::App& app, Action& run) {
   sub->add_option("TEXT", a->text, "Text to tokenize (UTF-8)")->required();
   sub->add_flag("--no-special", a->noSpecial, "Do not add bos/eos");
   sub->add_flag("--json", a->json, "Print one JSON object");
+  addMecabDicFlag(sub);
   sub->callback([a, &run]() { run = [a]() {
     auto tok = Tokenizer::fromFolder(a->dir);
     auto ids = tok->encode(a->text, !a->noSpecial);
@@ -324,6 +325,7 @@ void addChat(CLI::App& app, Action& run) {
   sub->add_option("--template", a->templ, "Chat format override: " + chatFormatNames());
   sub->add_option("--rag", a->rag, "Retrieval store: its best chunks go before each message");
   sub->add_option("--rag-k", a->ragK, "Chunks retrieved per message (with --rag)")->default_val(3);
+  addMecabDicFlag(sub);
   addRerankFlags(sub, a->rerank);
   addSamplingFlags(sub, a->sampling);
   sub->callback([a, &run]() { run = [a]() {

@@ -48,6 +48,9 @@ std::shared_ptr<retrieval::Reranker> attachReranker(const RerankFlags& f, retrie
 // chat --rag STORE (app/cli_retrieval.cpp): maps a user message to the message sent to the model,
 // the store's top kept chunks (fused with the store's recorded embedder when it exists, else BM25,
 // reranked when `rerank` names a model) placed before the question; names the chunks it used on stderr.
+// --mecab-dic DIR: the MeCab dictionary for BertJapaneseTokenizer encoders (ruri v1/v2), process-wide
+// (app/cli_retrieval.cpp).
+void addMecabDicFlag(CLI::App* sub);
 std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& store, int k, const RerankFlags& rerank = {});
 void addTrain(CLI::App& app, Action& run);  // app/cli_train.cpp
 // `resume RUN` on a training run folder (state.json kind: train) goes here instead of evolution.

@@ -12,6 +12,7 @@
 #include "core/retrieval/encoder_embedder.h"
 #include "core/retrieval/eval.h"
 #include "core/retrieval/store.h"
+#include "core/text/bert_japanese_tokenizer.h"
 
 namespace kh::cli {
 
@@ -59,6 +60,7 @@ retrieval::EmbedProgress progressLine() {
 }
 
 void addSearchFlags(CLI::App* sub, RetrievalArgs& a) {
+  addMecabDicFlag(sub);
   sub->add_option("--embedder", a.embedder, "Embedder: DIR, encoder:DIR or decoder:DIR (default: the one the store was built with)");
   sub->add_option("--prefix", a.prefix, "Encoder query/passage prefixes: e5 | ruri | ruri-v3 | none | auto (from the folder name)")
       ->default_val("auto");
@@ -85,6 +87,13 @@ retrieval::SearchOptions searchOptions(const RetrievalArgs& a) {
 
 }  // namespace
 
+void addMecabDicFlag(CLI::App* sub) {
+  sub->add_option_function<std::string>(
+      "--mecab-dic", [](const std::string& dir) { setMecabDictionaryOverride(dir); },
+      "MeCab dictionary folder (dicrc, sys.dic) for encoders with BertJapaneseTokenizer (ruri v1/v2 need "
+      "unidic-lite's dicdir); default: $KUMIHIMO_MECAB_DIC, the model folder, then pip's unidic_lite/dicdir");
+}
+
 void addIndex(CLI::App& app, Action& run) {
   auto a = std::make_shared<RetrievalArgs>();
   auto* index = app.add_subcommand("index", "Build and update a retrieval store");
@@ -103,6 +112,7 @@ void addIndex(CLI::App& app, Action& run) {
                   "Encoder prefixes (query/passage): e5 = 'query: '/'passage: ', ruri = 'クエリ: '/'文章: ', ruri-v3 = "
                   "'検索クエリ: '/'検索文書: ', none, or auto (from the folder name); part of the store's embedder identity")
       ->default_val("auto");
+  addMecabDicFlag(add);
   add->add_option("--chunk-chars", a->chunkChars, "Target chunk length in characters")->default_val(200);
   add->add_option("--overlap-chars", a->overlapChars, "Overlap between chunks in characters (whole sentences)")->default_val(40);
   const std::string hnswHelp = "Dense index: HNSW (M 16, efConstruction 64, efSearch 128) above this many chunks, exact flat "
@@ -123,6 +133,7 @@ void addIndex(CLI::App& app, Action& run) {
   rebuild->add_option("--embedder", a->embedder, "Embedder: DIR, encoder:DIR or decoder:DIR (default: the recorded one)");
   rebuild->add_option("--prefix", a->prefix, "Encoder prefixes: e5 | ruri | ruri-v3 | none | auto")->default_val("auto");
   rebuild->add_option("--hnsw-above", a->hnswAbove, hnswHelp);
+  addMecabDicFlag(rebuild);
   rebuild->callback([a, &run]() { run = [a]() {
     // Read the chunks without the (possibly corrupt) indexes: open a fresh store from store.json.
     auto s = retrieval::DocumentStore::openChunksOnly(a->store, storeOptions(*a));

@@ -9,13 +9,16 @@ mode="${1:-demo}"
 case "$mode" in demo|test|build) ;; *) echo "usage: scripts/kumihimo.sh [demo|test|build]" >&2; exit 2 ;; esac
 
 # What the build and the tests need, as Debian 12 package names. libopenblas0-pthread matters:
-# with only the reference BLAS libtorch's fp32 matmul is ~50x slower (FACTS).
+# with only the reference BLAS libtorch's fp32 matmul is ~50x slower (FACTS). libmecab-dev splits
+# Japanese words for ruri v1/v2's tokenizer; mecab-utils' mecab-dict-index builds the tests' tiny
+# dictionary (ruri's own, unidic-lite, is a pip package: not installed here).
 packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-pthread
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libfaiss-dev libgtest-dev libgmock-dev libicu-dev
   qt6-base-dev libqcustomplot-dev
+  libmecab-dev mecab-utils
 )
 missing=()
 for p in "${packages[@]}"; do

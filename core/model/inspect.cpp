@@ -78,6 +78,7 @@ ordered_json inspectModel(const ModelFolder& m, const InspectOptions& opt) {
   TokenizerKind kind = Tokenizer::detect(m.dir, &desc);
   tj["kind"] = kind == TokenizerKind::SentencePiece ? "sentencepiece"
                : kind == TokenizerKind::HfTokenizerJson ? "tokenizer.json"
+               : kind == TokenizerKind::BertJapanese    ? "bert-japanese (vocab.txt + MeCab)"
                                                         : "none";
   tj["description"] = desc;
   tj["files"] = m.tokenizerFiles;

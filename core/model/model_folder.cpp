@@ -76,7 +76,7 @@ ModelFolder ModelFolder::open(const std::string& dirIn) {
   m.layout = checkLayout(*m.family, m.config, *m.weights);
 
   for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt"})
+                        "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt", "vocab.txt"})
     if (std::filesystem::is_regular_file(m.dir + "/" + f, ec)) m.tokenizerFiles.push_back(f);
 
   // A tokenizer that cannot be loaded does not stop inspect or merge; commands that need it ask

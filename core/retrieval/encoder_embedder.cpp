@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/model/bert_encoder.h"
+#include "core/text/bert_japanese_tokenizer.h"
 #include "core/text/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -59,11 +60,13 @@ EncoderEmbedder::EncoderEmbedder(const std::string& modelDir, const std::string&
     : dir_(modelDir), batchSize_(std::max(1, batchSize)), maxTokens_(std::max(2, maxTokens)) {
   prefixes_ = prefixesFor(prefixStyle, modelDir);
   const fs::path tj = fs::path(modelDir) / "tokenizer.json";
-  if (!fs::is_regular_file(tj))
+  // ruri v1/v2 (and other cl-tohoku-style BERTs) ship vocab.txt for BertJapaneseTokenizer (MeCab).
+  const bool mecabWords = BertJapaneseTokenizer::isBertJapaneseFolder(modelDir);
+  if (!mecabWords && !fs::is_regular_file(tj))
     throw Error(tj.string(), "missing",
                 fs::exists(fs::path(modelDir) / "vocab.txt")
-                    ? "this encoder ships only vocab.txt (ruri v1/v2 and other Japanese BERTs split words with MeCab in "
-                      "BertJapaneseTokenizer, which is not implemented); a tokenizer.json is needed"
+                    ? "this encoder ships vocab.txt, but its tokenizer_config.json does not name BertJapaneseTokenizer "
+                      "(MeCab words + WordPiece, the one vocab.txt tokenizer implemented here); a tokenizer.json is needed"
                     : "an encoder folder needs tokenizer.json");
   model_ = loadTextEncoder(modelDir);
   tokenizer_ = Tokenizer::fromFolder(modelDir);
@@ -71,7 +74,12 @@ EncoderEmbedder::EncoderEmbedder(const std::string& modelDir, const std::string&
   // XLM-R positions start at padding_idx + 1.
   const int64_t usable = model_->config().maxPositions - (model_->config().modelType == "xlm-roberta" ? model_->config().padTokenId + 1 : 0);
   maxTokens_ = static_cast<int>(std::min<int64_t>(maxTokens_, usable));
-  identity_ = "encoder-mean:" + modelFingerprint(modelDir, {"config.json", "tokenizer.json"}) + ":" + prefixes_.style;
+  identity_ = "encoder-mean:" +
+              modelFingerprint(modelDir, mecabWords ? std::vector<std::string>{"config.json", "tokenizer_config.json", "vocab.txt"}
+                                                    : std::vector<std::string>{"config.json", "tokenizer.json"}) +
+              ":" + prefixes_.style;
+  // The MeCab dictionary lives outside the folder: another one splits words differently.
+  if (const std::string seg = tokenizer_->segmenterIdentity(); !seg.empty()) identity_ += ":" + seg;
 }
 
 EncoderEmbedder::~EncoderEmbedder() = default;

@@ -24,12 +24,15 @@ struct EmbedPrefixes {
 // kh::Error for an unknown style. "auto": from the folder name (e5, ruri-v3, ruri; else none).
 EmbedPrefixes prefixesFor(const std::string& style, const std::string& modelDir);
 
-// Identity: "encoder-mean:<folder name>:<fnv1a64 of config.json, tokenizer.json and the weight
-// file sizes>:<prefix style>", so a store built with other prefixes refuses the queries.
+// Identity: "encoder-mean:<folder name>:<fnv1a64 of config.json, tokenizer.json (vocab.txt and
+// tokenizer_config.json for BertJapaneseTokenizer) and the weight file sizes>:<prefix style>
+// [:mecab:<dictionary>:<fingerprint>]", so a store built with other prefixes or another MeCab
+// dictionary refuses the queries.
 class EncoderEmbedder : public Embedder {
  public:
-  // kh::Error for an unsupported encoder (see loadTextEncoder) or tokenizer (a folder without
-  // tokenizer.json, e.g. ruri v1/v2's MeCab-based BertJapaneseTokenizer, is refused by name).
+  // kh::Error for an unsupported encoder (see loadTextEncoder) or tokenizer: a folder needs
+  // tokenizer.json, or vocab.txt with BertJapaneseTokenizer (ruri v1/v2: MeCab + WordPiece, its
+  // dictionary found as core/text/bert_japanese_tokenizer.h says, e.g. $KUMIHIMO_MECAB_DIC).
   EncoderEmbedder(const std::string& modelDir, const std::string& prefixStyle = "auto", int batchSize = 16,
                   int maxTokens = 512);
   ~EncoderEmbedder() override;

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/text/bert_japanese_tokenizer.h"
 #include "core/text/hf_tokenizer.h"
 #include "core/text/sp_loader.h"
 
@@ -242,6 +243,16 @@ TokenizerKind Tokenizer::detect(const std::string& dir, std::string* description
   const std::string model = (fs::path(dir) / "tokenizer.model").string();
   const std::string hfJson = (fs::path(dir) / "tokenizer.json").string();
   std::error_code ec;
+  if (BertJapaneseTokenizer::isBertJapaneseFolder(dir)) {
+    if (description) {
+      try {
+        *description = BertJapaneseTokenizer::load(dir)->description();
+      } catch (const Error& e) {
+        *description = std::string("BertJapaneseTokenizer (vocab.txt + MeCab), cannot load: ") + e.what();
+      }
+    }
+    return TokenizerKind::BertJapanese;
+  }
   if (fs::is_regular_file(model, ec)) {
     if (description) *description = describe(readSentencePieceModelInfo(readFileBytes(model), model));
     return TokenizerKind::SentencePiece;
@@ -256,13 +267,15 @@ TokenizerKind Tokenizer::detect(const std::string& dir, std::string* description
     }
     return TokenizerKind::HfTokenizerJson;
   }
-  if (description) *description = "no tokenizer.model or tokenizer.json";
+  if (description) *description = "no tokenizer.model, tokenizer.json or BertJapaneseTokenizer vocab.txt";
   return TokenizerKind::None;
 }
 
 std::shared_ptr<Tokenizer> Tokenizer::fromFolder(const std::string& dir) {
   const fs::path root(dir);
   const std::string modelPath = (root / "tokenizer.model").string();
+  // transformers has no fast BertJapaneseTokenizer: the class in tokenizer_config.json decides.
+  if (BertJapaneseTokenizer::isBertJapaneseFolder(dir)) return fromBertJapanese(dir);
   std::error_code ec;
   if (!fs::is_regular_file(modelPath, ec)) {
     if (fs::is_regular_file(root / "tokenizer.json", ec)) return fromHfTokenizerJson(dir);
@@ -526,7 +539,77 @@ std::shared_ptr<Tokenizer> Tokenizer::fromHfTokenizerJson(const std::string& dir
   return t;
 }
 
+// vocab.txt ids; [CLS] text [SEP] (build_inputs_with_special_tokens); the special tokens are split
+// out of the text before MeCab sees it (PreTrainedTokenizer.tokenize's added-token trie).
+std::shared_ptr<Tokenizer> Tokenizer::fromBertJapanese(const std::string& dir) {
+  std::shared_ptr<Tokenizer> t(new Tokenizer());
+  const fs::path root(dir);
+  t->modelPath_ = (root / "vocab.txt").string();
+  t->bj_ = BertJapaneseTokenizer::load(dir);
+  const BertJapaneseTokenizer& bj = *t->bj_;
+  const std::vector<std::string>& vocab = bj.vocab();
+  t->pieces_.resize(vocab.size());
+  for (size_t id = 0; id < vocab.size(); ++id) {
+    Piece& p = t->pieces_[id];
+    p.text = vocab[id];
+    if (bj.tokenToId(vocab[id]) != static_cast<int>(id)) p.kind = kHole;  // a later duplicate line took the token
+  }
+  t->unkId_ = bj.unkId();
+  t->pieces_[static_cast<size_t>(bj.unkId())].kind = kUnknown;
+
+  const std::string cfgPath = (root / "tokenizer_config.json").string();
+  const std::string mapPath = (root / "special_tokens_map.json").string();
+  std::error_code ec;
+  const json cfg = readJson(cfgPath);
+  const json map = fs::is_regular_file(mapPath, ec) ? readJson(mapPath) : json::object();
+  const json noDecoder = json::object();
+  const json& decoder = cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object()
+                            ? cfg["added_tokens_decoder"] : noDecoder;
+  // BertJapaneseTokenizer's special tokens (tokenizer_config.json, then special_tokens_map.json,
+  // then the class defaults); those added_tokens_decoder lists come with its lstrip/rstrip there.
+  std::map<int, AddedToken> added;
+  std::optional<int> cls, sep;
+  for (const auto& [key, def] : std::vector<std::pair<std::string, std::string>>{
+           {"cls_token", "[CLS]"}, {"sep_token", "[SEP]"}, {"unk_token", "[UNK]"}, {"pad_token", "[PAD]"}, {"mask_token", "[MASK]"}}) {
+    std::optional<std::string> text = def;
+    std::string where = "BertJapaneseTokenizer's default";
+    if (cfg.contains(key)) {
+      text = cfg[key].is_null() ? std::nullopt : tokenString(cfg[key]);
+      where = cfgPath;
+    } else if (map.contains(key)) {
+      text = map[key].is_null() ? std::nullopt : tokenString(map[key]);
+      where = mapPath;
+    }
+    if (!text) {
+      if (key == "cls_token" || key == "sep_token") throw Error(where, key + " is needed: every input is [CLS] text [SEP]");
+      continue;
+    }
+    const int id = bj.tokenToId(*text);
+    if (id < 0) {
+      if (key == "pad_token" || key == "mask_token") continue;
+      throw Error(t->modelPath_, key + " '" + *text + "' (from " + where + ") is not in the vocabulary");
+    }
+    if (key == "cls_token") cls = id;
+    if (key == "sep_token") sep = id;
+    if (!decoder.contains(std::to_string(id))) added[id] = AddedToken{id, *text, true};
+  }
+  t->readFolderJson(dir, static_cast<int>(vocab.size()), std::move(added),
+                    [&bj](const std::string& s) { return bj.tokenToId(s); }, true);
+  t->bosId_ = cls;
+  t->eosId_ = sep;
+  t->addBos_ = t->addEos_ = true;
+  t->pieces_[static_cast<size_t>(*cls)].special = t->pieces_[static_cast<size_t>(*sep)].special = true;
+  return t;
+}
+
+std::string Tokenizer::segmenterIdentity() const {
+  if (!bj_) return "";
+  return "mecab:" + (bj_->dictionaryName().empty() ? std::string("system") : bj_->dictionaryName()) + ":" +
+         bj_->dictionaryFingerprint();
+}
+
 std::string Tokenizer::description() const {
+  if (bj_) return bj_->description();
   if (hf_) return hf_->description();
   std::string d = describe(info_);
   if (!added_.empty()) d += ", " + std::to_string(added_.size()) + " added tokens";
@@ -553,6 +636,7 @@ std::string Tokenizer::idToPiece(int id) const {
 int Tokenizer::pieceToId(std::string_view piece) const {
   if (auto it = addedByContent_.find(std::string(piece)); it != addedByContent_.end()) return added_[it->second].id;
   if (hf_) return hf_->tokenToId(piece);
+  if (bj_) return bj_->tokenToId(piece);
   return sp_->api->piece_to_id(sp_->model, piece.data(), piece.size());
 }
 
@@ -577,6 +661,7 @@ void Tokenizer::encodeSentencePiece(std::string_view text, std::vector<int>& out
 
 void Tokenizer::encodeChunk(std::string_view text, bool atTextStart, std::vector<int>& out) const {
   if (hf_) hf_->encode(text, atTextStart, out);
+  else if (bj_) bj_->encode(text, out);
   else encodeSentencePiece(text, out);
 }
 
@@ -636,7 +721,7 @@ std::string Tokenizer::decode(const std::vector<int>& ids, bool skipSpecial) con
 }
 
 std::string Tokenizer::sentencePieceDecode(const std::vector<int>& ids) const {
-  if (hf_) throw Error(modelPath_, "sentencePieceDecode on a tokenizer.json tokenizer", "use decode()");
+  if (hf_ || bj_) throw Error(modelPath_, "sentencePieceDecode on a tokenizer that is not SentencePiece", "use decode()");
   const sp::ShimApi& api = *sp_->api;
   std::vector<int32_t> in(ids.begin(), ids.end());
   long n = api.decode(sp_->model, in.data(), in.size(), nullptr, 0);
@@ -678,6 +763,19 @@ void StreamDecoder::flushBytes(std::string& out, bool final) {
 
 std::string StreamDecoder::push(int id) {
   if (tok_.hf_) return pushHf(id);
+  if (tok_.bj_) {
+    // BertJapaneseTokenizer.convert_tokens_to_string: tokens joined by spaces, " ##" removed; then
+    // decode's clean_up_tokenization (no space before . , ! ? and the English clitics).
+    const Tokenizer::Piece& p = tok_.piece(id);
+    if (p.kind == Tokenizer::kHole || (p.special && skipSpecial_)) return std::string();
+    const bool first = bosWs_;
+    bosWs_ = false;
+    if (!first && p.text.size() > 2 && p.text.compare(0, 2, "##") == 0) return p.text.substr(2);
+    static const char* const kGlued[] = {".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re"};
+    bool glue = first;
+    for (const char* g : kGlued) glue = glue || p.text == g;
+    return glue ? p.text : " " + p.text;
+  }
   const Tokenizer::Piece& p = tok_.piece(id);
   std::string out;
   if (p.kind == Tokenizer::kByte) {

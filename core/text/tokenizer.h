@@ -15,9 +15,10 @@
 
 namespace kh {
 
-enum class TokenizerKind { None, SentencePiece, HfTokenizerJson };
+enum class TokenizerKind { None, SentencePiece, HfTokenizerJson, BertJapanese };
 
-class HfTokenizerJson;  // core/text/hf_tokenizer.h
+class HfTokenizerJson;         // core/text/hf_tokenizer.h
+class BertJapaneseTokenizer;  // core/text/bert_japanese_tokenizer.h
 
 struct AddedToken {
   int id;
@@ -46,6 +47,9 @@ class Tokenizer {
   // tokenizer_config.json, special_tokens_map.json, added_tokens.json, chat_template.jinja.
   // A folder with only tokenizer.json loads it instead (core/text/hf_tokenizer.h: byte-level BPE,
   // Unigram with Metaspace); bos/eos to add then come from its TemplateProcessing post-processor.
+  // A folder whose tokenizer_config.json names BertJapaneseTokenizer (vocab.txt, MeCab words then
+  // WordPiece, as ruri v1/v2 and cl-tohoku BERTs) loads that, whatever else the folder holds, as
+  // transformers does (core/text/bert_japanese_tokenizer.h); [CLS] ... [SEP] are added then.
   static std::shared_ptr<Tokenizer> fromFolder(const std::string& dir);
   // Detect without loading (for `inspect`): which kind the folder holds, and a short description.
   static TokenizerKind detect(const std::string& dir, std::string* description = nullptr);
@@ -54,7 +58,12 @@ class Tokenizer {
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
-  TokenizerKind kind() const { return hf_ ? TokenizerKind::HfTokenizerJson : TokenizerKind::SentencePiece; }
+  TokenizerKind kind() const {
+    return bj_ ? TokenizerKind::BertJapanese : hf_ ? TokenizerKind::HfTokenizerJson : TokenizerKind::SentencePiece;
+  }
+  // What, beyond the folder's own files, decides the ids: "mecab:<dictionary name>:<fingerprint>"
+  // for a MeCab-based tokenizer (the dictionary lives outside the model folder), else "".
+  std::string segmenterIdentity() const;
   std::string description() const;  // e.g. "sentencepiece unigram, 512 pieces, byte fallback"
   int vocabSize() const;            // max id + 1 over SP pieces and added tokens
   // Text to ids. Splits on added tokens (longest first), encodes the text between them with
@@ -100,6 +109,7 @@ class Tokenizer {
   // The text between added tokens: SentencePiece, or the tokenizer.json model.
   void encodeChunk(std::string_view text, bool atTextStart, std::vector<int>& out) const;
   static std::shared_ptr<Tokenizer> fromHfTokenizerJson(const std::string& dir);
+  static std::shared_ptr<Tokenizer> fromBertJapanese(const std::string& dir);
   // tokenizer_config.json, special_tokens_map.json, added_tokens.json, chat templates: fills
   // added_, the special ids and flags on top of the model's `modelPieces` pieces.
   void readFolderJson(const std::string& dir, int modelPieces, std::map<int, AddedToken> added,
@@ -109,6 +119,7 @@ class Tokenizer {
   struct ShimModel;
   std::unique_ptr<ShimModel> sp_;
   std::unique_ptr<HfTokenizerJson> hf_;  // set instead of sp_ for tokenizer.json folders
+  std::unique_ptr<BertJapaneseTokenizer> bj_;  // ... or for BertJapaneseTokenizer folders
   SentencePieceModelInfo info_;
   std::string modelPath_;
   std::vector<Piece> pieces_;  // by id, SP pieces then added tokens beyond them
