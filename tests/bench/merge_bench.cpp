@@ -3,6 +3,11 @@
 // (reading every input and writing one output of the same size with plain file copies) and the
 // merge's peak RSS (its own child process). Asserts nothing.
 // Usage: merge_bench [--layers N (28 = full 3.78 B; default 4 for a one-minute run)] [--keep DIR]
+//                    [--cold 1: inputs evicted from the page cache before the floor and each merge]
+// Warm (the default) reads the inputs once before the floor, so the floor is memory speed where
+// they fit the page cache; at 28 layers (22.7 GB) they may not, and whether the floor finds them
+// cached is luck. --cold makes every measurement start from the disk: the same footing for both.
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,6 +51,17 @@ std::vector<std::string> weightFiles(const std::string& dir) {
     if (e.path().extension() == ".safetensors") r.push_back(e.path().string());
   return r;
 }
+
+// Drops the files' clean pages from the page cache (no root needed, unlike drop_caches).
+void evict(const std::vector<std::string>& files) {
+  for (const auto& f : files) {
+    const int fd = ::open(f.c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    fdatasync(fd);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -54,9 +70,11 @@ int main(int argc, char** argv) {
   at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   int64_t layers = 4;
   std::string keep;
+  bool cold = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--layers")) layers = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--keep")) keep = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--cold")) cold = std::atoi(argv[i + 1]) != 0;
   }
   const std::string dir = keep.empty() ? (fs::temp_directory_path() / "kh-merge-bench").string() : keep;
   fs::create_directories(dir);
@@ -89,18 +107,25 @@ int main(int argc, char** argv) {
     return 1;
   }
   uint64_t inputBytes = 0;
+  std::vector<std::string> inputs;
   for (int m = 0; m < 3; ++m)
-    for (const auto& f : weightFiles(dir + "/m" + std::to_string(m))) inputBytes += fs::file_size(f);
-  // I/O floor: read every input, write one output-sized file (warm page cache, as for the merge).
-  for (int m = 0; m < 3; ++m)
-    for (const auto& f : weightFiles(dir + "/m" + std::to_string(m))) copyFile(f, "/dev/null");
+    for (const auto& f : weightFiles(dir + "/m" + std::to_string(m))) {
+      inputBytes += fs::file_size(f);
+      inputs.push_back(f);
+    }
+  // I/O floor: read every input, write one output-sized file (warm page cache, as for the merge,
+  // or all from the disk with --cold).
+  if (cold) evict(inputs);
+  else
+    for (const auto& f : inputs) copyFile(f, "/dev/null");
   auto t0 = Clock::now();
   for (int m = 0; m < 3; ++m)
     for (const auto& f : weightFiles(dir + "/m" + std::to_string(m))) copyFile(f, "/dev/null");
   for (const auto& f : weightFiles(dir + "/m0")) copyFile(f, dir + "/floor-copy.bin");
   const double floor = since(t0);
   fs::remove(dir + "/floor-copy.bin");
-  std::printf("\nlayers %lld, inputs %.2f GB, I/O floor %.2f s\n\n", static_cast<long long>(layers), inputBytes / 1e9, floor);
+  std::printf("\nlayers %lld, inputs %.2f GB, %s page cache, I/O floor %.2f s\n\n", static_cast<long long>(layers),
+              inputBytes / 1e9, cold ? "cold" : "warm", floor);
   std::printf("%-10s %10s %10s %14s %10s\n", "method", "wall s", "vs floor", "peak RSS MiB", "CPU s");
   for (const char* method : {"ties", "dare_ties"}) {
     const std::string recipe = dir + "/" + method + ".yaml";
@@ -110,6 +135,7 @@ int main(int argc, char** argv) {
                           << "dtype: bfloat16\n";
     const std::string out = dir + "/out-" + method;
     fs::remove_all(out);
+    if (cold) evict(inputs);
     auto t1 = Clock::now();
     pid_t pid = fork();
     if (pid == 0) {
