@@ -142,6 +142,11 @@ struct RagSource {
   std::string note;           // "" or why the text was rebuilt from the stored chunks
 };
 
+// The MeCab dictionary folder for stores embedded by ruri v1/v2 (BertJapaneseTokenizer): it beats
+// $KUMIHIMO_MECAB_DIC and the search in the model folder and pip's unidic_lite; "" = search as
+// usual. Process-wide, as the CLI's --mecab-dic; takes effect for the next RagStore::open.
+void setMecabDictionary(const std::string& dir);
+
 // A document store opened for chat (its embedder, when it has dense vectors, loaded with it).
 // Thread-safe for concurrent const use after open (retrieve, source).
 class RagStore {

@@ -10,6 +10,7 @@
 #include "core/retrieval/encoder_embedder.h"
 #include "core/retrieval/rerank.h"
 #include "core/retrieval/store.h"
+#include "core/text/bert_japanese_tokenizer.h"
 
 namespace kh {
 
@@ -116,6 +117,8 @@ struct RagStore::Impl {
 
 RagStore::RagStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 RagStore::~RagStore() = default;
+
+void setMecabDictionary(const std::string& dir) { setMecabDictionaryOverride(dir); }
 
 std::shared_ptr<RagStore> RagStore::open(const std::string& dir) {
   if (dir.empty()) throw Error("documents", "no store folder given", "pick a folder made by `kumihimo-cli index add`");

@@ -29,9 +29,11 @@
 #include "core/model/model_folder.h"
 #include "core/model/runtime.h"
 #include "core/model/tiny.h"
+#include "core/retrieval/encoder_embedder.h"
 #include "core/retrieval/rerank.h"
 #include "core/retrieval/store.h"
 #include "widgets/chat/chat_pane.h"
+#include "tests/core/mecab_dictionary.h"
 #include "widgets/chat/rag_inspector.h"
 
 namespace {
@@ -112,6 +114,7 @@ class RagInspectorTest : public QObject {
   void screenshot();
   void eachTurnKeepsItsOwnHits();
   void rerankerColumnShowsItsScores();
+  void mecabDictionaryFieldOpensARuriStore();
   void cleanupTestCase();
 
  private:
@@ -438,6 +441,67 @@ void RagInspectorTest::rerankerColumnShowsItsScores() {
   }
   QCOMPARE(pane.inspector()->keptCount(), recount(t, kh::RagThreshold{}));
   QVERIFY(pane.column()->entries()[0].retrieval->reranker.find("decoder-yesno:") == 0);
+}
+
+// A store embedded by a ruri v1/v2-style encoder (MeCab words): the Documents box's dictionary
+// field is what its query tokenizer opens; a folder that is no dictionary is refused by name.
+void RagInspectorTest::mecabDictionaryFieldOpensARuriStore() {
+  const std::string dic = kh::test::compileTinyMecabDictionary((tmp_.path() + "/mecab_dic").toStdString());
+  const std::string ruri = kh::test::sourceDir() + "/tests/golden/encoder/ruri_tiny";
+  const std::string store = (tmp_.path() + "/ruri_store").toStdString();
+  const QString doc = QStringLiteral("名前は小野寺絢音");
+  {
+    kh::test::ScopedEnv env("KUMIHIMO_MECAB_DIC", dic);
+    kh::retrieval::EncoderEmbedder emb(ruri);
+    auto s = kh::retrieval::DocumentStore::open(store);
+    s.setEmbedderModel("encoder:" + ruri);
+    QFile f(tmp_.path() + "/persona.txt");
+    QVERIFY(f.open(QIODevice::WriteOnly));
+    f.write(doc.toUtf8());
+    f.close();
+    QCOMPARE(s.importFiles({f.fileName().toStdString()}, &emb).added, 1);
+  }
+  kh::test::ScopedEnv noEnv("KUMIHIMO_MECAB_DIC", nullptr);
+  kh::gui::ChatPane pane;
+  auto* docs = pane.documentsBox();
+  auto* field = docs->findChild<QLineEdit*>("mecab_dic");
+  QVERIFY(field);
+  docs->setStoreDir(QString::fromStdString(store));
+  {
+    QSignalSpy failed(docs, &kh::gui::DocumentsBox::attachFailed);
+    field->setText(tmp_.path());  // a folder, but no dicrc / sys.dic
+    docs->attach();
+    QVERIFY(failed.wait(15000));
+    const QString why = failed.first().first().toString();
+    QVERIFY2(why.contains(tmp_.path()), qPrintable(why));
+  }
+  QSignalSpy attached(docs, &kh::gui::DocumentsBox::attached);
+  std::shared_ptr<kh::RagStore> opened;
+  connect(docs, &kh::gui::DocumentsBox::attached, this, [&](std::shared_ptr<kh::RagStore> s) { opened = s; });
+  field->setText(QString::fromStdString(dic));
+  docs->attach();
+  QVERIFY(attached.wait(15000));
+  QVERIFY2(docs->status().contains("dense by encoder-mean:ruri_tiny"), qPrintable(docs->status()));
+  QVERIFY(opened);
+  // The query is embedded through the field's dictionary: its cosine with the document is the one
+  // the core embedder gives with that dictionary named in the environment.
+  kh::RagSettings rs;
+  rs.k = 1;
+  const kh::RagRetrieval r = opened->retrieve(doc.toStdString(), rs);
+  QVERIFY(!r.hits.empty());
+  QVERIFY(r.hits.front().denseCosine.has_value());
+  double expected = 0;
+  {
+    kh::test::ScopedEnv env("KUMIHIMO_MECAB_DIC", dic);
+    kh::setMecabDictionary("");
+    kh::retrieval::EncoderEmbedder emb(ruri);
+    const auto q = emb.embedQuery(doc.toStdString());
+    const auto d = emb.embed({doc.toStdString()});
+    for (size_t i = 0; i < q.size(); ++i) expected += static_cast<double>(q[i]) * d[i];
+  }
+  QVERIFY2(std::abs(*r.hits.front().denseCosine - expected) < 1e-4,
+           qPrintable(QString("%1 vs %2").arg(*r.hits.front().denseCosine).arg(expected)));
+  kh::setMecabDictionary("");
 }
 
 void RagInspectorTest::cleanupTestCase() { pane_.reset(); }

@@ -29,6 +29,7 @@
 #include <QVBoxLayout>
 
 #include <cmath>
+#include <cstdlib>
 #include <exception>
 
 #include "widgets/chat/torch_free.h"
@@ -84,6 +85,15 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   template_->setPlainText(QString::fromStdString(kh::defaultRagTemplate()));
   template_->setMaximumHeight(80);
   template_->setToolTip(tr("{context}: the kept hits as [1] …, [2] …; {question}: your message"));
+  mecabDir_ = new QLineEdit(this);
+  mecabDir_->setObjectName("mecab_dic");
+  mecabDir_->setPlaceholderText(tr("default: $KUMIHIMO_MECAB_DIC, else unidic_lite from pip"));
+  QString mecabTip = tr("Stores embedded by ruri v1/v2 split words with MeCab: the dictionary folder "
+                        "(dicrc, sys.dic; unidic_lite's dicdir). Used when the store is attached.");
+  if (const char* env = std::getenv("KUMIHIMO_MECAB_DIC")) mecabTip += tr("\nKUMIHIMO_MECAB_DIC is %1").arg(env);
+  mecabDir_->setToolTip(mecabTip);
+  auto* mecabBrowse = new QPushButton(tr("…"), this);
+  mecabBrowse->setToolTip(tr("Choose a MeCab dictionary folder"));
   rerankDir_ = new QLineEdit(this);
   rerankDir_->setObjectName("rerank_dir");
   rerankDir_->setPlaceholderText(tr("Reranker model folder (optional)"));
@@ -118,6 +128,10 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   rerank->addWidget(rerankK_);
   rerank->addWidget(rerankAnswers_);
   form->addRow(tr("Reranker"), rerank);
+  auto* mecab = new QHBoxLayout;
+  mecab->addWidget(mecabDir_, 1);
+  mecab->addWidget(mecabBrowse);
+  form->addRow(tr("MeCab dictionary"), mecab);
   lay->addWidget(title);
   lay->addLayout(row);
   lay->addWidget(status_);
@@ -127,6 +141,10 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   connect(browse, &QPushButton::clicked, this, [this]() {
     const QString d = QFileDialog::getExistingDirectory(this, tr("Retrieval store"), dir_->text());
     if (!d.isEmpty()) dir_->setText(d);
+  });
+  connect(mecabBrowse, &QPushButton::clicked, this, [this]() {
+    const QString d = QFileDialog::getExistingDirectory(this, tr("MeCab dictionary"), mecabDir_->text());
+    if (!d.isEmpty()) mecabDir_->setText(d);
   });
   connect(rerankBrowse, &QPushButton::clicked, this, [this]() {
     const QString d = QFileDialog::getExistingDirectory(this, tr("Reranker model"), rerankDir_->text());
@@ -159,14 +177,16 @@ kh::RagSettings DocumentsBox::settings() const {
 
 void DocumentsBox::attach() {
   const std::string dir = storeDir().toStdString();
+  const std::string mecab = mecabDir_->text().trimmed().toStdString();
   attach_->setEnabled(false);
   status_->setText(tr("opening…"));
   auto channel = channel_;
   QPointer<DocumentsBox> self(this);
-  run_([dir, channel, self]() {
+  run_([dir, mecab, channel, self]() {
     std::shared_ptr<kh::RagStore> store;
     QString error;
     try {
+      kh::setMecabDictionary(mecab);
       store = kh::RagStore::open(dir);
     } catch (const std::exception& e) {
       error = QString::fromStdString(e.what());

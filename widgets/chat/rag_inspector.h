@@ -61,6 +61,7 @@ class DocumentsBox : public QWidget {
   QSpinBox* k_;
   QDoubleSpinBox *denseWeight_, *bm25Weight_;
   QPlainTextEdit* template_;
+  QLineEdit* mecabDir_;   // MeCab dictionary for ruri v1/v2 stores ("" = the usual search)
   QLineEdit* rerankDir_;  // optional reranker model folder ("" = none)
   QSpinBox* rerankK_;
   QLineEdit* rerankAnswers_;  // "YES,NO" or "" for the defaults
