@@ -6,6 +6,7 @@
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDoubleValidator>
+#include <QEventLoop>
 #include <QRegularExpressionValidator>
 #include <QFile>
 #include <QFileDialog>
@@ -27,6 +28,8 @@
 #include <QVBoxLayout>
 #include <algorithm>
 #include <climits>
+#include <optional>
+#include <thread>
 
 #include "core/jobs/jobs.h"
 #include "widgets/train_dashboard.h"
@@ -525,13 +528,29 @@ void TrainView::openRunFolderDialog() {
 
 bool TrainView::audit() {
   if (!saveIfChanged()) return false;
-  try {
-    const auto a = jobs::auditTrainConfig(configPath_.toStdString());
-    showAudit(a);
-  } catch (...) {
-    setMessage(QString::fromStdString(jobs::jobMessage(std::current_exception())), true);
+  // Tokenizing a large data set takes a while: it runs on a thread of its own while this one keeps
+  // painting (user input waits, so nothing can start twice), and audit() still returns its verdict.
+  setMessage(QStringLiteral("Auditing %1…").arg(QFileInfo(configPath_).fileName()), false);
+  std::optional<jobs::TrainAudit> result;
+  std::exception_ptr error;
+  QEventLoop wait;
+  std::thread worker([&, path = configPath_.toStdString()] {
+    try {
+      result = jobs::auditTrainConfig(path);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    QMetaObject::invokeMethod(&wait, "quit", Qt::QueuedConnection);
+  });
+  auditing_ = true;
+  wait.exec(QEventLoop::ExcludeUserInputEvents);
+  worker.join();
+  auditing_ = false;
+  if (error) {
+    setMessage(QString::fromStdString(jobs::jobMessage(error)), true);
     return false;
   }
+  showAudit(*result);
   setMessage(audit_.ok ? QStringLiteral("Label audit passed: every answer ends on a trained stop token.")
                        : QStringLiteral("Label audit FAILED: %1 of %2 answers end on a trained stop token; the model would "
                                         "not learn to stop.")

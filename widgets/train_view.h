@@ -47,6 +47,7 @@ class TrainView : public QWidget {
   // Saves the form (when it changed the file) and audits its labels; false + message() when the
   // config or the data is bad. The audit tab shows the result.
   bool audit();
+  bool auditing() const { return auditing_; }  // an audit is running (its thread) right now
   bool hasAudit() const { return hasAudit_; }
   const jobs::TrainAudit& lastAudit() const { return audit_; }
   QString stopShareText() const;   // the big text ("100.0% of answers end on a trained stop token")
@@ -86,6 +87,7 @@ class TrainView : public QWidget {
   int enqueue(const QString& name, const QString& runDir, JobFn fn);
 
   JobRunner* runner_;
+  bool auditing_ = false;
   QString configPath_, runsRoot_ = QStringLiteral("runs");
   jobs::TrainForm hidden_;  // fields the form does not show (unknown keys) survive a round trip
   int jobId_ = 0;

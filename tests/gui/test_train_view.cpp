@@ -213,6 +213,29 @@ class TestTrainForm : public QObject {
 class TestTrainAudit : public QObject {
   Q_OBJECT
  private Q_SLOTS:
+  // The audit tokenizes on a thread of its own: the window keeps handling its events (here a timer
+  // due at once) while it runs, instead of freezing until the last example is tokenized.
+  void auditRunsOffTheWindowThread() {
+    QTemporaryDir tmp;
+    kh::guitest::makeTinyModel(tmp.filePath("llama").toStdString(), "llama", 3, 2, true);
+    writeText(tmp.filePath("data.jsonl"), numberData(4000));
+    const QString path = tmp.filePath("TRAIN.yaml");
+    writeText(path, "model: llama\ndata: data.jsonl\neval_split: 0.25\nsteps: 2\n");
+    kh::JobRunner runner;
+    kh::TrainView v(&runner);
+    QVERIFY(v.loadConfig(path));
+    bool firedDuringAudit = false, fired = false;
+    QTimer::singleShot(0, &v, [&] {
+      fired = true;
+      firedDuringAudit = v.auditing();
+    });
+    QVERIFY2(v.audit(), qPrintable(v.message()));
+    QVERIFY(fired);
+    QVERIFY2(firedDuringAudit, "the timer waited for the audit: it ran on the window's thread");
+    QVERIFY(!v.auditing());
+    QCOMPARE(v.lastAudit().examples, int64_t(3000));
+    QCOMPARE(v.lastAudit().heldOutExamples, int64_t(1000));
+  }
   void maskedEndOfTurnIsRedAndStartIsRefused() {
     QTemporaryDir tmp;
     kh::guitest::makeTinyModel(tmp.filePath("gemma").toStdString(), "gemma2", 3, 2, true);
