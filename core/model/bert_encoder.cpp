@@ -10,11 +10,10 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <set>
-#include <sstream>
 
 #include "core/error.h"
 #include "core/io/checkpoint.h"
+#include "core/model/encoder_weights.h"
 #include "core/model/modernbert_encoder.h"
 
 namespace kh {
@@ -80,28 +79,10 @@ std::shared_ptr<BertEncoder> BertEncoder::load(const std::string& dir) {
     throw Error(cfgPath, "hidden_size " + std::to_string(c.hiddenSize) + " is not a multiple of num_attention_heads " +
                              std::to_string(c.numHeads));
 
-  auto weights = CheckpointWeights::open(dir);
-  std::string prefix;
+  EncoderWeights w(CheckpointWeights::open(dir));
   for (const char* p : {"", "bert.", "roberta.", "model."})
-    if (weights->has(std::string(p) + "embeddings.word_embeddings.weight")) prefix = p;
-  std::set<std::string> used;
-  std::vector<std::string> missing, misshaped;
-  auto take = [&](const std::string& name, std::vector<int64_t> shape) -> at::Tensor {
-    const std::string full = prefix + name;
-    if (!weights->has(full)) {
-      missing.push_back(full);
-      return {};
-    }
-    used.insert(full);
-    at::Tensor t = weights->tensor(full);
-    if (t.sizes().vec() != shape) {
-      std::ostringstream m;
-      m << full << ": " << t.sizes() << ", expected " << at::IntArrayRef(shape);
-      misshaped.push_back(m.str());
-      return {};
-    }
-    return t.to(at::kFloat).clone();  // own fp32 copy: independent of the mapping
-  };
+    if (w.has(std::string(p) + "embeddings.word_embeddings.weight")) w.setPrefix(p);
+  auto take = [&](const std::string& name, std::vector<int64_t> shape) { return w.take(name, shape); };
   const int64_t D = c.hiddenSize, I = c.intermediateSize;
   enc->wordEmb_ = take("embeddings.word_embeddings.weight", {c.vocabSize, D});
   enc->posEmb_ = take("embeddings.position_embeddings.weight", {c.maxPositions, D});
@@ -129,27 +110,12 @@ std::shared_ptr<BertEncoder> BertEncoder::load(const std::string& dir) {
     L.ln2B = take(p + "output.LayerNorm.bias", {D});
     enc->layers_.push_back(std::move(L));
   }
-  std::vector<std::string> unexpected;
-  for (const auto& n : weights->names()) {
-    if (used.count(n)) continue;
+  const std::string& prefix = w.prefix();
+  w.check(dir, c.modelType, [&](const std::string& n) {
     const std::string local = n.compare(0, prefix.size(), prefix) == 0 ? n.substr(prefix.size()) : n;
-    const bool ignored = local == "embeddings.position_ids" || local.rfind("pooler.", 0) == 0 || n.rfind("cls.", 0) == 0 ||
-                         n.rfind("lm_head.", 0) == 0;
-    if (!ignored) unexpected.push_back(n);
-  }
-  if (!missing.empty() || !misshaped.empty() || !unexpected.empty()) {
-    std::string what;
-    auto list = [&](const char* label, const std::vector<std::string>& v) {
-      if (v.empty()) return;
-      what += std::string(what.empty() ? "" : "; ") + label + " " + std::to_string(v.size()) + ": " + v[0];
-      if (v.size() > 1) what += ", " + v[1];
-      if (v.size() > 2) what += ", ...";
-    };
-    list("missing", missing);
-    list("mis-shaped", misshaped);
-    list("unexpected", unexpected);
-    throw Error(dir, "weights do not match a " + c.modelType + " encoder (" + what + ")");
-  }
+    return local == "embeddings.position_ids" || local.rfind("pooler.", 0) == 0 || n.rfind("cls.", 0) == 0 ||
+           n.rfind("lm_head.", 0) == 0;
+  });
   return enc;
 }
 

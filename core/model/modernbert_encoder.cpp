@@ -10,12 +10,11 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <set>
-#include <sstream>
 #include <type_traits>
 
 #include "core/error.h"
 #include "core/io/checkpoint.h"
+#include "core/model/encoder_weights.h"
 
 namespace kh {
 
@@ -157,26 +156,10 @@ std::shared_ptr<ModernBertEncoder> ModernBertEncoder::load(const std::string& di
     }
   }
 
-  auto weights = CheckpointWeights::open(dir);
-  const std::string prefix = weights->has("model.embeddings.tok_embeddings.weight") ? "model." : "";
-  std::set<std::string> used;
-  std::vector<std::string> missing, misshaped;
-  auto take = [&](const std::string& name, std::vector<int64_t> shape, bool present = true) -> at::Tensor {
-    if (!present) return {};
-    const std::string full = prefix + name;
-    if (!weights->has(full)) {
-      missing.push_back(full);
-      return {};
-    }
-    used.insert(full);
-    at::Tensor t = weights->tensor(full);
-    if (t.sizes().vec() != shape) {
-      std::ostringstream m;
-      m << full << ": " << t.sizes() << ", expected " << at::IntArrayRef(shape);
-      misshaped.push_back(m.str());
-      return {};
-    }
-    return t.to(at::kFloat).clone();  // own fp32 copy: independent of the mapping
+  EncoderWeights w(CheckpointWeights::open(dir));
+  if (w.has("model.embeddings.tok_embeddings.weight")) w.setPrefix("model.");
+  auto take = [&](const std::string& name, std::vector<int64_t> shape, bool present = true) {
+    return w.take(name, shape, present);
   };
   const int64_t D = c.hiddenSize, I = c.intermediateSize;
   enc->tokEmb_ = take("embeddings.tok_embeddings.weight", {c.vocabSize, D});
@@ -201,27 +184,12 @@ std::shared_ptr<ModernBertEncoder> ModernBertEncoder::load(const std::string& di
   }
   enc->finalNormW_ = take("final_norm.weight", {D});
   enc->finalNormB_ = take("final_norm.bias", {D}, s.normBias);
-  std::vector<std::string> unexpected;
-  for (const auto& n : weights->names()) {
-    if (used.count(n)) continue;
-    // ModernBertForMaskedLM's head (head.dense, head.norm, decoder) sits beside "model.".
-    const bool ignored = !prefix.empty() && (n.rfind("head.", 0) == 0 || n.rfind("decoder.", 0) == 0);
-    if (!ignored) unexpected.push_back(n);
-  }
-  if (!missing.empty() || !misshaped.empty() || !unexpected.empty()) {
-    std::string what;
-    auto list = [&](const char* label, const std::vector<std::string>& v) {
-      if (v.empty()) return;
-      what += std::string(what.empty() ? "" : "; ") + label + " " + std::to_string(v.size()) + ": " + v[0];
-      if (v.size() > 1) what += ", " + v[1];
-      if (v.size() > 2) what += ", ...";
-    };
-    list("missing", missing);
-    list("mis-shaped", misshaped);
-    list("unexpected", unexpected);
-    throw Error(dir, "weights do not match a modernbert encoder (" + what + ")",
-                "norm_bias, attention_bias and mlp_bias in config.json say which biases exist");
-  }
+  // ModernBertForMaskedLM's head (head.dense, head.norm, decoder) sits beside "model.".
+  const bool masked = !w.prefix().empty();
+  w.check(
+      dir, "modernbert",
+      [&](const std::string& n) { return masked && (n.rfind("head.", 0) == 0 || n.rfind("decoder.", 0) == 0); },
+      "norm_bias, attention_bias and mlp_bias in config.json say which biases exist");
   return enc;
 }
 
