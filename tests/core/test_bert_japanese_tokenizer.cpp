@@ -18,6 +18,7 @@
 #include "core/text/bert_japanese_tokenizer.h"
 #include "core/text/tokenizer.h"
 #include "tests/core/mecab_dictionary.h"
+#include "tests/core/encoder_golden.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -25,17 +26,9 @@ using kh::test::TempDir;
 
 namespace {
 
-std::string ruriDir() { return kh::test::sourceDir() + "/tests/golden/encoder/ruri_tiny"; }
+std::string ruriDir() { return kh::test::goldenDir("ruri_tiny"); }
 
-std::string errorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const kh::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no kh::Error";
-  return {};
-}
+using kh::test::errorOf;
 
 // A copy of ruri_tiny with tokenizer_config.json edited.
 std::string ruriWith(const TempDir& d, const std::function<void(nlohmann::json&)>& edit) {

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/retrieval/encoder_embedder.h"
+#include "tests/core/encoder_golden.h"
 #include "tests/test_util.h"
 
 using namespace kh::retrieval;
@@ -21,31 +22,11 @@ namespace {
 
 constexpr int kDim = 32;
 
-std::string goldenDir(const std::string& name) { return kh::test::sourceDir() + "/tests/golden/encoder/" + name; }
-
-nlohmann::json golden(const std::string& name) { return nlohmann::json::parse(kh::test::readFile(goldenDir(name) + "/golden.json")); }
-
-double maxDiff(const float* a, const std::vector<double>& b) {
-  double m = 0;
-  for (size_t i = 0; i < b.size(); ++i) m = std::max(m, std::abs(double(a[i]) - b[i]));
-  return m;
-}
-
-const nlohmann::json& caseOf(const nlohmann::json& g, const std::string& text) {
-  for (const auto& c : g["cases"])
-    if (c["text"] == text) return c;
-  throw std::runtime_error("no golden case " + text);
-}
-
-std::string errorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const kh::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no kh::Error";
-  return {};
-}
+using kh::test::caseOf;
+using kh::test::errorOf;
+using kh::test::golden;
+using kh::test::goldenDir;
+using kh::test::maxDiff;
 
 // A copy of a golden folder (under the same name, so the auto prefix style is kept) with its
 // config.json edited.
