@@ -18,6 +18,7 @@
 #include <fstream>
 
 #include "core/jobs/jobs.h"
+#include "tests/gui/test_main.h"
 #include "tests/gui/tiny_models.h"
 #include "widgets/evolve_dashboard.h"
 #include "widgets/qcp.h"
@@ -530,27 +531,15 @@ class TestMergeView : public QObject {
 };
 
 int main(int argc, char** argv) {
-  QApplication app(argc, argv);
-  QApplication::setOrganizationName("KumihimoTest");
-  QApplication::setApplicationName("kh_gui_tests");
-  QStandardPaths::setTestModeEnabled(true);
-  const QString only = argc > 1 ? QString::fromLocal8Bit(argv[1]) : QString();
-  QStringList args{QString::fromLocal8Bit(argv[0])};
-  for (int i = 2; i < argc; ++i) args << QString::fromLocal8Bit(argv[i]);
-  int status = 0;
-  auto run = [&](QObject* t) {
-    if (only.isEmpty() || only == QString::fromLatin1(t->metaObject()->className())) status |= QTest::qExec(t, args);
-    delete t;
-  };
-  run(new TestItemModels);
-  run(new TestJobRunner);
-  run(new TestEvolveForm);
-  run(new TestEvolveRun);
-  run(new TestDashboardFollow);
-  run(new TestMergeView);
-  run(new TestScreenshots);
-  run(new TestChatCancel);
-  return status;
+  return kh::guitest::runTestClasses(argc, argv, "kh_gui_tests",
+                                      {[] { return static_cast<QObject*>(new TestItemModels); },
+                                       [] { return static_cast<QObject*>(new TestJobRunner); },
+                                       [] { return static_cast<QObject*>(new TestEvolveForm); },
+                                       [] { return static_cast<QObject*>(new TestEvolveRun); },
+                                       [] { return static_cast<QObject*>(new TestDashboardFollow); },
+                                       [] { return static_cast<QObject*>(new TestMergeView); },
+                                       [] { return static_cast<QObject*>(new TestScreenshots); },
+                                       [] { return static_cast<QObject*>(new TestChatCancel); }});
 }
 
 #include "gui_tests.moc"

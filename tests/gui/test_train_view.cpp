@@ -17,6 +17,7 @@
 #include "core/jobs/chat_engine.h"
 #include "core/jobs/jobs.h"
 #include "core/jobs/train_jobs.h"
+#include "tests/gui/test_main.h"
 #include "tests/gui/tiny_models.h"
 #include "widgets/chat/compare_pane.h"
 #include "widgets/job_runner.h"
@@ -480,22 +481,10 @@ class TestTrainRun : public QObject {
 };
 
 int main(int argc, char** argv) {
-  QApplication app(argc, argv);
-  QApplication::setOrganizationName("KumihimoTest");
-  QApplication::setApplicationName("kh_train_gui_tests");
-  QStandardPaths::setTestModeEnabled(true);
-  const QString only = argc > 1 ? QString::fromLocal8Bit(argv[1]) : QString();
-  QStringList args{QString::fromLocal8Bit(argv[0])};
-  for (int i = 2; i < argc; ++i) args << QString::fromLocal8Bit(argv[i]);
-  int status = 0;
-  auto run = [&](QObject* t) {
-    if (only.isEmpty() || only == QString::fromLatin1(t->metaObject()->className())) status |= QTest::qExec(t, args);
-    delete t;
-  };
-  run(new TestTrainForm);
-  run(new TestTrainAudit);
-  run(new TestTrainRun);
-  return status;
+  return kh::guitest::runTestClasses(argc, argv, "kh_train_gui_tests",
+                                      {[] { return static_cast<QObject*>(new TestTrainForm); },
+                                       [] { return static_cast<QObject*>(new TestTrainAudit); },
+                                       [] { return static_cast<QObject*>(new TestTrainRun); }});
 }
 
 #include "test_train_view.moc"
