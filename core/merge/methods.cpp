@@ -164,6 +164,16 @@ inline float loadF(const uint16_t* p, int64_t i) {
   return f;
 }
 
+// keys[j] = the fp32 bits of |o[j] - b[j]| for j < m (ordered like the magnitudes): a loop that
+// vectorises, run before the counting that uses the keys.
+template <class T>
+inline void diffKeys(const T* o, const T* b, int64_t m, uint32_t* keys) {
+  for (int64_t j = 0; j < m; ++j) {
+    const float a = std::fabs(loadF(o, j) - loadF(b, j));
+    std::memcpy(&keys[j], &a, 4);
+  }
+}
+
 // Per-thread histograms of the fused path: four uint32 counters per key, side by side (elements
 // count in lanes 0-3 in turn), so runs of equal keys (magnitudes cluster in a few hundred keys) do not
 // form one chain of increments to the same address; folded into int64 totals before a count could
@@ -209,12 +219,7 @@ void histogramOfDiff(const T* o, const T* b, int64_t n, int32_t wantBin, std::ve
     uint32_t keys[kRun];
     for (int64_t s0 = begin; s0 < end; s0 += kRun) {
       const int64_t m = std::min(kRun, end - s0);
-      const T* os = o + s0;
-      const T* bs = b + s0;
-      for (int64_t j = 0; j < m; ++j) {
-        const float a = std::fabs(loadF(os, j) - loadF(bs, j));
-        std::memcpy(&keys[j], &a, 4);
-      }
+      diffKeys(o + s0, b + s0, m, keys);
       if (wantBin < 0) {
         int64_t j = 0;
         for (; j + 4 <= m; j += 4) {
@@ -246,12 +251,7 @@ void windowOfDiff(const T* o, const T* b, int64_t n, uint32_t lo, uint32_t span,
     int64_t count = 0;
     for (int64_t s0 = begin; s0 < end; s0 += kRun) {
       const int64_t m = std::min(kRun, end - s0);
-      const T* os = o + s0;
-      const T* bs = b + s0;
-      for (int64_t j = 0; j < m; ++j) {
-        const float a = std::fabs(loadF(os, j) - loadF(bs, j));
-        std::memcpy(&keys[j], &a, 4);
-      }
+      diffKeys(o + s0, b + s0, m, keys);
       int32_t runBelow = 0;  // vectorises; the window's adds below are the rare branch
       for (int64_t j = 0; j < m; ++j) runBelow += static_cast<int32_t>(keys[j] < lo);
       count += runBelow;
