@@ -298,6 +298,22 @@ at::Tensor stableRanks(const at::Tensor& a) {  // ascending, ties by index: rank
 
 namespace {
 
+at::Tensor bf16Rounded(const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); }
+
+// A bf16-rounded base [rows, cols] and two models near it (so many task-vector magnitudes are
+// exactly equal), with weights 0.7 / 0.4 and densities 0.3 / 0.6.
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<ModelParams>> bf16TaskVectors(int64_t rows, int64_t cols) {
+  auto base = bf16Rounded(at::randn({rows, cols}) * 0.02);
+  std::vector<at::Tensor> others{bf16Rounded(base + at::randn({rows, cols}) * 0.01),
+                                 bf16Rounded(base + at::randn({rows, cols}) * 0.01)};
+  std::vector<ModelParams> p(2);
+  p[0].weight = 0.7;
+  p[0].density = 0.3;
+  p[1].weight = 0.4;
+  p[1].density = 0.6;
+  return {base, others, p};
+}
+
 // ties over the whole tensor written out plainly (top-k by stable rank, sign consensus, normalize).
 at::Tensor tiesTwin(const at::Tensor& base, const std::vector<at::Tensor>& others, const std::vector<ModelParams>& p) {
   const int64_t n = base.numel();
@@ -338,14 +354,7 @@ std::pair<at::Tensor, int64_t> streamedTies(const at::Tensor& base, const std::v
 // the sample misleads (then the merge takes the histogram passes).
 TEST(MergeMethodChunks, SampledRankWindowKeepsTheExactTopK) {
   const int64_t rows = 2100, cols = 2000, n = rows * cols;  // above the 2^22 elements that take a window
-  auto q = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
-  auto base = q(at::randn({rows, cols}) * 0.02);
-  std::vector<at::Tensor> others{q(base + at::randn({rows, cols}) * 0.01), q(base + at::randn({rows, cols}) * 0.01)};
-  std::vector<ModelParams> p(2);
-  p[0].weight = 0.7;
-  p[0].density = 0.3;
-  p[1].weight = 0.4;
-  p[1].density = 0.6;
+  auto [base, others, p] = bf16TaskVectors(rows, cols);
   {
     auto [got, reads] = streamedTies(base, others, p);
     EXPECT_LT(maxAbsDiff(got, tiesTwin(base, others, p)), 1e-6);
@@ -356,10 +365,10 @@ TEST(MergeMethodChunks, SampledRankWindowKeepsTheExactTopK) {
     // Rows the sample reads ((2j + 1) * rows / 512) get tiny task vectors, every other row a large
     // one: the window lands far below the real threshold. Same exact result, through more passes.
     std::vector<at::Tensor> skewed;
-    for (const auto& o : others) skewed.push_back(q(base + (o - base) * 8.0));
+    for (const auto& o : others) skewed.push_back(bf16Rounded(base + (o - base) * 8.0));
     for (int64_t j = 0; j < 256; ++j) {
       const int64_t r = (2 * j + 1) * rows / 512;
-      for (auto& s : skewed) s[r].copy_(q(base[r] + (s[r] - base[r]) / 64.0));
+      for (auto& s : skewed) s[r].copy_(bf16Rounded(base[r] + (s[r] - base[r]) / 64.0));
     }
     auto [got, reads] = streamedTies(base, skewed, p);
     EXPECT_LT(maxAbsDiff(got, tiesTwin(base, skewed, p)), 1e-6);
@@ -370,29 +379,12 @@ TEST(MergeMethodChunks, SampledRankWindowKeepsTheExactTopK) {
 TEST(MergeMethodChunks, MultiChunkTensorsMatchWholeTensorFormulas) {
   const int64_t rows = 1100, cols = 2000, n = rows * cols;
   ASSERT_GT(n, 2 * kChunkElements);
-  auto q = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
-  auto base = q(at::randn({rows, cols}) * 0.02);
-  std::vector<at::Tensor> others{q(base + at::randn({rows, cols}) * 0.01), q(base + at::randn({rows, cols}) * 0.01)};
-  std::vector<ModelParams> p(2);
-  p[0].weight = 0.7;
-  p[0].density = 0.3;
-  p[1].weight = 0.4;
-  p[1].density = 0.6;
+  auto [base, others, p] = bf16TaskVectors(rows, cols);
   MethodParams mp = named();
   mp.seed = 5;
   std::vector<at::Tensor> d{others[0] - base, others[1] - base};
   {  // ties: top-k by magnitude over the whole tensor, sign consensus, normalize.
-    std::vector<at::Tensor> x;
-    for (int i = 0; i < 2; ++i) {
-      const int64_t k = static_cast<int64_t>(p[i].density * n);
-      auto keep = (stableRanks(d[i].abs()) >= n - k).to(at::kFloat);
-      x.push_back(d[i] * keep * p[i].weight);
-    }
-    auto sign = at::where(x[0] + x[1] >= 0, at::ones_like(base), -at::ones_like(base));
-    auto k0 = (at::sign(x[0]) == sign).to(at::kFloat), k1 = (at::sign(x[1]) == sign).to(at::kFloat);
-    auto div = k0 * p[0].weight + k1 * p[1].weight;
-    div.masked_fill_(div == 0, 1.0);
-    auto expected = base + (x[0] * k0 + x[1] * k1) / div;
+    auto expected = tiesTwin(base, others, p);
     auto got = mergeTensor(Method::Ties, base, others, p, mp);
     EXPECT_LT(maxAbsDiff(got, expected), 1e-6);
     auto cut = std::get<0>(d[0].abs().reshape({-1}).kthvalue(n - static_cast<int64_t>(0.3 * n) + 1));
