@@ -24,6 +24,7 @@
 #include "core/train/preflight.h"
 #include "core/train/trainer.h"
 #include "tests/core/stop_task.h"
+#include "tests/core/train_checks.h"
 #include "tests/test_util.h"
 
 using namespace kh;
@@ -255,22 +256,8 @@ TEST(TrainLora, GradientsMatchFiniteDifferences) {
   // along the gradient itself (must be |g|) and along a fixed random direction (must be g . u).
   auto gen = at::detail::createCPUGenerator(11);
   for (const std::string m : {targets[0], targets[5]}) {
-    for (const at::Tensor* p : {&model->adapter(m)->A, &model->adapter(m)->B}) {
-      const at::Tensor grad = p->grad().clone();
-      at::Tensor random = at::empty(grad.sizes(), at::kDouble).normal_(0, 1, gen);
-      for (const at::Tensor& dir : {grad / grad.norm(), random / random.norm()}) {
-        at::NoGradGuard g;
-        const double h = 1e-4, want = (grad * dir).sum().item<double>();
-        at::Tensor& param = const_cast<at::Tensor&>(*p);
-        param.add_(dir, h);
-        const double up = batchLoss(*model, b).item<double>();
-        param.add_(dir, -2 * h);
-        const double down = batchLoss(*model, b).item<double>();
-        param.add_(dir, h);
-        const double fd = (up - down) / (2 * h);
-        EXPECT_NEAR(want, fd, 1e-8 + 1e-5 * std::abs(want)) << m;
-      }
-    }
+    for (const at::Tensor* p : {&model->adapter(m)->A, &model->adapter(m)->B})
+      test::expectGradientMatchesFiniteDifferences(*p, [&] { return batchLoss(*model, b).item<double>(); }, gen, m);
   }
 }
 
@@ -354,9 +341,7 @@ TEST(TrainRun, ATinyModelLearnsToStopOnlyWhenItsEndOfTurnIsTrained) {
 TEST(TrainRun, CancelledRunResumesToTheSameAdapterAsAnUninterruptedOne) {
   Tiny t("llama", 32, 2);
   test::TempDir d;
-  std::string data;
-  for (int i = 0; i < 12; ++i) data += R"({"prompt": "問)" + std::to_string(i) + R"(", "completion": "答)" + std::to_string(i % 3) + "\"}\n";
-  test::writeFile(d.file("data.jsonl"), data);
+  test::writeFile(d.file("data.jsonl"), test::promptCompletionData(12));
   const std::string yaml = "model: " + t.path + "\ndata: " + d.file("data.jsonl") +
                            "\nlora: {rank: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, v_proj]}\nsteps: 8\nbatch_size: 3\n"
                            "grad_accum: 2\nweight_decay: 0.01\nschedule: linear\nwarmup_steps: 2\neval_prompts: 2\neval_max_new_tokens: 4\n"
@@ -383,9 +368,7 @@ TEST(TrainRun, CancelledRunResumesToTheSameAdapterAsAnUninterruptedOne) {
 TEST(TrainRun, RunPrintsThePreflightAndReportsProgressEveryStep) {
   Tiny t("llama", 32, 2);
   test::TempDir d;
-  std::string data;
-  for (int i = 0; i < 10; ++i) data += R"({"prompt": "問)" + std::to_string(i) + R"(", "completion": "答)" + std::to_string(i % 3) + "\"}\n";
-  test::writeFile(d.file("data.jsonl"), data);
+  test::writeFile(d.file("data.jsonl"), test::promptCompletionData(10));
   const std::string yaml = "model: " + t.path + "\ndata: " + d.file("data.jsonl") +
                            "\nlora: {rank: 2, alpha: 4, target_modules: [q_proj]}\nsteps: 45\nbatch_size: 2\neval_prompts: 1\n"
                            "eval_max_new_tokens: 2\nexport_merged: false\nlearning_rate: 0.01\nschedule: cosine\n"

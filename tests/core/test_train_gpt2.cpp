@@ -13,6 +13,7 @@
 #include "core/model/runtime.h"
 #include "core/model/tiny.h"
 #include "core/train/trainer.h"
+#include "tests/core/train_checks.h"
 #include "tests/test_util.h"
 
 using namespace kh;
@@ -75,22 +76,8 @@ TEST(TrainGpt2Lora, GradientsMatchFiniteDifferences) {
   loss.backward();
   auto gen = at::detail::createCPUGenerator(11);
   for (const std::string m : {targets[0], targets[3], targets[6]}) {
-    for (const at::Tensor* p : {&model->adapter(m)->A, &model->adapter(m)->B}) {
-      const at::Tensor grad = p->grad().clone();
-      ASSERT_GT(grad.abs().max().item<double>(), 0) << m;
-      at::Tensor random = at::empty(grad.sizes(), at::kDouble).normal_(0, 1, gen);
-      for (const at::Tensor& dir : {grad / grad.norm(), random / random.norm()}) {
-        at::NoGradGuard g;
-        const double h = 1e-4, want = (grad * dir).sum().item<double>();
-        at::Tensor& param = const_cast<at::Tensor&>(*p);
-        param.add_(dir, h);
-        const double up = batchLoss(*model, b).item<double>();
-        param.add_(dir, -2 * h);
-        const double down = batchLoss(*model, b).item<double>();
-        param.add_(dir, h);
-        EXPECT_NEAR(want, (up - down) / (2 * h), 1e-8 + 1e-5 * std::abs(want)) << m;
-      }
-    }
+    for (const at::Tensor* p : {&model->adapter(m)->A, &model->adapter(m)->B})
+      test::expectGradientMatchesFiniteDifferences(*p, [&] { return batchLoss(*model, b).item<double>(); }, gen, m);
   }
 }
 

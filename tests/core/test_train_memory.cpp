@@ -23,6 +23,7 @@
 #include "core/train/train_memory.h"
 #include "core/train/trainer.h"
 #include "tests/core/stop_task.h"
+#include "tests/core/train_checks.h"
 #include "tests/test_util.h"
 
 using namespace kh;
@@ -171,9 +172,7 @@ TEST(TrainCheckpointing, FullFineTuningGradientsEqualTheOrdinaryBackward) {
 TEST(TrainCheckpointing, ARunWithCheckpointingTrainsTheSameAdapter) {
   TinyModel t("llama", 32, 2);
   test::TempDir d;
-  std::string data;
-  for (int i = 0; i < 12; ++i) data += R"({"prompt": "問)" + std::to_string(i) + R"(", "completion": "答)" + std::to_string(i % 3) + "\"}\n";
-  test::writeFile(d.file("data.jsonl"), data);
+  test::writeFile(d.file("data.jsonl"), test::promptCompletionData(12));
   const std::string yaml = "model: " + t.path + "\ndata: " + d.file("data.jsonl") +
                            "\nlora: {rank: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, v_proj, down_proj]}\nsteps: 4\n"
                            "batch_size: 3\ngrad_accum: 2\neval_prompts: 1\neval_max_new_tokens: 2\nexport_merged: false\n"
