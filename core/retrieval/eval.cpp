@@ -1,6 +1,7 @@
 // Retrieval metrics and the evaluation run folder.
 #include "core/retrieval/eval.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -31,8 +32,11 @@ std::vector<LabelledQuery> readLabelledQueries(const std::string& path, const Do
     LabelledQuery q;
     q.query = j["query"];
     q.line = n;
+    if (q.query.find_first_not_of(" \t\r\n") == std::string::npos) throw Error(where, "empty query");
+    std::set<std::string> listed;
     for (const auto& r : j["relevant"]) {
       const std::string id = r.is_string() ? r.get<std::string>() : r.dump();
+      if (!listed.insert(id).second) continue;  // listed twice: one relevant item, not two
       if (!store.hasId(id)) throw Error(where, "unknown id '" + id + "': no such document or chunk in " + store.dir(),
                                         "ids are document ids or <doc>#<n> chunk ids");
       q.relevant.push_back(id);
@@ -44,8 +48,12 @@ std::vector<LabelledQuery> readLabelledQueries(const std::string& path, const Do
   return out;
 }
 
-QueryMetrics scoreRanking(const std::vector<RetrievalHit>& ranked, const std::vector<std::string>& relevant) {
+QueryMetrics scoreRanking(const std::vector<RetrievalHit>& ranked, const std::vector<std::string>& listed) {
   QueryMetrics m;
+  std::vector<std::string> relevant;  // each id once
+  for (const auto& r : listed)
+    if (std::find(relevant.begin(), relevant.end(), r) == relevant.end()) relevant.push_back(r);
+  if (relevant.empty()) return m;
   std::set<std::string> found;
   double dcg = 0;
   int found1 = 0, found5 = 0, found10 = 0;
