@@ -12,6 +12,9 @@
 #include <faiss/index_io.h>
 
 #include <ATen/ATen.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -24,6 +27,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/io/safetensors_header.h"
 #include "core/model/model_folder.h"
 #include "core/model/runtime.h"
 #include "core/text/tokenizer.h"
@@ -42,7 +46,39 @@ void normalizeRows(std::vector<float>& v, int dim) {
 
 // ---------------------------------------------------------------------------------------------
 
-std::string modelFingerprint(const std::string& modelDir, const std::vector<std::string>& files) {
+namespace {
+
+// FNV-1a over 64 bytes from the middle of every tensor of a safetensors file (read with pread: a
+// few hundred small reads for a 7B model). A file whose header does not parse adds nothing here;
+// loading the model reports it properly.
+uint64_t hashTensorSamples(uint64_t h, const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return h;
+  struct stat info {};
+  std::vector<uint8_t> head(8);
+  try {
+    if (::fstat(fd, &info) != 0 || ::pread(fd, head.data(), 8, 0) != 8) throw Error(path, "unreadable");
+    const uint64_t size = static_cast<uint64_t>(info.st_size);
+    const uint64_t n = st::readHeaderLength(head.data(), size, path);
+    head.resize(8 + n);
+    if (::pread(fd, head.data() + 8, n, 8) != static_cast<ssize_t>(n)) throw Error(path, "unreadable");
+    const st::Header hdr = st::parseHeader(head.data(), head.size(), size, path);
+    uint8_t buf[64];
+    for (const auto& t : hdr.tensors) {
+      const uint64_t len = std::min<uint64_t>(64, t.nbytes());
+      const uint64_t at = hdr.dataOffset + t.begin + (t.nbytes() - len) / 2;
+      if (len == 0 || ::pread(fd, buf, len, static_cast<off_t>(at)) != static_cast<ssize_t>(len)) continue;
+      for (uint64_t i = 0; i < len; ++i) h = (h ^ buf[i]) * 1099511628211ull;
+    }
+  } catch (const Error&) {
+  }
+  ::close(fd);
+  return h;
+}
+
+}  // namespace
+
+std::string modelFingerprint(const std::string& modelDir, const std::vector<std::string>& files, bool withWeights) {
   namespace fs = std::filesystem;
   auto fnv1a = [](uint64_t h, const std::string& s) {
     for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
@@ -60,6 +96,8 @@ std::string modelFingerprint(const std::string& modelDir, const std::vector<std:
     if (e.path().extension() == ".safetensors") weights.push_back(e.path().filename().string() + ":" + std::to_string(e.file_size()));
   std::sort(weights.begin(), weights.end());
   for (const auto& w : weights) h = fnv1a(h, w);
+  if (withWeights)
+    for (const auto& w : weights) h = hashTensorSamples(h, (fs::path(modelDir) / w.substr(0, w.rfind(':'))).string());
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
   std::string name = fs::path(modelDir).filename().string();
@@ -75,6 +113,7 @@ DecoderEmbedder::DecoderEmbedder(const std::string& modelDir, int batchSize, int
   model_ = Model::load(folder);
   dim_ = static_cast<int>(model_->config().hiddenSize);
   identity_ = "decoder-mean:" + modelFingerprint(modelDir, {"config.json"});
+  legacyIdentity_ = "decoder-mean:" + modelFingerprint(modelDir, {"config.json"}, false);
 }
 
 DecoderEmbedder::~DecoderEmbedder() = default;

@@ -25,15 +25,20 @@ namespace kh::retrieval {
 using EmbedProgress = std::function<void(size_t done, size_t total)>;
 
 // "<folder name>:<16 hex digits>": FNV-1a 64 over the contents of `files` (paths inside the model
-// folder, in order), then each .safetensors file's name and size (sorted). Embedder identities are
-// built from it, so a store notices another model or changed weights.
-std::string modelFingerprint(const std::string& modelDir, const std::vector<std::string>& files);
+// folder, in order), then each .safetensors file's name and size (sorted), then (withWeights) 64
+// bytes from the middle of every tensor of those files. Embedder identities are built from it, so
+// a store notices another model, and weights fine-tuned in place (same names and sizes). Without
+// `withWeights`: the identity stores built before 2026-12 recorded (accepted for them).
+std::string modelFingerprint(const std::string& modelDir, const std::vector<std::string>& files, bool withWeights = true);
 
 class Embedder {
  public:
   virtual ~Embedder() = default;
   // What built a store's vectors; a store refuses queries from an embedder with another identity.
   virtual std::string identity() const = 0;
+  // The identity an older version of this embedder gave the same model ("" when none): a store
+  // that recorded it is accepted too.
+  virtual std::string legacyIdentity() const { return {}; }
   virtual int dim() const = 0;
   // Unit vectors, row-major [texts.size(), dim()], of passages (what a store indexes).
   virtual std::vector<float> embed(const std::vector<std::string>& texts, const EmbedProgress& progress = {}) const = 0;
@@ -52,13 +57,14 @@ class DecoderEmbedder : public Embedder {
   explicit DecoderEmbedder(const std::string& modelDir, int batchSize = 16, int maxTokens = 256);
   ~DecoderEmbedder() override;
   std::string identity() const override { return identity_; }
+  std::string legacyIdentity() const override { return legacyIdentity_; }
   int dim() const override { return dim_; }
   std::vector<float> embed(const std::vector<std::string>& texts, const EmbedProgress& progress = {}) const override;
   const std::string& modelDir() const { return dir_; }
   std::string spec() const override;
 
  private:
-  std::string dir_, identity_;
+  std::string dir_, identity_, legacyIdentity_;
   int dim_ = 0, batchSize_, maxTokens_;
   std::shared_ptr<Model> model_;
   std::shared_ptr<Tokenizer> tokenizer_;

@@ -74,12 +74,15 @@ EncoderEmbedder::EncoderEmbedder(const std::string& modelDir, const std::string&
   // XLM-R positions start at padding_idx + 1.
   const int64_t usable = model_->config().maxPositions - (model_->config().modelType == "xlm-roberta" ? model_->config().padTokenId + 1 : 0);
   maxTokens_ = static_cast<int>(std::min<int64_t>(maxTokens_, usable));
-  identity_ = "encoder-mean:" +
-              modelFingerprint(modelDir, mecabWords ? std::vector<std::string>{"config.json", "tokenizer_config.json", "vocab.txt"}
-                                                    : std::vector<std::string>{"config.json", "tokenizer.json"}) +
-              ":" + prefixes_.style;
+  const std::vector<std::string> files = mecabWords ? std::vector<std::string>{"config.json", "tokenizer_config.json", "vocab.txt"}
+                                                    : std::vector<std::string>{"config.json", "tokenizer.json"};
+  identity_ = "encoder-mean:" + modelFingerprint(modelDir, files) + ":" + prefixes_.style;
+  legacyIdentity_ = "encoder-mean:" + modelFingerprint(modelDir, files, false) + ":" + prefixes_.style;
   // The MeCab dictionary lives outside the folder: another one splits words differently.
-  if (const std::string seg = tokenizer_->segmenterIdentity(); !seg.empty()) identity_ += ":" + seg;
+  if (const std::string seg = tokenizer_->segmenterIdentity(); !seg.empty()) {
+    identity_ += ":" + seg;
+    legacyIdentity_ += ":" + seg;
+  }
 }
 
 EncoderEmbedder::~EncoderEmbedder() = default;

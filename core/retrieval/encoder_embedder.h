@@ -37,6 +37,7 @@ class EncoderEmbedder : public Embedder {
                   int maxTokens = 512);
   ~EncoderEmbedder() override;
   std::string identity() const override { return identity_; }
+  std::string legacyIdentity() const override { return legacyIdentity_; }
   int dim() const override { return dim_; }
   std::vector<float> embed(const std::vector<std::string>& texts, const EmbedProgress& progress = {}) const override;
   std::vector<float> embedQuery(const std::string& query) const override;
@@ -48,7 +49,7 @@ class EncoderEmbedder : public Embedder {
   std::vector<float> embedRaw(const std::vector<std::string>& texts, const EmbedProgress& progress = {}) const;
 
  private:
-  std::string dir_, identity_;
+  std::string dir_, identity_, legacyIdentity_;
   EmbedPrefixes prefixes_;
   int dim_ = 0, batchSize_, maxTokens_;
   std::shared_ptr<TextEncoder> model_;
