@@ -215,21 +215,24 @@ RagSource RagStore::source(const std::string& chunkId) const {
     s.path = s.source.substr(0, colon);
     s.line = std::stoi(s.source.substr(colon + 1));
   }
-  if (fs::exists(s.path)) s.path = fs::absolute(s.path).lexically_normal().string();
-  // The text from the file, when it still holds this document with this chunk where it was.
+  // The absolute path recorded at import (the source may be relative to wherever that ran).
+  if (!d->origin.empty()) s.path = d->origin;
+  else if (fs::exists(s.path)) s.path = fs::absolute(s.path).lexically_normal().string();
+  // The text from the file, when it still holds this document (the same JSONL line) with this
+  // chunk where it was.
   bool fromFile = false;
   try {
     if (fs::is_regular_file(s.path))
-      for (const auto& sd : rt::readSourceFile(s.path))
-        if (sd.id == d->id) {
-          const auto cps = rt::decodeUtf8(sd.text, s.path);
-          if (static_cast<size_t>(c->end) <= cps.size() &&
-              rt::encodeUtf8(cps, static_cast<size_t>(c->begin), static_cast<size_t>(c->end)) == c->text) {
-            s.text = sd.text;
-            fromFile = true;
-          }
-          break;
+      for (const auto& sd : rt::readSourceFile(s.path)) {
+        if (s.line > 0 && sd.source != s.path + ":" + std::to_string(s.line)) continue;
+        const auto cps = rt::decodeUtf8(sd.text, s.path);
+        if (static_cast<size_t>(c->end) <= cps.size() &&
+            rt::encodeUtf8(cps, static_cast<size_t>(c->begin), static_cast<size_t>(c->end)) == c->text) {
+          s.text = sd.text;
+          fromFile = true;
         }
+        break;
+      }
   } catch (const Error&) {
     // unreadable now: fall back to the stored chunks below
   }

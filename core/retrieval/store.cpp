@@ -46,6 +46,12 @@ void writeAtomically(const std::string& path, const std::string& bytes) {
 
 bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 
+// Nothing to search for or index: no BM25 term once normalised (only blanks, U+3000 included, and
+// ASCII punctuation). `s` must be valid UTF-8.
+bool nothingToSearch(const std::string& s, const std::string& where) {
+  return blank(s) || searchTerms(normalizeForSearch(decodeUtf8(s, where)), false).empty();
+}
+
 std::string absolutePath(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
 
 // `origin` is `scope` or lies under the folder `scope`.
@@ -72,14 +78,17 @@ std::vector<std::string> sourceFilesOf(const std::string& path) {
   return files;
 }
 
-std::vector<SourceDocument> readSourceFile(const std::string& path) {
+std::vector<SourceDocument> readSourceFile(const std::string& path, const std::string& name) {
   if (!fs::is_regular_file(path)) throw Error(path, "no such file");
-  const std::string bytes = readAll(path);
+  std::string bytes = readAll(path);
+  if (bytes.compare(0, 3, "\xEF\xBB\xBF") == 0) bytes.erase(0, 3);  // a UTF-8 byte order mark is not text
   if (blank(bytes)) throw Error(path, "empty file", "nothing to import");
   if (auto nul = bytes.find('\0'); nul != std::string::npos)
     throw Error(path, "binary file (NUL byte at byte " + std::to_string(nul) + ")", "import text, Markdown or JSONL");
   decodeUtf8(bytes, path);  // throws with the byte offset and line
   const fs::path p(path);
+  // The document's name: as the import named it (relative to the folder imported), else the file's.
+  const fs::path named = name.empty() ? p.filename() : fs::path(name);
   const std::string origin = absolutePath(path);
   std::vector<SourceDocument> out;
   if (p.extension() == ".jsonl") {
@@ -98,17 +107,19 @@ std::vector<SourceDocument> readSourceFile(const std::string& path) {
         throw Error(where, "needs a string \"text\"", "one {\"text\": ..., \"id\": ..., \"metadata\": {...}} per line");
       SourceDocument d;
       d.text = j["text"].get<std::string>();
-      if (blank(d.text)) throw Error(where, "empty text");
+      if (nothingToSearch(d.text, where)) throw Error(where, "empty text (only blanks or punctuation)");
       d.id = j.contains("id") ? (j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump())
-                              : p.stem().string() + ":" + std::to_string(n);
+                              : (named.parent_path() / named.stem()).generic_string() + ":" + std::to_string(n);
       if (j.contains("metadata")) d.metadata = j["metadata"];
       d.source = where;
       d.origin = origin;
       out.push_back(std::move(d));
     }
+    if (out.empty()) throw Error(path, "empty file (no JSONL lines)", "nothing to import");
   } else {
+    if (nothingToSearch(bytes, path)) throw Error(path, "empty file (only blanks or punctuation)", "nothing to import");
     SourceDocument d;
-    d.id = p.filename().string();
+    d.id = named.generic_string();
     d.text = bytes;
     d.source = path;
     d.origin = origin;
@@ -137,6 +148,12 @@ nlohmann::json RetrievalHit::toJson() const {
 // ---------------------------------------------------------------------------------------------
 
 DocumentStore DocumentStore::open(const std::string& dir, const StoreOptions& options) { return openImpl(dir, options, true); }
+DocumentStore DocumentStore::openExisting(const std::string& dir, const StoreOptions& options) {
+  if (!fs::exists(fs::path(dir) / "CURRENT"))
+    throw Error(dir, fs::exists(dir) ? "not a retrieval store (no CURRENT file)" : "no such store folder",
+                "build one with `kumihimo-cli index add STORE FILES...`");
+  return openImpl(dir, options, true);
+}
 DocumentStore DocumentStore::openChunksOnly(const std::string& dir, const StoreOptions& options) {
   return openImpl(dir, options, false);
 }
@@ -153,6 +170,9 @@ DocumentStore DocumentStore::openImpl(const std::string& dir, const StoreOptions
   while (!gen.empty() && (gen.back() == '\n' || gen.back() == ' ')) gen.pop_back();
   const fs::path g = fs::path(dir) / gen;
   const std::string hint = "rebuild the store's indexes with `kumihimo-cli index rebuild STORE`";
+  if (!fs::is_regular_file(g / "store.json"))
+    throw Error((g / "store.json").string(), "missing: CURRENT names generation '" + gen + "', which is not there",
+                "the store folder was damaged; re-import the documents into a new store");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(readAll((g / "store.json").string()));
@@ -237,7 +257,7 @@ void DocumentStore::checkEmbedder(const Embedder* embedder, bool forQuery) const
   if (!embedder)
     throw Error(dir_, std::string("the store's dense index was built by ") + embedderIdentity_ + " and no embedder was given",
                 forQuery ? "pass the same model, or use --method bm25" : "pass --embedder " + embedderModel_);
-  if (embedder->identity() != embedderIdentity_)
+  if (embedder->identity() != embedderIdentity_ && embedder->legacyIdentity() != embedderIdentity_)
     throw Error(dir_, "embedder " + embedder->identity() + " is not the one that built this store (" + embedderIdentity_ + ")",
                 "query with " + (embedderModel_.empty() ? embedderIdentity_ : embedderModel_) + ", or build a new store");
 }
@@ -269,8 +289,11 @@ ImportReport DocumentStore::importFiles(const std::vector<std::string>& paths, c
   std::vector<SourceDocument> docs;
   std::vector<std::string> scopes;
   for (const auto& path : paths) {
+    const bool folder = fs::is_directory(path);
     for (const auto& f : sourceFilesOf(path)) {
-      auto d = readSourceFile(f);
+      // In a folder a document is named by its path below the folder (a/README.md and b/README.md
+      // are two documents); a file given alone by its file name.
+      auto d = readSourceFile(f, folder ? fs::path(f).lexically_relative(path).generic_string() : std::string());
       docs.insert(docs.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
     }
     scopes.push_back(absolutePath(path));
@@ -280,6 +303,22 @@ ImportReport DocumentStore::importFiles(const std::vector<std::string>& paths, c
 
 ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& in, const Embedder* embedder,
                                             const EmbedProgress& progress, const std::vector<std::string>& scopes) {
+  // All or nothing, in memory too: on any error (a bad document, a cancelled embedding, a full
+  // disk) the store is put back as it is on disk, where CURRENT still names the old generation.
+  try {
+    return importImpl(in, embedder, progress, scopes);
+  } catch (...) {
+    try {
+      *this = openImpl(dir_, options_, true);
+    } catch (const Error&) {
+      *this = openImpl(dir_, options_, false);  // its indexes were already unreadable
+    }
+    throw;
+  }
+}
+
+ImportReport DocumentStore::importImpl(const std::vector<SourceDocument>& in, const Embedder* embedder,
+                                       const EmbedProgress& progress, const std::vector<std::string>& scopes) {
   if (embedder && embedderIdentity_.empty() && chunks_.empty()) {
     embedderIdentity_ = embedder->identity();
     embedderDim_ = embedder->dim();
@@ -289,38 +328,95 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
   }
   checkEmbedder(embedder, false);
   ImportReport report;
-  std::unordered_map<std::string, size_t> docIndex;
-  for (size_t i = 0; i < docs_.size(); ++i) docIndex[docs_[i].id] = i;
-  std::set<int64_t> removed;
-  std::vector<Chunk> fresh;
   std::set<std::string> seen;
+  std::vector<std::string> hashes;
   for (const auto& sd : in) {
     if (!seen.insert(sd.id).second) throw Error(sd.source, "document id '" + sd.id + "' appears twice in this import");
-    const std::string h = hashHex(sd.text);
-    Document* doc = nullptr;
-    if (auto it = docIndex.find(sd.id); it != docIndex.end()) {
-      doc = &docs_[it->second];
-      if (doc->hash == h) {
-        doc->metadata = sd.metadata;
-        doc->source = sd.source;
-        doc->origin = sd.origin;
+    hashes.push_back(hashHex(sd.text));
+  }
+  auto inScopes = [&](const Document& d) {
+    return std::any_of(scopes.begin(), scopes.end(), [&](const std::string& sc) { return inScope(d.origin, sc); });
+  };
+  // Which stored document each incoming one continues (-1: none), in three rounds:
+  //  1. the same id and the same text: unchanged;
+  //  2. the same text from the same file, under another id, where this import covers that file
+  //     (JSONL lines without ids are named by line number, so a line inserted above renumbers the
+  //     rest): renamed, keeping its chunks and vectors;
+  //  3. the same id with other text: re-chunked and re-embedded.
+  std::unordered_map<std::string, size_t> byId;
+  for (size_t i = 0; i < docs_.size(); ++i) byId[docs_[i].id] = i;
+  std::vector<long> match(in.size(), -1);
+  std::vector<bool> claimed(docs_.size(), false);
+  for (size_t k = 0; k < in.size(); ++k)
+    if (auto it = byId.find(in[k].id); it != byId.end() && docs_[it->second].hash == hashes[k]) {
+      match[k] = static_cast<long>(it->second);
+      claimed[it->second] = true;
+    }
+  std::unordered_map<std::string, std::vector<size_t>> movable;  // origin + "\n" + hash -> stored docs
+  for (size_t i = docs_.size(); i-- > 0;)
+    if (!claimed[i] && !docs_[i].origin.empty() && inScopes(docs_[i])) movable[docs_[i].origin + "\n" + docs_[i].hash].push_back(i);
+  for (size_t k = 0; k < in.size(); ++k) {
+    if (match[k] >= 0 || in[k].origin.empty()) continue;
+    auto it = movable.find(absolutePath(in[k].origin) + "\n" + hashes[k]);
+    while (it != movable.end() && !it->second.empty() && claimed[it->second.back()]) it->second.pop_back();
+    if (it == movable.end() || it->second.empty()) continue;
+    match[k] = static_cast<long>(it->second.back());
+    claimed[it->second.back()] = true;
+    it->second.pop_back();
+  }
+  for (size_t k = 0; k < in.size(); ++k) {
+    if (match[k] >= 0) continue;
+    auto it = byId.find(in[k].id);
+    if (it == byId.end() || claimed[it->second]) continue;
+    const Document& old = docs_[it->second];
+    // The same name from another file that still exists is a clash, not an update: one would
+    // silently replace the other.
+    if (!old.origin.empty() && !in[k].origin.empty() && old.origin != absolutePath(in[k].origin) && fs::exists(old.origin) &&
+        !inScopes(old))
+      throw Error(in[k].source, "document id '" + in[k].id + "' is already in the store from " + old.origin,
+                  "import the folder above both (documents are named by their path below it), or give JSONL lines ids");
+    match[k] = static_cast<long>(it->second);
+    claimed[it->second] = true;
+  }
+
+  std::set<int64_t> removed;
+  std::vector<Chunk> fresh;
+  std::unordered_map<int64_t, std::string> renamedChunks;  // chunk key -> new chunk id
+  std::vector<Document> next;
+  next.reserve(docs_.size() + in.size());
+  std::vector<bool> carried(docs_.size(), false);
+  std::vector<long> nextOf(docs_.size(), -1);  // stored document -> its continuation in `next`
+  for (size_t k = 0; k < in.size(); ++k) {
+    const SourceDocument& sd = in[k];
+    Document doc;
+    if (match[k] >= 0) {
+      doc = docs_[static_cast<size_t>(match[k])];
+      carried[static_cast<size_t>(match[k])] = true;
+      nextOf[static_cast<size_t>(match[k])] = static_cast<long>(k);
+      if (doc.hash == hashes[k]) {
+        if (doc.id != sd.id) {
+          ++report.renamed;
+          for (size_t n = 0; n < doc.chunkKeys.size(); ++n) renamedChunks[doc.chunkKeys[n]] = sd.id + "#" + std::to_string(n);
+          doc.id = sd.id;
+        }
+        doc.metadata = sd.metadata;
+        doc.source = sd.source;
+        doc.origin = sd.origin;
         ++report.unchanged;
+        next.push_back(std::move(doc));
         continue;
       }
-      removed.insert(doc->chunkKeys.begin(), doc->chunkKeys.end());
-      doc->chunkKeys.clear();
+      removed.insert(doc.chunkKeys.begin(), doc.chunkKeys.end());
+      doc.chunkKeys.clear();
       ++report.updated;
     } else {
-      docIndex[sd.id] = docs_.size();
-      docs_.push_back(Document{});
-      doc = &docs_.back();
-      doc->id = sd.id;
+      doc.id = sd.id;
       ++report.added;
     }
-    doc->source = sd.source;
-    doc->origin = sd.origin;
-    doc->hash = h;
-    doc->metadata = sd.metadata;
+    doc.source = sd.source;
+    doc.origin = sd.origin;
+    doc.hash = hashes[k];
+    doc.metadata = sd.metadata;
     const auto pieces = chunkText(decodeUtf8(sd.text, sd.source), options_.chunking);
     for (size_t n = 0; n < pieces.size(); ++n) {
       Chunk c;
@@ -330,25 +426,28 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
       c.text = pieces[n].text;
       c.begin = pieces[n].begin;
       c.end = pieces[n].end;
-      doc->chunkKeys.push_back(c.key);
+      doc.chunkKeys.push_back(c.key);
       fresh.push_back(std::move(c));
     }
+    next.push_back(std::move(doc));
   }
-  // Vanished: documents from the imported files and folders that this import did not produce.
-  if (!scopes.empty()) {
-    std::vector<Document> kept;
-    for (auto& d : docs_) {
-      const bool gone = !seen.count(d.id) &&
-                        std::any_of(scopes.begin(), scopes.end(), [&](const std::string& sc) { return inScope(d.origin, sc); });
-      if (gone) {
-        removed.insert(d.chunkKeys.begin(), d.chunkKeys.end());
-        ++report.removed;
-      } else {
-        kept.push_back(std::move(d));
-      }
+  // The stored documents in their order (continued ones updated in place; the others kept, unless
+  // they came from the imported files and folders: vanished, as a deleted file or a JSONL id no
+  // longer there), then the new ones in import order.
+  std::vector<Document> result;
+  result.reserve(next.size() + docs_.size());
+  for (size_t i = 0; i < docs_.size(); ++i) {
+    if (carried[i]) {
+      result.push_back(std::move(next[static_cast<size_t>(nextOf[i])]));
+    } else if (inScopes(docs_[i])) {
+      removed.insert(docs_[i].chunkKeys.begin(), docs_[i].chunkKeys.end());
+      ++report.removed;
+    } else {
+      result.push_back(std::move(docs_[i]));
     }
-    docs_ = std::move(kept);
   }
+  for (size_t k = 0; k < in.size(); ++k)
+    if (match[k] < 0) result.push_back(std::move(next[k]));
   if (dense_) {
     std::vector<std::string> texts;
     std::vector<int64_t> keys;
@@ -358,9 +457,15 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
     dense_->add(keys, vecs);
     report.chunksEmbedded = static_cast<int64_t>(keys.size());
   }
+  docs_ = std::move(result);
   if (!removed.empty())
     chunks_.erase(std::remove_if(chunks_.begin(), chunks_.end(), [&](const Chunk& c) { return removed.count(c.key) != 0; }),
                   chunks_.end());
+  for (auto& c : chunks_)
+    if (auto it = renamedChunks.find(c.key); it != renamedChunks.end()) {
+      c.id = it->second;
+      c.docId = it->second.substr(0, it->second.rfind('#'));
+    }
   for (auto& c : fresh) chunks_.push_back(std::move(c));
   rebuildBm25();
   save();
@@ -368,6 +473,20 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
 }
 
 void DocumentStore::rebuild(const Embedder* embedder, const EmbedProgress& progress) {
+  try {
+    rebuildImpl(embedder, progress);
+  } catch (...) {
+    // Back to what is on disk; a store whose indexes are corrupt comes back without them.
+    try {
+      *this = openImpl(dir_, options_, true);
+    } catch (const Error&) {
+      *this = openImpl(dir_, options_, false);
+    }
+    throw;
+  }
+}
+
+void DocumentStore::rebuildImpl(const Embedder* embedder, const EmbedProgress& progress) {
   rebuildBm25();
   if (!embedderIdentity_.empty()) {
     checkEmbedder(embedder, false);
@@ -385,7 +504,7 @@ void DocumentStore::rebuild(const Embedder* embedder, const EmbedProgress& progr
 std::vector<RetrievalHit> DocumentStore::search(const std::string& query, const SearchOptions& o,
                                                 const Embedder* embedder) const {
   if (blank(query)) throw Error("query", "empty query", "ask something");
-  decodeUtf8(query, "query");
+  if (nothingToSearch(query, "query")) throw Error("query", "empty query (only blanks or punctuation)", "ask something");
   const bool wantDense = o.method != Method::Bm25 && dense_ != nullptr;
   if (o.method == Method::Dense && !dense_) throw Error(dir_, "this store has no dense index", "use --method bm25 or fused");
   if (wantDense) checkEmbedder(embedder, true);

@@ -42,16 +42,20 @@ struct SourceDocument {
   nlohmann::json metadata = nlohmann::json::object();
   std::string origin;  // absolute path of the file (readSourceFile sets it)
 };
-// .jsonl: one {"text": ..., "id"?: ..., "metadata"?: {...}} per line (id default "<file stem>:<line>");
-// anything else (.txt, .md, ...) is one document with id = the file name. kh::Error for an empty
-// or binary (NUL byte) file, invalid UTF-8 (byte offset and line), a bad JSONL line (line number).
-std::vector<SourceDocument> readSourceFile(const std::string& path);
+// .jsonl: one {"text": ..., "id"?: ..., "metadata"?: {...}} per line (id default "<name without
+// extension>:<line>"); anything else (.txt, .md, ...) is one document with id = `name` (default: the
+// file name; an import of a folder passes the path below it, e.g. "notes/a.md"). Markdown is read as
+// plain text. A leading UTF-8 byte order mark is dropped. kh::Error for an empty file (or one of
+// only blanks and punctuation), a binary (NUL byte) file, invalid UTF-8 (byte offset and line), a
+// bad JSONL line (line number).
+std::vector<SourceDocument> readSourceFile(const std::string& path, const std::string& name = "");
 // The files an import of `path` reads: the file itself, or every .txt, .md, .markdown and .jsonl
 // under a folder (recursively, sorted). kh::Error when it does not exist or a folder has none.
 std::vector<std::string> sourceFilesOf(const std::string& path);
 
 struct ImportReport {
   int added = 0, updated = 0, unchanged = 0, removed = 0;
+  int renamed = 0;  // of the unchanged: the same text from the same file under a new id (kept its vectors)
   int64_t chunksEmbedded = 0;
 };
 
@@ -133,6 +137,9 @@ class DocumentStore {
  public:
   // Opens the store in `dir` (creating an empty one when the folder has no store).
   static DocumentStore open(const std::string& dir, const StoreOptions& options = {});
+  // As open(), for a store that must already exist: kh::Error naming `dir` when it has no CURRENT
+  // file (a mistyped path is not an empty store).
+  static DocumentStore openExisting(const std::string& dir, const StoreOptions& options = {});
   // The documents and chunks only, indexes not read (for rebuild() after a corrupt index).
   static DocumentStore openChunksOnly(const std::string& dir, const StoreOptions& options = {});
   // Imports files and folders: new documents are added, documents whose text hash changed are
@@ -140,8 +147,11 @@ class DocumentStore {
   // documents are removed (rule per source path): every document of the store whose file is one
   // of `paths`, or lies under one of the folders in `paths`, and that this import did not produce
   // (a JSONL line's id that is gone, a file deleted from the folder) leaves the store, BM25 and
-  // the dense index. Documents from other files are untouched. All of it is one new generation
-  // (or nothing, on an error). The embedder must match the one that built the store (kh::Error
+  // the dense index. Documents from other files are untouched. A document whose text is unchanged
+  // but whose id is new (a JSONL line without an id, renumbered by a line inserted above it) keeps
+  // its chunks and vectors under the new id. An id that another, still existing file already gave a
+  // document is refused. All of it is one new generation (or nothing, on an error; the object is
+  // then as the store on disk). The embedder must match the one that built the store (kh::Error
   // naming both otherwise); with none, a store that has dense vectors refuses.
   ImportReport importFiles(const std::vector<std::string>& paths, const Embedder* embedder,
                            const EmbedProgress& progress = {});
@@ -158,6 +168,7 @@ class DocumentStore {
                                    const Embedder* embedder) const;
 
   const std::string& dir() const { return dir_; }
+  const ChunkOptions& chunking() const { return options_.chunking; }  // as the store recorded it
   const std::vector<Document>& documents() const { return docs_; }
   const std::vector<Chunk>& chunks() const { return chunks_; }
   const std::string& embedderIdentity() const { return embedderIdentity_; }  // "" when BM25 only
@@ -173,6 +184,9 @@ class DocumentStore {
 
  private:
   static DocumentStore openImpl(const std::string& dir, const StoreOptions& options, bool withIndexes);
+  void rebuildImpl(const Embedder* embedder, const EmbedProgress& progress);
+  ImportReport importImpl(const std::vector<SourceDocument>& docs, const Embedder* embedder, const EmbedProgress& progress,
+                          const std::vector<std::string>& scopes);
   void checkEmbedder(const Embedder* embedder, bool forQuery) const;
   void rebuildBm25();
   void save();

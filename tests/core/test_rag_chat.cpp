@@ -3,6 +3,7 @@
 // threshold, and a chunk's source against the JSONL file it came from.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
@@ -86,4 +87,26 @@ TEST(RagChat, SourceIsTheJsonlLineWithTheChunkSpan) {
   EXPECT_EQ(s.text.substr(s.byteBegin, s.byteEnd - s.byteBegin), s.text);  // one chunk: the whole document
   EXPECT_THROW(rag->source("no-such#0"), kh::Error);
   EXPECT_THROW(kh::RagStore::open(d.file("nothing")), kh::Error);
+}
+
+// A store imported with relative paths, opened later from another working folder (the GUI's):
+// the source is found by the absolute path recorded at import.
+TEST(RagChat, SourceOfARelativeImportIsFoundFromAnotherFolder) {
+  namespace fs = std::filesystem;
+  TempDir d;
+  fs::create_directories(d.file("docs"));
+  kh::test::writeFile(d.file("docs/a.txt"), "名前は小野寺絢音です。趣味はパン作りです。");
+  const fs::path was = fs::current_path();
+  fs::current_path(d.file(""));
+  {
+    auto s = kh::retrieval::DocumentStore::open("store");
+    s.importFiles({"docs/a.txt"}, nullptr);
+  }
+  fs::current_path(fs::temp_directory_path());
+  auto rag = kh::RagStore::open(d.file("store"));
+  const kh::RagSource s = rag->source("a.txt#0");
+  fs::current_path(was);
+  EXPECT_EQ(fs::path(s.path), fs::absolute(d.file("docs/a.txt")).lexically_normal());
+  EXPECT_TRUE(s.note.empty()) << s.note;
+  EXPECT_EQ(s.text, "名前は小野寺絢音です。趣味はパン作りです。");
 }

@@ -382,3 +382,204 @@ TEST(RetrievalStore, RerankerAndZScoreThresholdExplainThemselves) {
   EXPECT_TRUE(hits.front().kept);
   EXPECT_FALSE(hits.back().kept);
 }
+
+namespace {
+
+// A dense side that is informative, for the default-weight test below: each text's character
+// bigrams hashed into 256 bins, L2-normalised (shared wording = close), standing in for a real
+// encoder such as multilingual-e5, which cannot be downloaded here.
+class BigramEmbedder : public Embedder {
+ public:
+  std::string identity() const override { return "test-bigram-256"; }
+  int dim() const override { return 256; }
+  std::vector<float> embed(const std::vector<std::string>& texts, const EmbedProgress& = {}) const override {
+    std::vector<float> v(texts.size() * 256, 0.f);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const auto c = decodeUtf8(texts[i], "test");
+      for (size_t k = 0; k + 1 < c.size(); ++k) v[i * 256 + (c[k] * 31u + c[k + 1]) % 256] += 1.f;
+    }
+    normalizeRows(v, 256);
+    return v;
+  }
+};
+
+// Fails on the embed() call number `failAt` (0-based), as a cancelled or crashed embedding does.
+class FailingEmbedder : public kh::test::BytesEmbedder {
+ public:
+  explicit FailingEmbedder(int failAt) : BytesEmbedder("fake-a"), failAt_(failAt) {}
+  std::vector<float> embed(const std::vector<std::string>& texts, const EmbedProgress& p = {}) const override {
+    if (calls_++ == failAt_) throw kh::Error("embedder", "cancelled");
+    return BytesEmbedder::embed(texts, p);
+  }
+
+ private:
+  int failAt_;
+  mutable int calls_ = 0;
+};
+
+}  // namespace
+
+// The researcher's case with the settings `retrieve` and `chat --rag` use (RRF k 60, equal
+// weights): with a dense side that ranks by shared wording, the name document is first.
+TEST(RetrievalStore, NameQueryFindsThePersonaNameFirstWithDefaultWeights) {
+  TempDir d;
+  BigramEmbedder emb;
+  auto store = DocumentStore::open(d.file("store"));
+  store.importFiles({kh::test::sourceDir() + "/resources/retrieval/ja_persona_docs.jsonl"}, &emb);
+  const SearchOptions o;  // defaults
+  ASSERT_DOUBLE_EQ(o.denseWeight, 1.0);
+  ASSERT_DOUBLE_EQ(o.bm25Weight, 1.0);
+  const auto hits = store.search("あなたの名前はなんですか?", o, &emb);
+  ASSERT_FALSE(hits.empty());
+  EXPECT_EQ(hits[0].docId, "persona-name");
+  EXPECT_EQ(hits[0].bm25Rank, 1);
+  ASSERT_GT(hits[0].denseRank, 0);
+  EXPECT_NEAR(hits[0].fusedScore, 1.0 / 61 + 1.0 / (60 + hits[0].denseRank), 1e-12);
+  EXPECT_TRUE(hits[0].kept);
+}
+
+// Several relevant ids, one listed twice, a document hit twice: numbers worked out by hand.
+TEST(RetrievalEval, SeveralRelevantIdsByHand) {
+  auto hit = [](const std::string& doc, int n) {
+    RetrievalHit h;
+    h.docId = doc;
+    h.chunkId = doc + "#" + std::to_string(n);
+    return h;
+  };
+  // Ranks: 1 a (relevant), 2 x, 3 b#1 (relevant by chunk id), 4 a again (already found), 5 y, 6 c.
+  const std::vector<RetrievalHit> ranked = {hit("a", 0), hit("x", 0), hit("b", 1), hit("a", 1), hit("y", 0), hit("c", 0)};
+  const auto m = scoreRanking(ranked, {"a", "b#1", "c", "d", "a"});
+  EXPECT_DOUBLE_EQ(m.mrr, 1.0);
+  EXPECT_DOUBLE_EQ(m.recallAt1, 0.25);
+  EXPECT_DOUBLE_EQ(m.recallAt5, 0.5);
+  EXPECT_DOUBLE_EQ(m.recallAt10, 0.75);
+  // DCG = 1 + 1/log2(4) + 1/log2(7) = 1.856207; ideal with 4 relevant = 1 + 1/log2(3) + 1/2 + 1/log2(5) = 2.561606.
+  EXPECT_NEAR(m.ndcg10, 0.7246262544989281, 1e-12);
+  const auto none = scoreRanking({hit("x", 0)}, {"a"});
+  EXPECT_DOUBLE_EQ(none.mrr, 0.0);
+  EXPECT_DOUBLE_EQ(none.ndcg10, 0.0);
+}
+
+TEST(RetrievalStore, FolderDocumentsAreNamedByTheirPathBelowTheFolder) {
+  TempDir d;
+  for (const char* sub : {"docs/a", "docs/b", "other"}) std::filesystem::create_directories(d.file(sub));
+  writeFile(d.file("docs/a/README.md"), "猫の話です。");
+  writeFile(d.file("docs/b/README.md"), "犬の話です。");
+  writeFile(d.file("docs/notes.md"), "メモです。");
+  writeFile(d.file("other/notes.md"), "別のメモです。");
+  auto s = DocumentStore::open(d.file("store"));
+  const auto r = s.importFiles({d.file("docs")}, nullptr);
+  EXPECT_EQ(r.added, 3);
+  EXPECT_TRUE(s.hasId("a/README.md"));
+  EXPECT_TRUE(s.hasId("b/README.md#0"));
+  EXPECT_TRUE(s.hasId("notes.md"));
+  // Another file of the same name, given alone: a clash, not a silent replacement.
+  const std::string msg = expectError([&] { s.importFiles({d.file("other/notes.md")}, nullptr); });
+  EXPECT_NE(msg.find("'notes.md' is already in the store from " + std::filesystem::absolute(d.file("docs/notes.md")).string()),
+            std::string::npos) << msg;
+  EXPECT_EQ(s.documents().size(), 3u);
+  SearchOptions bm;
+  bm.method = Method::Bm25;
+  EXPECT_EQ(s.search("メモ", bm, nullptr).size(), 1u);
+}
+
+TEST(RetrievalStore, JsonlLineInsertedAboveKeepsTheOthersVectors) {
+  TempDir d;
+  writeFile(d.file("c.jsonl"), "{\"text\": \"猫が好き。\"}\n{\"text\": \"犬も好き。\"}\n{\"text\": \"鳥は苦手。\"}\n");
+  CountingEmbedder emb("fake-a");
+  auto s = DocumentStore::open(d.file("store"));
+  s.importFiles({d.file("c.jsonl")}, &emb);
+  std::map<std::string, std::vector<int64_t>> keysByText;
+  for (const auto& c : s.chunks()) keysByText[c.text].push_back(c.key);
+  const size_t before = emb.embedded;
+  writeFile(d.file("c.jsonl"), "{\"text\": \"魚を飼っている。\"}\n{\"text\": \"猫が好き。\"}\n{\"text\": \"犬も好き。\"}\n{\"text\": \"鳥は苦手。\"}\n");
+  const auto r = s.importFiles({d.file("c.jsonl")}, &emb);
+  EXPECT_EQ(r.added, 1);
+  EXPECT_EQ(r.unchanged, 3);
+  EXPECT_EQ(r.renamed, 3);
+  EXPECT_EQ(r.removed, 0);
+  EXPECT_EQ(emb.embedded - before, 1u);  // only the new line
+  auto again = DocumentStore::open(d.file("store"));
+  ASSERT_EQ(again.chunks().size(), 4u);
+  for (const auto& c : again.chunks()) {
+    if (c.text == "魚を飼っている。") {
+      EXPECT_EQ(c.id, "c:1#0");
+      continue;
+    }
+    EXPECT_EQ(std::vector<int64_t>{c.key}, keysByText[c.text]) << c.text;  // same vector
+  }
+  SearchOptions o;
+  EXPECT_EQ(again.search("鳥は苦手", o, &emb)[0].chunkId, "c:4#0");
+  EXPECT_EQ(again.dense()->size(), 4);
+}
+
+TEST(RetrievalStore, FailedImportLeavesTheStoreAsOnDisk) {
+  TempDir d;
+  writeFile(d.file("a.txt"), "名前は小野寺絢音です。");
+  writeFile(d.file("b.txt"), "趣味はパン作りです。");
+  FailingEmbedder emb(1);  // the first import embeds, the second fails
+  auto s = DocumentStore::open(d.file("store"));
+  s.importFiles({d.file("a.txt")}, &emb);
+  const std::string current = kh::test::readFile(d.file("store/CURRENT"));
+  EXPECT_NE(expectError([&] { s.importFiles({d.file("b.txt")}, &emb); }).find("cancelled"), std::string::npos);
+  EXPECT_EQ(kh::test::readFile(d.file("store/CURRENT")), current);
+  ASSERT_EQ(s.documents().size(), 1u);  // the object too, not only the disk
+  EXPECT_EQ(s.documents()[0].id, "a.txt");
+  EXPECT_EQ(s.chunks().size(), 1u);
+  SearchOptions bm;
+  bm.method = Method::Bm25;
+  EXPECT_TRUE(s.search("パン", bm, nullptr).empty());
+  EXPECT_EQ(s.search("名前", bm, nullptr).size(), 1u);
+}
+
+TEST(RetrievalStore, BlankAndPunctuationOnlyInputIsRefused) {
+  TempDir d;
+  writeFile(d.file("ideographic.txt"), "\u3000\u3000\n");
+  writeFile(d.file("marks.txt"), "?!...\n");
+  writeFile(d.file("bom.txt"), "\xEF\xBB\xBF名前は小野寺絢音。");
+  writeFile(d.file("blank.jsonl"), "{\"text\": \"\u3000\"}\n");
+  auto s = DocumentStore::open(d.file("store"));
+  EXPECT_NE(expectError([&] { s.importFiles({d.file("ideographic.txt")}, nullptr); }).find("empty file"), std::string::npos);
+  EXPECT_NE(expectError([&] { s.importFiles({d.file("marks.txt")}, nullptr); }).find("empty file"), std::string::npos);
+  EXPECT_NE(expectError([&] { s.importFiles({d.file("blank.jsonl")}, nullptr); }).find("blank.jsonl:1: empty text"),
+            std::string::npos);
+  s.importFiles({d.file("bom.txt")}, nullptr);
+  EXPECT_EQ(s.chunks()[0].text, "名前は小野寺絢音。");  // no byte order mark in the text
+  SearchOptions bm;
+  bm.method = Method::Bm25;
+  for (const char* q : {"\u3000", "??", " \t"})
+    EXPECT_NE(expectError([&] { s.search(q, bm, nullptr); }).find("empty query"), std::string::npos) << q;
+  EXPECT_NE(expectError([&] { DocumentStore::openExisting(d.file("no-store")); }).find("no such store folder"), std::string::npos);
+  EXPECT_NE(expectError([&] { DocumentStore::openExisting(d.file("")); }).find("not a retrieval store"), std::string::npos);
+}
+
+// Weights fine-tuned in place (same folder name, config and file sizes) are another embedder; a
+// store from before weights were sampled (its recorded identity is the legacy one) still opens.
+TEST(RetrievalEmbedder, IdentityNoticesWeightsChangedInPlace) {
+  TempDir d;
+  std::filesystem::create_directories(d.file("one"));
+  std::filesystem::create_directories(d.file("two"));
+  kh::TinyOptions to;
+  to.family = "llama";
+  to.seed = 3;
+  kh::makeTinyCheckpoint(d.file("one/m"), to);
+  to.seed = 4;
+  kh::makeTinyCheckpoint(d.file("two/m"), to);
+  ASSERT_EQ(kh::test::readFile(d.file("one/m/config.json")), kh::test::readFile(d.file("two/m/config.json")));
+  ASSERT_EQ(std::filesystem::file_size(d.file("one/m/model.safetensors")),
+            std::filesystem::file_size(d.file("two/m/model.safetensors")));
+  DecoderEmbedder a(d.file("one/m"), 8), b(d.file("two/m"), 8);
+  EXPECT_NE(a.identity(), b.identity());
+  EXPECT_EQ(a.legacyIdentity(), b.legacyIdentity());  // what the old fingerprint could not tell apart
+  writeFile(d.file("doc.txt"), "名前は小野寺絢音です。");
+  auto s = DocumentStore::open(d.file("store"));
+  s.importFiles({d.file("doc.txt")}, &a);
+  EXPECT_NE(expectError([&] { s.search("名前", SearchOptions{}, &b); }).find("is not the one that built this store"),
+            std::string::npos);
+  // A store that recorded the legacy identity: accepted for the same model.
+  const std::string gen = [&] { std::string g = kh::test::readFile(d.file("store/CURRENT")); g.pop_back(); return g; }();
+  auto j = nlohmann::json::parse(kh::test::readFile(d.file("store/" + gen + "/store.json")));
+  j["embedder"] = a.legacyIdentity();
+  writeFile(d.file("store/" + gen + "/store.json"), j.dump());
+  EXPECT_EQ(DocumentStore::open(d.file("store")).search("名前", SearchOptions{}, &a).size(), 1u);
+}
