@@ -1,7 +1,12 @@
 // kumihimo-cli index add / index rebuild / retrieve / retrieval-eval: the retrieval workspace from
 // the command line. The embedder is the store's recorded model unless --embedder names one (and a
 // different one is refused by the store, named).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
 #include <ctime>
+#include <memory>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -53,9 +58,30 @@ std::string denseKind(const retrieval::DocumentStore& s) {
                                                                 : " (exact flat up to " + std::to_string(s.hnswAbove()) + ")";
 }
 
-retrieval::EmbedProgress progressLine() {
-  return [](size_t done, size_t total) {
-    std::cerr << "\r\033[Kembedding " << done << "/" << total << " chunks" << (done == total ? "\n" : "") << std::flush;
+// Embedding progress on stderr: a bar with rate and ETA redrawn in place on a terminal; on a pipe
+// or a log file, one plain line per tenth.
+retrieval::EmbedProgress progressLine(const std::string& what = "embedding") {
+  const bool tty = isatty(2) != 0;
+  auto start = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  auto lastTenth = std::make_shared<int>(-1);
+  return [=](size_t done, size_t total) {
+    if (total == 0) return;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - *start).count();
+    const double rate = secs > 0 ? static_cast<double>(done) / secs : 0.0;
+    const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0.0;
+    char tail[96];
+    std::snprintf(tail, sizeof tail, " %zu/%zu chunks  %.0f/s  ETA %.0fs", done, total, rate, eta);
+    if (tty) {
+      constexpr int kWidth = 30;
+      const int filled = static_cast<int>(kWidth * done / total);
+      std::cerr << "\r\033[K" << what << " [" << std::string(static_cast<size_t>(filled), '#')
+                << std::string(static_cast<size_t>(kWidth - filled), '.') << "]" << tail << (done == total ? "\n" : "") << std::flush;
+      return;
+    }
+    const int tenth = static_cast<int>(10 * done / total);
+    if (tenth == *lastTenth) return;
+    *lastTenth = tenth;
+    std::cerr << what << tail << "\n";
   };
 }
 
@@ -119,12 +145,22 @@ void addIndex(CLI::App& app, Action& run) {
                                "at or below; recorded in the store (default: the recorded value, else " +
                                std::to_string(retrieval::kDefaultHnswAbove) + ")";
   add->add_option("--hnsw-above", a->hnswAbove, hnswHelp);
-  add->callback([a, &run]() { run = [a]() {
+  auto* chunkFlag = add->get_option("--chunk-chars");
+  auto* overlapFlag = add->get_option("--overlap-chars");
+  add->callback([a, &run, chunkFlag, overlapFlag]() {
+    const bool chunkingGiven = chunkFlag->count() > 0 || overlapFlag->count() > 0;
+    run = [a, chunkingGiven]() {
     auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
+    if (chunkingGiven && !s.chunks().empty() &&
+        (s.chunking().targetChars != a->chunkChars || s.chunking().overlapChars != a->overlapChars))
+      throw Error(a->store, "was chunked with --chunk-chars " + std::to_string(s.chunking().targetChars) + " --overlap-chars " +
+                                std::to_string(s.chunking().overlapChars) + "; an existing store is not re-chunked",
+                  "drop the flags to import with the store's chunking, or import into a new store");
     auto emb = embedderFor(*a, s);
     if (emb && s.embedderModel().empty()) s.setEmbedderModel(emb->spec());
     const auto r = s.importFiles(a->files, emb.get(), progressLine());
-    std::cout << a->store << ": " << r.added << " added, " << r.updated << " updated, " << r.unchanged << " unchanged, " << r.removed << " removed; "
+    std::cout << a->store << ": " << r.added << " added, " << r.updated << " updated, " << r.unchanged << " unchanged"
+              << (r.renamed ? " (" + std::to_string(r.renamed) + " under a new id)" : std::string()) << ", " << r.removed << " removed; "
               << s.documents().size() << " documents, " << s.chunks().size() << " chunks"
               << (s.hasDense() ? ", dense by " + s.embedderIdentity() + denseKind(s) : ", BM25 only") << "\n";
   }; });
@@ -136,6 +172,9 @@ void addIndex(CLI::App& app, Action& run) {
   addMecabDicFlag(rebuild);
   rebuild->callback([a, &run]() { run = [a]() {
     // Read the chunks without the (possibly corrupt) indexes: open a fresh store from store.json.
+    if (!std::filesystem::exists(std::filesystem::path(a->store) / "CURRENT"))
+      throw Error(a->store, std::filesystem::exists(a->store) ? "not a retrieval store (no CURRENT file)" : "no such store folder",
+                  "build one with `kumihimo-cli index add STORE FILES...`");
     auto s = retrieval::DocumentStore::openChunksOnly(a->store, storeOptions(*a));
     auto emb = embedderFor(*a, s);
     s.rebuild(emb.get(), progressLine());
@@ -156,7 +195,7 @@ void addRetrieve(CLI::App& app, Action& run) {
   sub->add_flag("--json", a->json, "One JSON object with every hit and score");
   addSearchFlags(sub, *a);
   sub->callback([a, &run]() { run = [a]() {
-    auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
+    auto s = retrieval::DocumentStore::openExisting(a->store, storeOptions(*a));
     std::unique_ptr<retrieval::Embedder> emb;
     if (a->method != "bm25") emb = embedderFor(*a, s);
     auto o = searchOptions(*a);
@@ -190,7 +229,7 @@ void addRetrievalEval(CLI::App& app, Action& run) {
   sub->add_option("-o,--out", a->out, "Run folder (default: runs/retrieval-eval-<time>)");
   addSearchFlags(sub, *a);
   sub->callback([a, &run]() { run = [a]() {
-    auto s = retrieval::DocumentStore::open(a->store, storeOptions(*a));
+    auto s = retrieval::DocumentStore::openExisting(a->store, storeOptions(*a));
     auto emb = embedderFor(*a, s);
     const auto queries = retrieval::readLabelledQueries(a->queries, s);
     std::string dir = a->out;
@@ -216,6 +255,10 @@ std::function<std::string(const std::string&)> makeRagAugmenter(const std::strin
   retrieval::SearchOptions o;
   o.k = std::max(1, k);
   o.method = emb ? retrieval::Method::Fused : retrieval::Method::Bm25;
+  if (store->hasDense() && !emb)
+    std::cerr << "warning: " << storeDir << ": the embedder that built the dense index ("
+              << (store->embedderModel().empty() ? store->embedderIdentity() : store->embedderModel())
+              << ") is not there; retrieving with BM25 only\n";
   std::shared_ptr<retrieval::Reranker> reranker = attachReranker(rerank, o);
   std::cerr << "retrieval from " << storeDir << " (" << retrieval::methodName(o.method) << ", " << store->chunks().size()
             << " chunks)\n";

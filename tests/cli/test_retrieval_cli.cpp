@@ -57,3 +57,25 @@ TEST(CliRetrieval, IndexRetrieveAndEvaluate) {
   EXPECT_NE(empty.exitCode, 0);
   EXPECT_NE(empty.err.find("empty query"), std::string::npos) << empty.err;
 }
+
+// A mistyped store path is an error, not an empty store; an existing store is not silently
+// imported with other chunking.
+TEST(CliRetrieval, RefusesAMissingStoreAndOtherChunking) {
+  TempDir d;
+  for (auto args : std::vector<std::vector<std::string>>{{"retrieve", d.file("typo"), "名前"},
+                                                          {"index", "rebuild", d.file("typo")},
+                                                          {"retrieval-eval", d.file("typo"), d.file("q.jsonl")}}) {
+    auto r = runCli(args);
+    EXPECT_EQ(r.exitCode, 1) << args[0];
+    EXPECT_NE(r.err.find(d.file("typo") + ": no such store folder"), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(d.file("typo")));
+  }
+  const std::string docs = kh::test::sourceDir() + "/resources/retrieval/ja_persona_docs.jsonl";
+  ASSERT_EQ(runCli({"index", "add", d.file("store"), docs, "--chunk-chars", "100"}).exitCode, 0);
+  auto other = runCli({"index", "add", d.file("store"), docs, "--chunk-chars", "300"});
+  EXPECT_EQ(other.exitCode, 1);
+  EXPECT_NE(other.err.find("was chunked with --chunk-chars 100 --overlap-chars 40"), std::string::npos) << other.err;
+  auto same = runCli({"index", "add", d.file("store"), docs});  // the store's own chunking
+  EXPECT_EQ(same.exitCode, 0) << same.err;
+  EXPECT_NE(same.out.find("15 unchanged"), std::string::npos) << same.out;
+}
