@@ -49,6 +49,8 @@ ParamValue parseValue(const YAML::Node& n, const std::string& path, const std::s
         ParamValue::Filtered f;
         if (e["filter"]) f.filter = e["filter"].as<std::string>();
         f.value = parseValue(e["value"], path, key);
+        if (!f.value.filtered.empty())
+          throw Error(at(path, e["value"]), "parameter '" + key + "': a filtered entry's value is a number or a gradient, not another filter list");
         v.filtered.push_back(std::move(f));
       }
       return v;
@@ -106,22 +108,22 @@ void checkKeys(const YAML::Node& n, const std::string& path, std::initializer_li
 double ParamValue::resolve(const std::string& tensor, int64_t layer, int64_t layers, bool late, const std::string& where) const {
   double t;
   if (layer < 0) t = late ? 1.0 : 0.0;
-  else t = layers > 1 ? static_cast<double>(layer) / static_cast<double>(layers - 1) : 0.0;
+  else t = layers > 1 ? static_cast<double>(layer) / static_cast<double>(layers - 1) : 1.0;  // mergekit plan_slice: t = 1
   return resolveAt(tensor, t, where);
 }
 
 double ParamValue::resolveAt(const std::string& tensor, double t, const std::string& where) const {
+  if (auto v = valueAt(tensor, t)) return *v;
+  throw Error(where, "no filter entry matches tensor '" + tensor + "' and there is no entry without a filter");
+}
+
+std::optional<double> ParamValue::valueAt(const std::string& tensor, double t) const {
   if (!filtered.empty()) {
-    const Filtered* dflt = nullptr;
-    for (const auto& f : filtered) {
-      if (f.filter.empty()) {
-        if (!dflt) dflt = &f;
-      } else if (tensor.find(f.filter) != std::string::npos) {
-        return f.value.resolveAt(tensor, t, where);
-      }
-    }
-    if (!dflt) throw Error(where, "no filter matches tensor '" + tensor + "' and there is no default entry");
-    return dflt->value.resolveAt(tensor, t, where);
+    // mergekit's evaluate_setting: the first entry without a filter, with "*", or whose filter is
+    // a substring of the tensor name; none matching = no value here.
+    for (const auto& f : filtered)
+      if (f.filter.empty() || f.filter == "*" || tensor.find(f.filter) != std::string::npos) return f.value.valueAt(tensor, t);
+    return std::nullopt;
   }
   KH_ASSERT(!gradient.empty());
   if (gradient.size() == 1) return gradient[0];
@@ -140,6 +142,17 @@ Recipe parseRecipe(const std::string& text, const std::string& path, const std::
     throw Error(path + ":" + std::to_string(e.mark.line + 1), "not valid YAML (" + e.msg + ")");
   }
   if (!root.IsMap()) throw Error(path, "a recipe is a YAML mapping (merge_method, models, ...)");
+  // mergekit keys (mergekit/config.py MergeConfiguration) that Kumihimo cannot honour: refused by
+  // name rather than merged as if they were not there.
+  struct Unsupported {
+    const char* key;
+    const char* hint;
+  };
+  for (const Unsupported& u : {Unsupported{"tokenizer", "use tokenizer_source: base, union or a model path"},
+                               Unsupported{"chat_template", "remove it and set chat_template in the merged model's tokenizer_config.json"},
+                               Unsupported{"modules", "merge each module's models with a 'models:' or 'slices:' recipe of its own"}})
+    if (root[u.key])
+      throw Error(at(path, root[u.key]), std::string("the mergekit key '") + u.key + "' is not supported by kumihimo", u.hint);
   checkKeys(root, path,
             {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "slices",
              "name", "random_seed"},
@@ -159,7 +172,12 @@ Recipe parseRecipe(const std::string& text, const std::string& path, const std::
   for (const auto* d : {&r.dtype, &r.outDtype})
     if (!d->empty() && *d != "bfloat16" && *d != "float16" && *d != "float32")
       throw Error(path, "dtype '" + *d + "' is not one of bfloat16, float16, float32");
-  r.parameters = parseParams(root["parameters"], path, globalParamNames(r.method), r.method, "global");
+  // Top-level and slice parameters serve both lookups (mergekit's ConfigReader.parameter): the
+  // method's own, and per-model ones as the fallback for every model that does not set them.
+  std::vector<std::string> both = globalParamNames(r.method);
+  for (const auto& k : modelParamNames(r.method))
+    if (std::find(both.begin(), both.end(), k) == both.end()) both.push_back(k);
+  r.parameters = parseParams(root["parameters"], path, both, r.method, "top-level");
   if (root["models"]) {
     if (!root["models"].IsSequence()) throw Error(at(path, root["models"]), "'models' must be a list");
     for (const auto& e : root["models"]) {
@@ -175,16 +193,13 @@ Recipe parseRecipe(const std::string& text, const std::string& path, const std::
   if (root["slices"]) {
     if (!root["slices"].IsSequence()) throw Error(at(path, root["slices"]), "'slices' must be a list");
     for (const auto& s : root["slices"]) {
+      if (s["residual_weight"])
+        throw Error(at(path, s["residual_weight"]), "the mergekit slice key 'residual_weight' is not supported by kumihimo",
+                    "remove it (mergekit reads it but no merge method of it uses it)");
       checkKeys(s, path, {"sources", "base_model", "parameters"}, "a slice");
       Slice sl;
       if (s["base_model"]) sl.baseModel = resolvePath(s["base_model"].as<std::string>(), baseDir);
-      {
-        // A slice's parameters serve both lookups (mergekit's ConfigReader): global and per model.
-        std::vector<std::string> both = globalParamNames(r.method);
-        for (const auto& k : modelParamNames(r.method))
-          if (std::find(both.begin(), both.end(), k) == both.end()) both.push_back(k);
-        sl.parameters = parseParams(s["parameters"], path, both, r.method, "slice");
-      }
+      sl.parameters = parseParams(s["parameters"], path, both, r.method, "slice");
       if (!s["sources"] || !s["sources"].IsSequence()) throw Error(at(path, s), "a slice needs a 'sources' list");
       for (const auto& src : s["sources"]) {
         checkKeys(src, path, {"model", "layer_range", "parameters"}, "a slice source");

@@ -110,3 +110,81 @@ TEST(MergeRecipe, MalformedRecipesAreNamedWithTheirLine) {
   expectError("merge_method: linear\ndtype: float8\nmodels:\n  - model: a\n", {"dtype 'float8'"});
   expectError("merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n        layer_range: [4, 2]\n", {"r.yaml:5", "is empty"});
 }
+
+// mergekit/config.py ConfigReader.parameter: the top level supplies per-model parameters to every
+// model that does not set them.
+TEST(MergeRecipe, TopLevelParametersTakePerModelKeys) {
+  auto r = parseRecipe("merge_method: ties\nbase_model: /m/base\nmodels:\n  - model: /m/a\nparameters:\n  density: 0.5\n"
+                       "  weight: 0.25\n  normalize: false\n",
+                       "r.yaml", "");
+  EXPECT_DOUBLE_EQ(r.parameters.at("density").resolveAt("model.layers.0.mlp.up_proj.weight", 0.0, "x"), 0.5);
+  EXPECT_DOUBLE_EQ(r.parameters.at("weight").resolveAt("model.layers.0.mlp.up_proj.weight", 0.0, "x"), 0.25);
+  // Still only what the method takes: linear has no density at any level.
+  expectError("merge_method: linear\nmodels:\n  - model: a\nparameters:\n  density: 0.5\n",
+              {"r.yaml:5", "linear does not take the top-level parameter 'density'"});
+}
+
+// mergekit/config.py evaluate_setting: the first entry with no filter, "*", or a filter that is a
+// substring of the tensor name; none matching gives no value (the lookup falls through).
+TEST(MergeRecipe, FiltersTakeTheFirstMatchingEntryAndOtherwiseGiveNoValue) {
+  auto r = parseRecipe(R"(merge_method: linear
+models:
+  - model: /m/a
+    parameters:
+      weight:
+        - value: 0.1
+        - filter: mlp
+          value: 0.9
+  - model: /m/b
+    parameters:
+      weight:
+        - filter: mlp
+          value: 0.5
+  - model: /m/c
+    parameters:
+      weight:
+        - filter: self_attn
+          value: [0.0, 1.0]
+        - filter: "*"
+          value: 0.7
+        - value: 0.3
+)", "r.yaml", "");
+  const std::string mlp = "model.layers.1.mlp.up_proj.weight", attn = "model.layers.1.self_attn.q_proj.weight";
+  // An unfiltered entry first hides the filtered one after it.
+  EXPECT_DOUBLE_EQ(*r.models[0].parameters.at("weight").valueAt(mlp, 0.5), 0.1);
+  EXPECT_DOUBLE_EQ(*r.models[1].parameters.at("weight").valueAt(mlp, 0.5), 0.5);
+  EXPECT_FALSE(r.models[1].parameters.at("weight").valueAt(attn, 0.5).has_value());
+  EXPECT_THROW(r.models[1].parameters.at("weight").resolveAt(attn, 0.5, "x"), kh::Error);
+  // A gradient inside a filter entry; "*" matches every tensor before the default.
+  EXPECT_DOUBLE_EQ(*r.models[2].parameters.at("weight").valueAt(attn, 0.25), 0.25);
+  EXPECT_DOUBLE_EQ(*r.models[2].parameters.at("weight").valueAt(mlp, 0.25), 0.7);
+  EXPECT_DOUBLE_EQ(*r.models[2].parameters.at("weight").valueAt("lm_head.weight", 1.0), 0.7);
+  // mergekit's ConditionalParameter holds a number or a gradient, not another filter list.
+  expectError("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight:\n        - filter: mlp\n"
+              "          value:\n            - filter: up\n              value: 1\n",
+              {"r.yaml:8", "not another filter list"});
+}
+
+// mergekit/plan.py plan_slice: a one-layer slice (and so a one-layer model) is at t = 1.
+TEST(MergeRecipe, AOneLayerModelIsAtTheGradientsEnd) {
+  auto r = parseRecipe("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: [0.2, 0.8]\n", "r.yaml", "");
+  EXPECT_DOUBLE_EQ(r.models[0].parameters.at("weight").resolve("model.layers.0.mlp.up_proj.weight", 0, 1, false, "x"), 0.8);
+  EXPECT_DOUBLE_EQ(r.models[0].parameters.at("weight").resolve("model.embed_tokens.weight", -1, 1, false, "x"), 0.2);
+}
+
+TEST(MergeRecipe, MergekitKeysKumihimoCannotHonourAreRefusedByName) {
+  const std::string models = "merge_method: linear\nmodels:\n  - model: a\n";
+  expectError(models + "tokenizer:\n  source: union\n", {"r.yaml:5", "'tokenizer' is not supported", "tokenizer_source"});
+  expectError(models + "chat_template: chatml\n", {"r.yaml:4", "'chat_template' is not supported"});
+  expectError("merge_method: linear\nmodules:\n  text:\n    models:\n      - model: a\n", {"r.yaml:3", "'modules' is not supported"});
+  expectError("merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n    residual_weight: 0.5\n",
+              {"r.yaml:6", "'residual_weight' is not supported"});
+  for (const char* y : {"tokenizer:\n  source: union\n", "chat_template: chatml\n"}) {
+    try {
+      parseRecipe(models + y, "r.yaml", "");
+    } catch (const kh::Error& e) {
+      EXPECT_EQ(std::string(e.what()).find("unknown key"), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+    }
+  }
+}
