@@ -97,12 +97,19 @@ uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
-void checkModelParams(Method m, const std::vector<ModelParams>& params, const MethodParams& mp) {
+void checkModelParams(Method m, const std::vector<ModelParams>& params, const MethodParams& mp,
+                      const std::vector<std::string>& names) {
   const Sparsifier s = sparsifierOf(m);
   for (size_t i = 0; i < params.size(); ++i) {
     const auto& p = params[i];
-    const std::string who = "model " + std::to_string(i + 1);
+    const std::string who = i < names.size() ? names[i] : "model " + std::to_string(i + 1);
     if (!std::isfinite(p.weight)) fail(mp, who + ": weight is not a finite number");
+    if (!std::isfinite(p.scale)) fail(mp, who + ": scale is not a finite number");
+    // mergekit's task_arithmetic takes density (and rescale) but, with no sparsification method,
+    // never uses them (generalized_task_arithmetic.py): refused rather than ignored.
+    if (m == Method::TaskArithmetic && p.density != 1.0)
+      fail(mp, who + ": density " + std::to_string(p.density) + " has no effect in task_arithmetic, which does not sparsify",
+           "use dare_linear, breadcrumbs or della_linear to sparsify the task vectors, or remove density");
     if (s == Sparsifier::None) continue;
     if (!(p.density > 0.0 && p.density <= 1.0))
       fail(mp, who + ": density " + std::to_string(p.density) + " is outside (0, 1]",
@@ -1161,6 +1168,32 @@ void modelStockRows(const RowGrid& g, size_t n, const RowSource& src, const RowS
   });
 }
 
+// model_stock with filter_wise (mergekit model_stock.py): t per row from the mean pairwise cosine
+// of the rows' task vectors; every chunk holds whole rows, so one pass. Dots accumulate in fp64.
+void modelStockRowWise(const RowGrid& g, size_t n, const RowSource& src, const RowSink& sink) {
+  const double nn = static_cast<double>(n);
+  eachChunk(g, [&](int64_t r0, int64_t r1) {
+    auto b = src(-1, r0, r1);  // [r, cols] f32
+    std::vector<at::Tensor> offsets;
+    for (size_t i = 0; i < n; ++i) offsets.push_back(src(static_cast<int>(i), r0, r1) - b);
+    std::vector<at::Tensor> norms;  // [r] f64
+    for (const auto& o : offsets) norms.push_back((o * o).sum(1, false, at::kDouble).sqrt());
+    at::Tensor cosSum = at::zeros({r1 - r0}, b.options().dtype(at::kDouble));  // [r] f64
+    for (size_t i = 0; i < n; ++i)
+      for (size_t j = i + 1; j < n; ++j) {
+        auto dot = (offsets[i] * offsets[j]).sum(1, false, at::kDouble);
+        cosSum.add_((dot / (norms[i] * norms[j]).clamp_min(1e-6)).clamp(-1.0, 1.0));
+      }
+    const auto c = cosSum / (nn * (nn - 1.0) / 2.0);
+    const auto t = ((c * nn) / (c * (nn - 1.0) + 1.0)).to(at::kFloat).unsqueeze(1);  // [r, 1] f32
+    offsets.clear();
+    auto avg = src(0, r0, r1).clone();
+    for (size_t i = 1; i < n; ++i) avg.add_(src(static_cast<int>(i), r0, r1));
+    avg.div_(nn);
+    sink(r0, r1, avg * t + b * (1.0 - t));
+  });
+}
+
 void linearRows(const RowGrid& g, size_t n, const RowSource& src, const RowSink& sink,
                 const std::vector<ModelParams>& params, const MethodParams& mp) {
   double wsum = 0;
@@ -1174,13 +1207,24 @@ void linearRows(const RowGrid& g, size_t n, const RowSource& src, const RowSink&
   });
 }
 
+}  // namespace
+
 // Everything about the inputs that can be checked without reading them.
-void validate(Method m, bool hasBase, size_t others, const std::vector<ModelParams>& params, const MethodParams& mp) {
+void validateMerge(Method m, bool hasBase, size_t others, at::IntArrayRef shape, const std::vector<ModelParams>& params,
+                   const MethodParams& mp, const std::vector<std::string>& names) {
   if (params.size() != others)
     fail(mp, std::to_string(others) + " models but " + std::to_string(params.size()) + " parameter sets");
   if (needsBase(m) && !hasBase)
     fail(mp, std::string(methodName(m)) + " needs a base model", "set base_model in the recipe");
-  checkModelParams(m, params, mp);
+  checkModelParams(m, params, mp, names);
+  if (m == Method::TaskArithmetic && mp.rescale.value_or(false))
+    fail(mp, "rescale: true has no effect in task_arithmetic, which does not sparsify",
+         "use dare_linear, breadcrumbs or della_linear, or remove rescale");
+  // mergekit's filter_wise takes one t per vector along the last dimension; Kumihimo's rows are
+  // [shape[0], rest], the same thing for 1-D and 2-D tensors only.
+  if (m == Method::ModelStock && mp.filterWise && shape.size() > 2)
+    fail(mp, "filter_wise: true on a " + std::to_string(shape.size()) + "-D tensor " + shapeString(shape) + " is not supported",
+         "set filter_wise: false");
   const size_t total = others + (hasBase ? 1 : 0);
   switch (m) {
     case Method::Passthrough:
@@ -1214,6 +1258,11 @@ void validate(Method m, bool hasBase, size_t others, const std::vector<ModelPara
   }
 }
 
+namespace {
+void validate(Method m, bool hasBase, size_t others, at::IntArrayRef shape, const std::vector<ModelParams>& params,
+              const MethodParams& mp) {
+  validateMerge(m, hasBase, others, shape, params, mp);
+}
 }  // namespace
 
 
@@ -1231,7 +1280,7 @@ const char* methodName(Method m) {
 
 const std::vector<std::string>& modelParamNames(Method m) {
   static const std::vector<std::string> weight{"weight"}, none{}, sparse{"weight", "density"},
-      crumbs{"weight", "density", "gamma"}, della{"weight", "density", "epsilon"};
+      crumbs{"weight", "density", "gamma"}, della{"weight", "density", "epsilon"}, scale{"scale"};
   switch (sparsifierOf(m)) {
     case Sparsifier::Magnitude:
     case Sparsifier::Random: return sparse;
@@ -1239,19 +1288,23 @@ const std::vector<std::string>& modelParamNames(Method m) {
     case Sparsifier::DellaMagprune: return della;
     case Sparsifier::None: break;
   }
-  return (m == Method::Linear || m == Method::TaskArithmetic || m == Method::NuSlerp) ? weight : none;
+  if (m == Method::TaskArithmetic) return sparse;  // mergekit takes density; validateMerge refuses density < 1
+  if (m == Method::Passthrough) return scale;
+  return (m == Method::Linear || m == Method::NuSlerp) ? weight : none;
 }
+
+bool needsWeight(Method m) { return m == Method::Linear || m == Method::NuSlerp || isTaskArithmetic(m); }
 
 const std::vector<std::string>& globalParamNames(Method m) {
   // int8_mask is accepted for recipe compatibility: in mergekit it only sets the mask's dtype.
-  static const std::vector<std::string> linear{"normalize"}, ta{"normalize", "lambda", "int8_mask"},
-      sparse{"normalize", "lambda", "rescale", "int8_mask"}, slerp{"t"}, nu{"nuslerp_flatten", "nuslerp_row_wise"},
-      none{};
+  // (task_arithmetic takes rescale like the rest of its family; validateMerge refuses rescale: true.)
+  static const std::vector<std::string> linear{"normalize"}, sparse{"normalize", "lambda", "rescale", "int8_mask"},
+      slerp{"t"}, nu{"nuslerp_flatten", "nuslerp_row_wise"}, stock{"filter_wise"}, none{};
   if (m == Method::Linear) return linear;
-  if (m == Method::TaskArithmetic) return ta;
   if (isTaskArithmetic(m)) return sparse;
   if (m == Method::Slerp) return slerp;
   if (m == Method::NuSlerp) return nu;
+  if (m == Method::ModelStock) return stock;
   return none;
 }
 
@@ -1282,8 +1335,8 @@ RowGrid rowGrid(Method m, const MethodParams& mp, at::IntArrayRef shape) {
 
 int mergePasses(Method m, const std::vector<ModelParams>& params, const MethodParams& mp, const RowGrid& g, bool onCpu) {
   switch (m) {
-    case Method::Slerp:
-    case Method::ModelStock: return 2;
+    case Method::Slerp: return 2;
+    case Method::ModelStock: return mp.filterWise ? 1 : 2;
     case Method::NuSlerp: return mp.nuslerpFlatten ? 2 : 1;
     default: break;
   }
@@ -1310,13 +1363,15 @@ uint64_t rankWindowBytes(Method m, const std::vector<ModelParams>& params, const
 void mergeRows(Method m, bool hasBase, size_t others, at::IntArrayRef shape, const RowSource& source,
                const RowSink& sink, const std::vector<ModelParams>& params, const MethodParams& mp,
                const RawRowSource& raw) {
-  validate(m, hasBase, others, params, mp);
+  validate(m, hasBase, others, shape, params, mp);
   const RowGrid g = rowGrid(m, mp, shape);
   if (g.rows * g.cols == 0) return;
   switch (m) {
-    case Method::Passthrough:
-      eachChunk(g, [&](int64_t r0, int64_t r1) { sink(r0, r1, source(0, r0, r1)); });
+    case Method::Passthrough: {
+      const double scale = params[0].scale;  // mergekit passthrough.py: tensor * scale
+      eachChunk(g, [&](int64_t r0, int64_t r1) { sink(r0, r1, scale == 1.0 ? source(0, r0, r1) : source(0, r0, r1) * scale); });
       return;
+    }
     case Method::Linear: return linearRows(g, others, source, sink, params, mp);
     case Method::Slerp: return slerpRows(g, source, sink, mp.t);
     case Method::NuSlerp: {
@@ -1324,7 +1379,8 @@ void mergeRows(Method m, bool hasBase, size_t others, at::IntArrayRef shape, con
       const double t = std::abs(wsum) < 1e-6 ? 0.5 : params[1].weight / wsum;
       return nuslerpRows(g, shape, hasBase, source, sink, t, mp);
     }
-    case Method::ModelStock: return modelStockRows(g, others, source, sink);
+    case Method::ModelStock:
+      return mp.filterWise ? modelStockRowWise(g, others, source, sink) : modelStockRows(g, others, source, sink);
     default: return mergeTaskArithmeticRows(m, g, source, raw, sink, params, mp);
   }
 }
@@ -1341,7 +1397,7 @@ at::Tensor mergeTensor(Method m, const at::Tensor& base, const std::vector<at::T
            "model " + std::to_string(i + 1) + " has shape " + shapeString(others[i].sizes()) + " but " + refName +
                " has " + shapeString(ref.sizes()),
            "the models must share one architecture and vocabulary size");
-  validate(m, hasBase, others.size(), params, mp);
+  validate(m, hasBase, others.size(), ref.sizes(), params, mp);
   const RowGrid g = rowGrid(m, mp, ref.sizes());
   auto rows = [&](const at::Tensor& t) { return toF32(t).reshape({g.rows, g.cols}); };
   at::Tensor b = hasBase ? rows(base) : at::Tensor();

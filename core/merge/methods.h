@@ -68,6 +68,7 @@ struct ModelParams {
   double density = 1.0;
   double gamma = 0.01;    // breadcrumbs: fraction of the largest |d| dropped
   double epsilon = 0.15;  // della: half-width of the keep-probability band
+  double scale = 1.0;     // passthrough: the tensor times this (mergekit's per-model 'scale')
 };
 
 struct MethodParams {
@@ -76,14 +77,21 @@ struct MethodParams {
   double t = 0.5;                          // slerp: 0 gives the base, 1 the other model
   bool nuslerpFlatten = true;
   bool nuslerpRowWise = false;
+  bool filterWise = false;                 // model_stock: one t per row (mergekit's filter_wise), not per tensor
   uint64_t seed = 0;
   std::string tensorName;  // names errors and keys the random masks
 };
 
 // The parameter keys each method accepts, per model and global (recipe validation: an unknown
-// key is an error). Names as in mergekit recipes ("weight", "density", "normalize", "lambda", ...).
+// key is an error). They are mergekit's tensor_parameters() and parameters() of each method
+// (mergekit/merge_methods/*.py): linear weight / normalize; the task-arithmetic family weight,
+// density (+ gamma for breadcrumbs*, epsilon for della*) / normalize, rescale, lambda, int8_mask;
+// slerp - / t; nuslerp weight / nuslerp_flatten, nuslerp_row_wise; model_stock - / filter_wise;
+// passthrough scale / -.
 const std::vector<std::string>& modelParamNames(Method m);
 const std::vector<std::string>& globalParamNames(Method m);
+// Whether mergekit requires a per-model 'weight' (tensor_parameters() with required=True).
+bool needsWeight(Method m);
 // Whether the method needs a base model: task-vector methods, slerp and model_stock. nuslerp takes
 // one optionally; linear and passthrough ignore it.
 bool needsBase(Method m);
@@ -96,6 +104,13 @@ bool defaultRescale(Method m);
 // weights summing to zero with normalize, density outside (0, 1], a wrong number of models.
 at::Tensor mergeTensor(Method m, const at::Tensor& base, const std::vector<at::Tensor>& others,
                        const std::vector<ModelParams>& params, const MethodParams& mp);
+
+// The checks mergeTensor and mergeRows make before reading any input, for a tensor of `shape`
+// (recipe validation runs them for every tensor before a merge or a plan). `modelNames`, when
+// given (one per other model), name the models in errors instead of "model <i>".
+// kh::Error("merge <tensorName>", cause naming the parameter) on the first problem.
+void validateMerge(Method m, bool hasBase, size_t others, at::IntArrayRef shape, const std::vector<ModelParams>& params,
+                   const MethodParams& mp, const std::vector<std::string>& modelNames = {});
 
 // How a merge walks one tensor: viewed as rows x cols, in chunks of rowsPerChunk rows.
 constexpr int64_t kChunkElements = int64_t{1} << 20;

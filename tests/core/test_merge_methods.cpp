@@ -420,3 +420,87 @@ TEST(MergeMethodChunks, MultiChunkTensorsMatchWholeTensorFormulas) {
     EXPECT_LT(maxAbsDiff(mergeTensor(Method::Slerp, base, {others[0]}, {ModelParams{}}, mp), expected), 1e-6);
   }
 }
+
+// mergekit passthrough.py: the tensor times its per-model scale; scale 1 copies it bit for bit.
+TEST(MergeMethodParameters, PassthroughScalesTheTensor) {
+  auto a = at::randn({6, 10});
+  ModelParams p;
+  EXPECT_TRUE(at::equal(mergeTensor(Method::Passthrough, {}, {a}, {p}, named()), a));
+  p.scale = 0.5;
+  EXPECT_LT(maxAbsDiff(mergeTensor(Method::Passthrough, {}, {a}, {p}, named()), a * 0.5), 1e-7);
+  p.scale = 0.0;
+  EXPECT_EQ(mergeTensor(Method::Passthrough, {}, {a}, {p}, named()).abs().max().item<double>(), 0.0);
+}
+
+// mergekit model_stock.py with filter_wise: one t per row from the mean pairwise cosine of that
+// row's task vectors. The reference is written out element by element in double precision.
+TEST(MergeMethodParameters, ModelStockFilterWiseTakesOneRatioPerRow) {
+  const int64_t R = 5, C = 7;
+  auto base = at::randn({R, C}, at::kDouble);
+  std::vector<at::Tensor> xs = {base + at::randn({R, C}, at::kDouble) * 0.3, base + at::randn({R, C}, at::kDouble) * 0.3,
+                                base + at::randn({R, C}, at::kDouble) * 0.3};
+  auto want = at::empty({R, C}, at::kDouble);
+  const double n = 3;
+  for (int64_t r = 0; r < R; ++r) {
+    auto d = [&](int i, int64_t c) { return xs[i][r][c].item<double>() - base[r][c].item<double>(); };
+    double cos = 0;
+    for (int i = 0; i < 3; ++i)
+      for (int j = i + 1; j < 3; ++j) {
+        double dot = 0, ni = 0, nj = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          dot += d(i, c) * d(j, c);
+          ni += d(i, c) * d(i, c);
+          nj += d(j, c) * d(j, c);
+        }
+        cos += std::clamp(dot / std::max(std::sqrt(ni) * std::sqrt(nj), 1e-6), -1.0, 1.0) / 3.0;
+      }
+    const double t = n * cos / (1 + (n - 1) * cos);
+    for (int64_t c = 0; c < C; ++c) {
+      const double avg = (xs[0][r][c].item<double>() + xs[1][r][c].item<double>() + xs[2][r][c].item<double>()) / n;
+      want[r][c] = t * avg + (1 - t) * base[r][c].item<double>();
+    }
+  }
+  std::vector<at::Tensor> f32;
+  for (const auto& x : xs) f32.push_back(x.to(at::kFloat));
+  MethodParams mp = named();
+  mp.filterWise = true;
+  ModelParams p;
+  auto got = mergeTensor(Method::ModelStock, base.to(at::kFloat), f32, {p, p, p}, mp);
+  EXPECT_LT(maxAbsDiff(got.to(at::kDouble), want), 1e-5);
+  // A 1-D tensor is one row: the same as the whole-tensor ratio.
+  auto b1 = base[0].to(at::kFloat);
+  std::vector<at::Tensor> one = {f32[0][0], f32[1][0], f32[2][0]};
+  EXPECT_LT(maxAbsDiff(mergeTensor(Method::ModelStock, b1, one, {p, p, p}, mp),
+                       mergeTensor(Method::ModelStock, b1, one, {p, p, p}, named())),
+            1e-5);
+  // mergekit takes the vectors along the last dimension; for N-D tensors that is not Kumihimo's rows.
+  expectMergeError(
+      [&] {
+        mergeTensor(Method::ModelStock, at::zeros({2, 3, 4}), {at::ones({2, 3, 4}), at::ones({2, 3, 4}), at::ones({2, 3, 4})},
+                    {p, p, p}, mp);
+      },
+      "filter_wise");
+}
+
+// mergekit's task_arithmetic takes density and rescale but never sparsifies: refused, not ignored.
+TEST(MergeMethodParameters, TaskArithmeticRefusesSparsificationItWouldIgnore) {
+  auto base = at::randn({4, 4}), a = at::randn({4, 4});
+  ModelParams d;
+  d.density = 0.5;
+  expectMergeError([&] { mergeTensor(Method::TaskArithmetic, base, {a}, {d}, named()); }, "density 0.500000 has no effect");
+  MethodParams rescale = named();
+  rescale.rescale = true;
+  expectMergeError([&] { mergeTensor(Method::TaskArithmetic, base, {a}, {ModelParams{}}, rescale); }, "rescale");
+  // density 1 means the same in both: accepted, and the plain task-arithmetic formula.
+  ModelParams full;
+  full.density = 1.0;
+  full.weight = 0.5;
+  EXPECT_LT(maxAbsDiff(mergeTensor(Method::TaskArithmetic, base, {a}, {full}, named()), base + 0.5 * (a - base)), 1e-6);
+  // validateMerge names the model when told its name.
+  try {
+    validateMerge(Method::Ties, true, 1, {4, 4}, {ModelParams{1.0, 1.5}}, named(), {"/models/a"});
+    FAIL() << "density 1.5 accepted";
+  } catch (const kh::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/models/a: density 1.500000 is outside (0, 1]"), std::string::npos) << e.what();
+  }
+}

@@ -172,6 +172,23 @@ TEST(MergeRecipe, AOneLayerModelIsAtTheGradientsEnd) {
   EXPECT_DOUBLE_EQ(r.models[0].parameters.at("weight").resolve("model.embed_tokens.weight", -1, 1, false, "x"), 0.2);
 }
 
+// mergekit's parameters()/tensor_parameters() per method (mergekit/merge_methods/*.py).
+TEST(MergeRecipe, EachMethodTakesMergekitsParameters) {
+  EXPECT_NO_THROW(parseRecipe("merge_method: task_arithmetic\nbase_model: b\nmodels:\n  - model: a\n    parameters:\n"
+                              "      weight: 0.5\n      density: 1.0\nparameters:\n  rescale: false\n  lambda: 0.8\n",
+                              "r.yaml", ""));
+  EXPECT_NO_THROW(parseRecipe("merge_method: model_stock\nbase_model: b\nmodels:\n  - model: a\n  - model: c\n"
+                              "parameters:\n  filter_wise: true\n",
+                              "r.yaml", ""));
+  auto p = parseRecipe("merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n"
+                       "        parameters:\n          scale:\n            - filter: o_proj\n              value: 0.0\n"
+                       "            - value: 1.0\n",
+                       "r.yaml", "");
+  EXPECT_DOUBLE_EQ(p.slices[0].sources[0].parameters.at("scale").resolveAt("model.layers.0.self_attn.o_proj.weight", 0, "x"), 0.0);
+  expectError("merge_method: slerp\nbase_model: b\nmodels:\n  - model: a\n    parameters:\n      weight: 0.5\n",
+              {"r.yaml:6", "slerp does not take the per-model parameter 'weight'"});
+}
+
 TEST(MergeRecipe, MergekitKeysKumihimoCannotHonourAreRefusedByName) {
   const std::string models = "merge_method: linear\nmodels:\n  - model: a\n";
   expectError(models + "tokenizer:\n  source: union\n", {"r.yaml:5", "'tokenizer' is not supported", "tokenizer_source"});
