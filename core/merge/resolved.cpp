@@ -87,11 +87,13 @@ struct FolderSet {
 };
 
 // The gradient position of a tensor of a 'models:' recipe: its layer over the model's layers;
-// outside the layers, 0 for the embeddings and 1 for what follows the layers.
+// outside the layers, 0 for the embeddings and 1 for what follows the layers. mergekit turns a
+// 'models:' recipe into one slice over every layer (plan.py normalize_config), and plan_slice
+// evaluates a one-layer slice at t = 1: so does a one-layer model here.
 double modelsT(const std::string& name, int64_t layers) {
   const int64_t layer = layerOf(name);
   if (layer < 0) return isLate(name) ? 1.0 : 0.0;
-  return layers > 1 ? static_cast<double>(layer) / static_cast<double>(layers - 1) : 0.0;
+  return layers > 1 ? static_cast<double>(layer) / static_cast<double>(layers - 1) : 1.0;
 }
 
 // Output tensor shapes must equal every input's; vocab tensors may differ in rows (cropped or
@@ -133,15 +135,20 @@ void resolveModels(const Recipe& r, Resolved& x) {
   int base = -1;
   std::vector<Input> others;
   if (!r.baseModel.empty()) base = fset.open(r.baseModel, r.path + ": base_model");
+  int baseEntry = -1;  // the base's entry in the models list, if it has one
   for (const auto& m : r.models) {
     const int i = fset.open(m.model, r.path + ":" + std::to_string(m.line));
-    if (i == base) continue;  // mergekit lets the base appear in the list; its entry adds nothing
+    if (i == base) {  // mergekit lets the base appear in the list
+      if (baseEntry < 0) baseEntry = static_cast<int>(&m - r.models.data());
+      continue;
+    }
     others.push_back({i, "", static_cast<int>(&m - r.models.data())});
   }
-  if (!needsBase(r.method) && base >= 0 && r.method != Method::Slerp && r.method != Method::NuSlerp &&
-      r.method != Method::ModelStock && r.method != Method::Passthrough) {
-    // linear with a base_model: the base takes part like any model.
-    others.insert(others.begin(), Input{base, "", -1});
+  if (r.method == Method::Linear && base >= 0) {
+    // linear with a base_model: mergekit (plan.py normalize_config) adds the base to the inputs,
+    // and linear.py weighs every input, so the base takes part like any model, with its own
+    // entry's parameters when the models list names it.
+    others.insert(others.begin(), Input{base, "", baseEntry});
   }
   if (r.method == Method::Passthrough && others.size() != 1)
     throw Error(r.path, "passthrough takes exactly one model, got " + std::to_string(others.size()));
@@ -389,6 +396,76 @@ void resolveTokenizer(const Recipe& r, Resolved& x) {
 
 }  // namespace
 
+namespace {
+
+// mergekit's ConfigReader.parameter: the first level that has the key AND yields a value for this
+// tensor (a filter list that matches nothing yields none, and the lookup goes on).
+std::optional<double> lookup(const Recipe& r, const std::map<std::string, ParamValue>* model, const Slice* slice,
+                             const char* key, const std::string& tensor, double t) {
+  for (const auto* level : {model, slice ? &slice->parameters : nullptr, &r.parameters}) {
+    if (!level) continue;
+    auto it = level->find(key);
+    if (it == level->end()) continue;
+    if (auto v = it->second.valueAt(tensor, t)) return v;
+  }
+  return std::nullopt;
+}
+
+bool mentions(const Recipe& r, const char* key) {
+  auto in = [&](const std::map<std::string, ParamValue>& p) { return p.count(key) > 0; };
+  if (in(r.parameters)) return true;
+  for (const auto& m : r.models)
+    if (in(m.parameters)) return true;
+  for (const auto& sl : r.slices) {
+    if (in(sl.parameters)) return true;
+    for (const auto& src : sl.sources)
+      if (in(src.parameters)) return true;
+  }
+  return false;
+}
+
+// Every tensor's parameters checked before anything is read, so that `merge --plan` refuses
+// what the merge would refuse: "<recipe>: tensor '<name>': <cause naming the parameter>".
+// Required parameters as mergekit's plan_tensor (required=True): slerp's t for every tensor, and
+// a weight for every model once the recipe gives any weight (a recipe with no weight at all
+// weighs every model 1, where mergekit refuses it).
+void validateParameters(const Recipe& r, const Resolved& x) {
+  const bool weighted = needsWeight(r.method) && mentions(r, "weight");
+  for (size_t i = 0; i < x.outputs.size(); ++i) {
+    const auto& [name, shape] = x.outputs[i];
+    const Sources& s = x.sources[i];
+    const Slice* slice = s.slice >= 0 ? &r.slices.at(static_cast<size_t>(s.slice)) : nullptr;
+    const std::string where = r.path + ": tensor '" + name + "'";
+    std::vector<std::string> names;
+    for (const auto& in : s.others) names.push_back(x.folder(in).dir);
+    if (r.method == Method::Slerp && !lookup(r, nullptr, slice, "t", name, s.t))
+      throw Error(where, "slerp needs the parameter 't' and none is given for this tensor",
+                  "set t at the top level (or for the slice), with an entry without a filter as the default");
+    if (weighted)
+      for (size_t k = 0; k < s.others.size(); ++k) {
+        const Input& in = s.others[k];
+        const std::map<std::string, ParamValue>* own = nullptr;
+        if (in.entry >= 0)
+          own = slice ? &slice->sources.at(static_cast<size_t>(in.entry)).parameters
+                      : &r.models.at(static_cast<size_t>(in.entry)).parameters;
+        if (!lookup(r, own, slice, "weight", in.tensor, s.t))
+          throw Error(where, names[k] + " has no 'weight' for this tensor" +
+                                 (s.hasBase() && in.folder == s.base.folder
+                                      ? std::string(" (linear merges the base_model like any other model, as mergekit does)")
+                                      : std::string()),
+                      "give it a weight (an entry without a filter is the default), or a top-level weight");
+      }
+    const TensorParams p = tensorParams(r, x, i, 0);
+    try {
+      validateMerge(r.method, s.hasBase(), s.others.size(), shape, p.models, p.method, names);
+    } catch (const Error& e) {
+      throw Error(where, e.cause(), e.hint());
+    }
+  }
+}
+
+}  // namespace
+
 Resolved resolve(const Recipe& r) {
   Resolved x;
   if (r.slices.empty()) resolveModels(r, x);
@@ -403,45 +480,35 @@ Resolved resolve(const Recipe& r) {
     x.outDtype = x.folder(primary).weights->entry(primary.tensor).dtype;
   }
   resolveTokenizer(r, x);
+  validateParameters(r, x);
   return x;
 }
+
 
 ModelParams paramsFor(const Recipe& r, const std::map<std::string, ParamValue>* model, const Slice* slice,
                       const std::string& tensor, double t) {
   ModelParams mp;
   auto get = [&](const char* key, double& out) {
-    const std::string where = r.path + ": parameter '" + key + "'";
-    for (const auto* level : {model, slice ? &slice->parameters : nullptr, &r.parameters}) {
-      if (!level) continue;
-      auto it = level->find(key);
-      if (it == level->end()) continue;
-      out = it->second.resolveAt(tensor, t, where);
-      return;
-    }
+    if (auto v = lookup(r, model, slice, key, tensor, t)) out = *v;
   };
   get("weight", mp.weight);
   get("density", mp.density);
   get("gamma", mp.gamma);
   get("epsilon", mp.epsilon);
+  get("scale", mp.scale);
   return mp;
 }
 
 MethodParams methodParamsFor(const Recipe& r, const Slice* slice, const std::string& tensor, double t, uint64_t seed) {
   MethodParams m;
-  auto val = [&](const char* key) -> std::optional<double> {
-    for (const auto* level : {slice ? &slice->parameters : nullptr, &r.parameters}) {
-      if (!level) continue;
-      auto g = level->find(key);
-      if (g != level->end()) return g->second.resolveAt(tensor, t, r.path + ": parameter '" + key + "'");
-    }
-    return std::nullopt;
-  };
+  auto val = [&](const char* key) { return lookup(r, nullptr, slice, key, tensor, t); };
   if (auto v = val("normalize")) m.normalize = *v != 0.0;
   if (auto v = val("rescale")) m.rescale = *v != 0.0;
   if (auto v = val("lambda")) m.lambda = *v;
   if (auto v = val("t")) m.t = *v;
   if (auto v = val("nuslerp_flatten")) m.nuslerpFlatten = *v != 0.0;
   if (auto v = val("nuslerp_row_wise")) m.nuslerpRowWise = *v != 0.0;
+  if (auto v = val("filter_wise")) m.filterWise = *v != 0.0;
   m.seed = seed;
   m.tensorName = tensor;
   return m;
@@ -459,12 +526,14 @@ bool operator==(const TensorParams& a, const TensorParams& b) {
   for (size_t i = 0; i < a.models.size(); ++i) {
     const auto& p = a.models[i];
     const auto& q = b.models[i];
-    if (p.weight != q.weight || p.density != q.density || p.gamma != q.gamma || p.epsilon != q.epsilon) return false;
+    if (p.weight != q.weight || p.density != q.density || p.gamma != q.gamma || p.epsilon != q.epsilon || p.scale != q.scale)
+      return false;
   }
   const auto& m = a.method;
   const auto& n = b.method;
   return m.normalize == n.normalize && m.rescale == n.rescale && m.lambda == n.lambda && m.t == n.t &&
-         m.nuslerpFlatten == n.nuslerpFlatten && m.nuslerpRowWise == n.nuslerpRowWise && m.seed == n.seed &&
+         m.nuslerpFlatten == n.nuslerpFlatten && m.nuslerpRowWise == n.nuslerpRowWise && m.filterWise == n.filterWise &&
+         m.seed == n.seed &&
          m.tensorName == n.tensorName;
 }
 

@@ -64,7 +64,10 @@ struct Resolved {
 Resolved resolve(const Recipe& r);
 
 // Parameter lookup as mergekit's ConfigReader does it: a model's (or slice source's) own
-// parameters, then the slice's, then the recipe's top level. `model` and `slice` may be null.
+// parameters, then the slice's, then the recipe's top level, then the default; a level whose
+// filter list matches nothing for this tensor is passed over. `model` and `slice` may be null.
+// resolve() also checks every tensor's parameters (validateMerge, slerp's required t, a weight
+// for every model once the recipe gives any), so that the plan refuses what the merge would.
 ModelParams paramsFor(const Recipe& r, const std::map<std::string, ParamValue>* model, const Slice* slice,
                       const std::string& tensor, double t);
 MethodParams methodParamsFor(const Recipe& r, const Slice* slice, const std::string& tensor, double t, uint64_t seed);

@@ -2,7 +2,9 @@
 // frankenmerge copies its source layers bit for bit under renumbered names and runs; a linear
 // slice merge equals the formula on the chosen layers with per-slice gradients; Gemma2 layers
 // keep their sliding/full kind; the plan and `merge --plan` follow the slices; every malformed
-// slice is refused in one line naming the slice and model. Also tokenizer_source: union.
+// slice is refused in one line naming the slice and model. Also tokenizer_source: union, and the
+// recipe semantics mergekit defines (parameter fall-through, one-layer gradients, linear's base,
+// passthrough scale, bad parameters refused by the plan).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -43,6 +45,8 @@ class SliceMerge : public ::testing::Test {
     make("g2", "gemma2", 4, 4);
     make("p", "gpt2", 5, 2);
     make("q", "gpt2", 6, 2);
+    make("one", "llama", 7, 1);
+    make("one2", "llama", 7, 1, 0.08);  // one's tokenizer, other weights
   }
   static void TearDownTestSuite() { delete dir_; }
   static std::string m(const std::string& name) { return dir_->file(name); }
@@ -296,4 +300,112 @@ TEST(SliceRecipe, SliceParametersAreReadCheckedAndWrittenBack) {
   } catch (const kh::Error& e) {
     expectContains(e.what(), {"r.yaml:", "does not take the slice parameter 't'"});
   }
+}
+
+// Recipe semantics as mergekit's ConfigReader (mergekit/config.py): a filter list that matches
+// nothing gives no value, so the model's parameter falls through to the top level, then to the
+// method's default. References are the formulas on the input tensors.
+TEST_F(SliceMerge, ParametersFallThroughToTheTopLevelAndThenTheDefault) {
+  TempDir out;
+  const std::string lin = merge("merge_method: linear\ndtype: float32\nmodels:\n  - model: " + m("a") +
+                                    "\n    parameters:\n      weight:\n        - filter: mlp\n          value: 3.0\n  - model: " +
+                                    m("a2") + "\n    parameters:\n      weight: 1.0\nparameters:\n  weight: 2.0\n",
+                                out.file("lin"));
+  for (const char* name : {"model.layers.1.mlp.up_proj.weight", "model.layers.1.self_attn.q_proj.weight", "model.embed_tokens.weight"}) {
+    const double wa = std::string(name).find("mlp") != std::string::npos ? 3.0 : 2.0;
+    at::Tensor want = (wa * f32(m("a"), name) + f32(m("a2"), name)) / (wa + 1.0);
+    EXPECT_LT((f32(lin, name) - want).abs().max().item<double>(), 1e-6) << name;
+  }
+  // ties with density only for the MLP: attention tensors take density 1 (everything kept), so
+  // one model merged onto the base gives that model.
+  const std::string ties = merge("merge_method: ties\ndtype: float32\nbase_model: " + m("a") + "\nmodels:\n  - model: " + m("a2") +
+                                     "\n    parameters:\n      weight: 1.0\n      density:\n        - filter: mlp\n          value: 0.5\n",
+                                 out.file("ties"));
+  const std::string attn = "model.layers.2.self_attn.k_proj.weight", mlp = "model.layers.2.mlp.down_proj.weight";
+  EXPECT_LT((f32(ties, attn) - f32(m("a2"), attn)).abs().max().item<double>(), 1e-6);
+  // The MLP's task vector kept half its entries: the rest are the base's.
+  const at::Tensor same = (f32(ties, mlp) == f32(m("a"), mlp)).to(at::kFloat);
+  EXPECT_NEAR(same.mean().item<double>(), 0.5, 0.02);
+}
+
+// mergekit/plan.py: a 'models:' recipe is one slice over all layers, and a one-layer slice is at t = 1.
+TEST_F(SliceMerge, AOneLayerModelTakesTheGradientsLastValue) {
+  TempDir out;
+  const std::string o = merge("merge_method: linear\ndtype: float32\nmodels:\n  - model: " + m("one") +
+                                  "\n    parameters:\n      weight: [1.0, 3.0]\n  - model: " + m("one2") +
+                                  "\n    parameters:\n      weight: 1.0\n",
+                              out.file("one"));
+  for (const auto& [name, w] : {std::pair<std::string, double>{"model.layers.0.mlp.gate_proj.weight", 3.0},
+                                {"model.layers.0.input_layernorm.weight", 3.0}, {"model.embed_tokens.weight", 1.0}}) {
+    at::Tensor want = (w * f32(m("one"), name) + f32(m("one2"), name)) / (w + 1.0);
+    EXPECT_LT((f32(o, name) - want).abs().max().item<double>(), 1e-6) << name;
+  }
+}
+
+// mergekit (plan.py normalize_config, linear.py): linear merges its base_model like any input,
+// with the weight its models entry gives it; without one it has no weight, which is refused.
+TEST_F(SliceMerge, LinearWeighsItsBaseModelLikeAnyOtherModel) {
+  TempDir out;
+  const std::string o = merge("merge_method: linear\ndtype: float32\nbase_model: " + m("a") + "\nmodels:\n  - model: " + m("a") +
+                                  "\n    parameters:\n      weight: 2.0\n  - model: " + m("a2") +
+                                  "\n    parameters:\n      weight: 1.0\n",
+                              out.file("lin"));
+  for (const char* name : {"model.layers.0.self_attn.v_proj.weight", "model.norm.weight"}) {
+    at::Tensor want = (2.0 * f32(m("a"), name) + f32(m("a2"), name)) / 3.0;
+    EXPECT_LT((f32(o, name) - want).abs().max().item<double>(), 1e-6) << name;
+  }
+  expectContains(failure("merge_method: linear\nbase_model: " + m("a") + "\nmodels:\n  - model: " + m("a2") +
+                         "\n    parameters:\n      weight: 1.0\n"),
+                 {"r.yaml: tensor 'model.", "/a has no 'weight'", "linear merges the base_model like any other model"});
+}
+
+// mergekit passthrough.py: a per-model (per-source) scale multiplies the tensor.
+TEST_F(SliceMerge, PassthroughScaleMultipliesTheFilteredTensors) {
+  TempDir out;
+  const std::string o = merge("merge_method: passthrough\nslices:\n  - sources:\n" +
+                                  src("a", 0, 2, "        parameters:\n          scale:\n            - filter: o_proj\n"
+                                                 "              value: 0.0\n            - value: 1.0\n"),
+                              out.file("pt"));
+  EXPECT_EQ(raw(o, "model.layers.1.self_attn.o_proj.weight").abs().max().item<double>(), 0.0);
+  EXPECT_TRUE(at::equal(raw(o, "model.layers.1.self_attn.q_proj.weight"), raw(m("a"), "model.layers.1.self_attn.q_proj.weight")));
+  EXPECT_TRUE(at::equal(raw(o, "model.embed_tokens.weight"), raw(m("a"), "model.embed_tokens.weight")));
+}
+
+// Bad parameters are refused by the plan already, in one line naming the recipe, the parameter
+// and the tensor (not only when the merge reaches that tensor).
+TEST_F(SliceMerge, ThePlanRefusesBadParametersNamingRecipeParameterAndTensor) {
+  auto planFailure = [&](const std::string& yaml) -> std::string {
+    try {
+      kh::merge::planMerge(recipe(yaml), {});
+    } catch (const kh::Error& e) {
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+      return e.what();
+    }
+    ADD_FAILURE() << "the plan accepted\n" << yaml;
+    return "";
+  };
+  const std::string onto = "base_model: " + m("a") + "\nmodels:\n  - model: " + m("a2") + "\n";
+  expectContains(planFailure("merge_method: ties\n" + onto + "    parameters:\n      weight: 1.0\n      density: 1.5\n"),
+                 {"r.yaml: tensor 'model.", "density 1.500000 is outside (0, 1]", "/a2"});
+  expectContains(planFailure("merge_method: slerp\n" + onto), {"r.yaml: tensor 'model.", "slerp needs the parameter 't'"});
+  expectContains(planFailure("merge_method: slerp\n" + onto + "parameters:\n  t:\n    - filter: self_attn\n      value: 0.3\n"),
+                 {"r.yaml: tensor 'model.embed_tokens.weight'", "'t'"});
+  expectContains(planFailure("merge_method: slerp\n" + onto + "  - model: " + m("b") + "\nparameters:\n  t: 0.5\n"),
+                 {"r.yaml: tensor 'model.", "exactly two models"});
+  expectContains(planFailure("merge_method: model_stock\n" + onto), {"r.yaml: tensor 'model.", "at least three models"});
+  expectContains(planFailure("merge_method: linear\nmodels:\n  - model: " + m("a") + "\n    parameters:\n      weight: 1.0\n"
+                             "  - model: " + m("a2") + "\n    parameters:\n      weight: -1.0\n"),
+                 {"r.yaml: tensor 'model.", "sum to zero"});
+  expectContains(planFailure("merge_method: task_arithmetic\n" + onto + "    parameters:\n      weight: 1.0\n      density: 0.5\n"),
+                 {"r.yaml: tensor 'model.", "density 0.500000 has no effect in task_arithmetic"});
+  // A weight filtered to the MLP alone leaves the other tensors without one (mergekit: required).
+  expectContains(planFailure("merge_method: ties\n" + onto + "    parameters:\n      weight:\n        - filter: mlp\n"
+                             "          value: 0.5\n"),
+                 {"r.yaml: tensor 'model.", "/a2 has no 'weight' for this tensor"});
+  // kumihimo-cli merge R.yaml --plan says the same.
+  TempDir d;
+  kh::test::writeFile(d.file("r.yaml"), "merge_method: ties\n" + onto + "    parameters:\n      weight: 1.0\n      density: 1.5\n");
+  auto cli = runCli({"merge", d.file("r.yaml"), "--plan"});
+  EXPECT_NE(cli.exitCode, 0);
+  expectContains(cli.err, {"r.yaml: tensor 'model.", "density 1.500000 is outside (0, 1]"});
 }
