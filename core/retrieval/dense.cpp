@@ -223,6 +223,52 @@ DotFn pickDot() { return dotPlain; }
 #endif
 const DotFn kDot = pickDot();
 
+// The flat scan's fp16 mirror: the stored rows rounded to fp16 (half the bytes to stream per
+// query), converted and scanned with F16C. Absent (nullptr) on CPUs without it; the scan then
+// reads the fp32 rows.
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma,f16c"))) float dotHalfF16c(const float* q, const uint16_t* h, size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  size_t i = 0;
+// (a macro, not a lambda: a lambda does not inherit the function's target attributes)
+#define KH_HALF8(k) _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + (k))))
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), KH_HALF8(i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), KH_HALF8(i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 16), KH_HALF8(i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 24), KH_HALF8(i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), KH_HALF8(i), s0);
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+  __m128 r4 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  r4 = _mm_add_ps(r4, _mm_movehl_ps(r4, r4));
+  r4 = _mm_add_ss(r4, _mm_shuffle_ps(r4, r4, 1));
+  float r = _mm_cvtss_f32(r4);
+  for (; i < n; ++i) r += q[i] * _cvtsh_ss(h[i]);
+  return r;
+#undef KH_HALF8
+}
+__attribute__((target("avx2,f16c"))) void toHalfF16c(const float* x, uint16_t* h, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) h[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}
+using HalfDotFn = float (*)(const float*, const uint16_t*, size_t);
+using ToHalfFn = void (*)(const float*, uint16_t*, size_t);
+bool hasF16c() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+const HalfDotFn kHalfDot = hasF16c() ? dotHalfF16c : nullptr;
+const ToHalfFn kToHalf = hasF16c() ? toHalfF16c : nullptr;
+#else
+using HalfDotFn = float (*)(const float*, const uint16_t*, size_t);
+using ToHalfFn = void (*)(const float*, uint16_t*, size_t);
+const HalfDotFn kHalfDot = nullptr;
+const ToHalfFn kToHalf = nullptr;
+#endif
+
 // HNSW storage: FAISS's flat inner-product store with the fast dot product above. Saved by
 // write_index as a plain IndexFlatIP ("IxFI"); load() swaps it back in.
 // sign -1 turns similarity into the distance HNSW minimises (FAISS's IndexHNSW wraps the +1 one
@@ -283,6 +329,22 @@ void DenseIndex::rebuildAs(Kind kind, const std::vector<int64_t>& keys, const st
   index_ = std::move(fresh);
   kind_ = kind;
   tombstones_ = 0;
+  refreshHalf();
+}
+
+void DenseIndex::refreshHalf() {
+  half_.clear();
+  if (kind_ != Kind::Flat || !kToHalf) return;
+  const auto& map = asMap(index_);
+  const float* xb = static_cast<const faiss::IndexFlat*>(map.index)->get_xb();
+  const size_t n = static_cast<size_t>(map.ntotal), d = static_cast<size_t>(dim_);
+  double maxNorm = 0;
+  for (size_t i = 0; i < n; ++i) maxNorm = std::max(maxNorm, static_cast<double>(kDot(xb + i * d, xb + i * d, d)));
+  maxNorm = std::sqrt(maxNorm);
+  if (!(maxNorm < 1e3)) return;  // fp16 would overflow or lose the rows: scan the fp32 ones
+  half_.resize(n * d);
+  kToHalf(xb, half_.data(), n * d);
+  halfMaxNorm_ = maxNorm;
 }
 
 void DenseIndex::liveVectors(std::vector<int64_t>& keys, std::vector<float>& vectors) const {
@@ -315,6 +377,7 @@ void DenseIndex::add(const std::vector<int64_t>& keys, const std::vector<float>&
   }
   std::vector<faiss::Index::idx_t> ids(keys.begin(), keys.end());
   index_->add_with_ids(static_cast<faiss::Index::idx_t>(keys.size()), vectors.data(), ids.data());
+  if (kind_ == Kind::Flat) refreshHalf();
 }
 
 void DenseIndex::remove(const std::vector<int64_t>& keys) {
@@ -323,6 +386,7 @@ void DenseIndex::remove(const std::vector<int64_t>& keys) {
   if (kind_ == Kind::Flat) {
     faiss::IDSelectorBatch sel(ids.size(), ids.data());
     index_->remove_ids(sel);
+    refreshHalf();
     return;
   }
   auto& map = asMap(index_);
@@ -352,8 +416,30 @@ std::vector<DenseHit> DenseIndex::search(const float* query, int k) const {
     const auto& map = asMap(index_);
     const float* xb = static_cast<const faiss::IndexFlat*>(map.index)->get_xb();
     const size_t n = static_cast<size_t>(map.ntotal), d = static_cast<size_t>(dim_);
-    std::vector<std::pair<float, int64_t>> all(n);  // (cosine, key)
-    for (size_t i = 0; i < n; ++i) all[i] = {kDot(query, xb + i * d, d), map.id_map[i]};
+    std::vector<std::pair<float, int64_t>> all;  // (cosine, key)
+    if (!half_.empty() && half_.size() == n * d) {
+      // Two steps with the exact answer of one: fp16 scores of every row, then the fp32 score
+      // (kDot, as the one-step scan) of each row whose fp16 score could put it in the top k.
+      // |fp16 score - exact| <= delta: rounding a row to fp16 moves each element by at most
+      // 2^-11 of it (2^-25 when subnormal), so the dot moves by at most
+      // 2^-11 |q| |x| + 2^-25 sum|q_i|; float summation in either order adds at most
+      // d 2^-24 |q| |x| each. A true top-k row then scores at least the k-th fp16 score - 2 delta.
+      double qq = 0, qabs = 0;
+      for (size_t i = 0; i < d; ++i) qq += double(query[i]) * query[i], qabs += std::fabs(double(query[i]));
+      const double qn = std::sqrt(qq);
+      const double delta = 1.01 * (qn * halfMaxNorm_ * (std::ldexp(1.0, -11) + 2.0 * static_cast<double>(d) * std::ldexp(1.0, -24)) +
+                                   std::ldexp(1.0, -25) * qabs) + 1e-7;
+      std::vector<float> approx(n);
+      for (size_t i = 0; i < n; ++i) approx[i] = kHalfDot(query, half_.data() + i * d, d);
+      std::vector<float> top(approx);
+      std::nth_element(top.begin(), top.begin() + (k - 1), top.end(), std::greater<float>());
+      const double cut = static_cast<double>(top[static_cast<size_t>(k - 1)]) - 2.0 * delta;
+      for (size_t i = 0; i < n; ++i)
+        if (static_cast<double>(approx[i]) >= cut) all.push_back({kDot(query, xb + i * d, d), map.id_map[i]});
+    } else {
+      all.resize(n);
+      for (size_t i = 0; i < n; ++i) all[i] = {kDot(query, xb + i * d, d), map.id_map[i]};
+    }
     auto better = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
       return a.first != b.first ? a.first > b.first : a.second < b.second;
     };
@@ -426,6 +512,7 @@ DenseIndex DenseIndex::load(const std::string& path, int expectedDim, int64_t hn
     throw Error(path, "dense index is neither flat nor HNSW inner product", hint);
   }
   ix.index_ = std::move(owned);
+  ix.refreshHalf();
   return ix;
 }
 

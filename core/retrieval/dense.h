@@ -120,12 +120,17 @@ class DenseIndex {
 
  private:
   void rebuildAs(Kind kind, const std::vector<int64_t>& keys, const std::vector<float>& vectors);
+  void refreshHalf();  // flat: rebuilds the fp16 mirror the scan reads first
   int dim_;
   int64_t hnswAbove_;
   HnswSettings hnsw_;
   Kind kind_ = Kind::Flat;
   int64_t tombstones_ = 0;
   std::unique_ptr<faiss::Index> index_;  // IndexIDMap2 over IndexFlatIP or IndexHNSWFlat
+  // Flat only: the rows rounded to fp16, [ntotal, dim] (empty without F16C), and the largest row
+  // norm, for the scan's error bound. Half the bytes a query streams; results stay exact.
+  std::vector<uint16_t> half_;
+  double halfMaxNorm_ = 0;
 };
 
 // Row-wise L2 normalisation in place (rows of `dim`); zero rows stay zero.

@@ -7,14 +7,15 @@
 // median at 100k chunks. Wall times on a shared machine swing with its load; the per-thread CPU
 // time beside them is what one query costs.
 // Run: OPENBLAS_NUM_THREADS=1 build/release/bin/retrieval_bench [chunks=100000] [queries=200]
-// Measured 2026-11-25 on the shared 2-core dev box (load average ~8.9 from other builds), 100k
-// chunks, dim 768, wall median / p95 (thread CPU median in brackets):
-//   BM25 1.00 / 5.14 ms (0.97); dense HNSW through the store 0.55 / 4.60 ms (0.55);
-//   fused (HNSW) 1.67 / 5.88 ms (1.61) -- target < 20 ms met; dense exact flat 27.8 / 36.2 ms (15.8).
-//   HNSW recall@10 vs exact 1.000 on these vectors (0.18 on random unit vectors with M 32).
-//   Build: BM25 store 32k chunks/s; store with HNSW 1.7k chunks/s (59 s, nearly all FAISS add);
-//   flat add 318k vectors/s. Before the single-thread scans (FAISS's search with its OpenMP
-//   team per query) flat took 346 ms wall median at 100k on that box.
+// Measured 2026-12-04 on the 2-core dev box (load average ~2 from a build), 100k chunks, dim 768,
+// wall median / p95 (thread CPU median in brackets):
+//   BM25 0.84 / 1.26 ms (0.84); dense HNSW through the store 0.55 / 0.68 ms (0.55);
+//   fused (HNSW, the default at this size) 1.40 / 1.84 ms (1.40) -- target < 20 ms met;
+//   dense exact flat through the store 8.09 / 16.6 ms (8.02); fused over the flat index
+//   9.26 / 15.1 ms (9.23) -- met with exact search too. HNSW recall@10 vs exact 1.000.
+//   Build: BM25 store 21.7k chunks/s; store with HNSW 4.2k chunks/s; flat add (with its fp16
+//   mirror) 67k vectors/s. The flat scan streams fp16 rows first and rescores in fp32
+//   (DenseIndex::search): 27.8 ms wall / 15.8 ms CPU before, on 2026-11-25's busier box.
 #include <omp.h>
 
 #include <time.h>
@@ -154,6 +155,32 @@ int main(int argc, char** argv) {
       t.push_back(ms(Clock::now() - a));
     }
     report((std::string("store ") + methodName(m)).c_str(), t, c);
+  }
+
+  // The same store with the exact flat index (what a store at or below --hnsw-above uses): fused
+  // search is then the flat scan plus BM25 and the fusion.
+  if (hnswStore) {
+    StoreOptions fo = so;
+    fo.hnswAbove = int64_t(1) << 40;
+    std::filesystem::remove_all(dir + "-flat");
+    auto flatStore = DocumentStore::open(dir + "-flat", fo);
+    SyntheticEmbedder emb2;
+    flatStore.importDocuments(docs, &emb2);
+    for (Method m : {Method::Dense, Method::Fused}) {
+      SearchOptions o;
+      o.method = m;
+      o.k = 10;
+      std::vector<double> t, c;
+      for (const auto& q : queries) {
+        const auto a = Clock::now();
+        const double c0 = threadCpuMs();
+        flatStore.search(q, o, &emb2);
+        c.push_back(threadCpuMs() - c0);
+        t.push_back(ms(Clock::now() - a));
+      }
+      report((std::string("flat ") + methodName(m)).c_str(), t, c);
+    }
+    std::filesystem::remove_all(dir + "-flat");
   }
 
   // Dense alone: exact flat against the HNSW graph (the store's when it chose HNSW), top 50 (the

@@ -583,3 +583,43 @@ TEST(RetrievalEmbedder, IdentityNoticesWeightsChangedInPlace) {
   writeFile(d.file("store/" + gen + "/store.json"), j.dump());
   EXPECT_EQ(DocumentStore::open(d.file("store")).search("名前", SearchOptions{}, &a).size(), 1u);
 }
+
+// The flat scan reads fp16 rows first and rescores in fp32: scores 1e-5 apart (fp16 resolves
+// about 5e-4 here) must still come back in their exact order. Known answer: each row is built at
+// a chosen cosine to the query, cos = 0.9 + 1e-5 * rank of a shuffled order.
+TEST(RetrievalDense, FlatScanIsExactBelowFp16Resolution) {
+  const int dim = 64, n = 1000;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> g;
+  std::vector<double> q(dim);
+  for (auto& x : q) x = g(rng);
+  double qn = 0;
+  for (double x : q) qn += x * x;
+  for (auto& x : q) x /= std::sqrt(qn);
+  std::vector<int> order(n);
+  for (int i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<float> v(static_cast<size_t>(n * dim));
+  std::vector<int64_t> keys(n);
+  for (int i = 0; i < n; ++i) {
+    keys[static_cast<size_t>(i)] = i;
+    std::vector<double> u(dim);  // a random unit vector orthogonal to q
+    for (auto& x : u) x = g(rng);
+    double uq = 0, un = 0;
+    for (int k = 0; k < dim; ++k) uq += u[static_cast<size_t>(k)] * q[static_cast<size_t>(k)];
+    for (int k = 0; k < dim; ++k) u[static_cast<size_t>(k)] -= uq * q[static_cast<size_t>(k)], un += u[static_cast<size_t>(k)] * u[static_cast<size_t>(k)];
+    const double c = 0.9 + 1e-5 * order[static_cast<size_t>(i)], sn = std::sqrt(1 - c * c);
+    for (int k = 0; k < dim; ++k)
+      v[static_cast<size_t>(i * dim + k)] = static_cast<float>(c * q[static_cast<size_t>(k)] + sn * u[static_cast<size_t>(k)] / std::sqrt(un));
+  }
+  DenseIndex ix(dim);
+  ix.add(keys, v);
+  std::vector<float> qf(q.begin(), q.end());
+  const auto hits = ix.search(qf.data(), 50);
+  ASSERT_EQ(hits.size(), 50u);
+  for (int r = 0; r < 50; ++r) {
+    const int want = static_cast<int>(std::find(order.begin(), order.end(), n - 1 - r) - order.begin());
+    EXPECT_EQ(hits[static_cast<size_t>(r)].key, want) << "rank " << r;
+    EXPECT_NEAR(hits[static_cast<size_t>(r)].cosine, 0.9 + 1e-5 * (n - 1 - r), 2e-6);
+  }
+}
