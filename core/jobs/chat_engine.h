@@ -147,6 +147,14 @@ struct RagSource {
 // usual. Process-wide, as the CLI's --mecab-dic; takes effect for the next RagStore::open.
 void setMecabDictionary(const std::string& dir);
 
+// A store whose indexes cannot be read (a corrupt or missing bm25.bin / dense.faiss) while its
+// documents and chunks can: rebuildable, as `kumihimo-cli index rebuild` would. False for a store
+// that opens, or one whose store.json itself is unreadable.
+bool ragStoreNeedsRebuild(const std::string& dir);
+// Rebuilds BM25 and the dense index from the stored chunks, embedding them again with the model
+// the store recorded (kh::Error when that folder is gone). `progress`: (chunks embedded, total).
+void rebuildRagStore(const std::string& dir, const std::function<void(size_t, size_t)>& progress = {});
+
 // A document store opened for chat (its embedder, when it has dense vectors, loaded with it).
 // Thread-safe for concurrent const use after open (retrieve, source).
 class RagStore {

@@ -120,6 +120,34 @@ RagStore::~RagStore() = default;
 
 void setMecabDictionary(const std::string& dir) { setMecabDictionaryOverride(dir); }
 
+bool ragStoreNeedsRebuild(const std::string& dir) {
+  if (!fs::exists(fs::path(dir) / "CURRENT")) return false;
+  try {
+    rt::DocumentStore::open(dir);
+    return false;
+  } catch (const Error&) {
+  }
+  try {
+    rt::DocumentStore::openChunksOnly(dir);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+void rebuildRagStore(const std::string& dir, const std::function<void(size_t, size_t)>& progress) {
+  auto store = rt::DocumentStore::openChunksOnly(dir);
+  std::unique_ptr<rt::Embedder> embedder;
+  if (!store.embedderIdentity().empty()) {
+    const std::string& model = store.embedderModel();
+    if (model.empty() || !fs::exists(rt::embedderFolder(model)))
+      throw Error(dir, "the embedder that built the dense index (" + (model.empty() ? store.embedderIdentity() : model) +
+                           ") is not there", "rebuild with `kumihimo-cli index rebuild STORE --embedder MODEL`");
+    embedder = rt::openEmbedder(model, "auto");
+  }
+  store.rebuild(embedder.get(), progress);
+}
+
 std::shared_ptr<RagStore> RagStore::open(const std::string& dir) {
   if (dir.empty()) throw Error("documents", "no store folder given", "pick a folder made by `kumihimo-cli index add`");
   if (!fs::exists(fs::path(dir) / "CURRENT"))

@@ -10,6 +10,7 @@
 #include <QJsonDocument>
 #include <QJsonObject>
 #include <QLineEdit>
+#include <QPushButton>
 #include <QSpinBox>
 #include <QSignalSpy>
 #include <QSlider>
@@ -20,6 +21,8 @@
 #include <QtTest>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <set>
 
@@ -115,6 +118,7 @@ class RagInspectorTest : public QObject {
   void eachTurnKeepsItsOwnHits();
   void rerankerColumnShowsItsScores();
   void mecabDictionaryFieldOpensARuriStore();
+  void corruptIndexOffersARebuild();
   void cleanupTestCase();
 
  private:
@@ -502,6 +506,49 @@ void RagInspectorTest::mecabDictionaryFieldOpensARuriStore() {
   QVERIFY2(std::abs(*r.hits.front().denseCosine - expected) < 1e-4,
            qPrintable(QString("%1 vs %2").arg(*r.hits.front().denseCosine).arg(expected)));
   kh::setMecabDictionary("");
+}
+
+// A store whose dense index file is damaged: attaching says so and offers "Rebuild indexes"; the
+// rebuild (on the worker) re-embeds the stored chunks with the recorded model and attaches, and
+// the rebuilt store answers as the intact one did.
+void RagInspectorTest::corruptIndexOffersARebuild() {
+  namespace fs = std::filesystem;
+  const std::string copy = (tmp_.path() + "/store-damaged").toStdString();
+  fs::copy(store_, copy, fs::copy_options::recursive);
+  std::string gen;
+  {
+    std::ifstream cur(copy + "/CURRENT");
+    std::getline(cur, gen);
+  }
+  std::ofstream(copy + "/" + gen + "/dense.faiss", std::ios::trunc) << "garbage";
+  kh::gui::ChatPane pane;
+  auto* docs = pane.documentsBox();
+  auto* rebuild = docs->findChild<QPushButton*>("rebuild_store");
+  QVERIFY(rebuild);
+  QVERIFY(!docs->rebuildOffered());
+  QSignalSpy failed(docs, &kh::gui::DocumentsBox::attachFailed);
+  docs->setStoreDir(QString::fromStdString(copy));
+  docs->attach();
+  QVERIFY(failed.wait(15000));
+  QVERIFY2(failed.at(0).at(0).toString().contains("corrupt dense index"), qPrintable(failed.at(0).at(0).toString()));
+  QVERIFY(docs->rebuildOffered());
+  QSignalSpy attached(docs, &kh::gui::DocumentsBox::attached);
+  QTest::mouseClick(rebuild, Qt::LeftButton);
+  QVERIFY(attached.wait(30000));
+  QVERIFY(!docs->rebuildOffered());
+  QVERIFY2(docs->status().contains("16 documents") && docs->status().contains("dense by decoder-mean:tiny"), qPrintable(docs->status()));
+  kh::retrieval::DecoderEmbedder emb(model_);
+  kh::retrieval::SearchOptions o;
+  o.k = 1000;
+  o.denseWeight = kDenseWeight;
+  const auto want = coreSearch(kNameQuery);
+  const auto got = kh::retrieval::DocumentStore::open(copy).search(QString(kNameQuery).toStdString(), o, &emb);
+  QCOMPARE(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    QCOMPARE(got[i].chunkId, want[i].chunkId);
+    QVERIFY(got[i].denseCosine.has_value() && want[i].denseCosine.has_value());
+    QVERIFY(std::fabs(*got[i].denseCosine - *want[i].denseCosine) < 1e-6);
+  }
 }
 
 void RagInspectorTest::cleanupTestCase() { pane_.reset(); }

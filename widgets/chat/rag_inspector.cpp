@@ -1,6 +1,8 @@
 // DocumentsBox, RetrievalInspector, SourceDialog (see rag_inspector.h).
 #include "widgets/chat/rag_inspector.h"
 
+#include <chrono>
+
 #include <QColor>
 #include <QComboBox>
 #include <QDesktopServices>
@@ -53,11 +55,16 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   detach_ = new QPushButton(tr("Detach"), this);
   detach_->setObjectName("detach_store");
   detach_->setEnabled(false);
+  rebuild_ = new QPushButton(tr("Rebuild indexes"), this);
+  rebuild_->setObjectName("rebuild_store");
+  rebuild_->setToolTip(tr("Rebuild BM25 and the dense index from the stored chunks (as kumihimo-cli index rebuild)"));
+  rebuild_->setVisible(false);
   auto* row = new QHBoxLayout;
   row->addWidget(dir_, 1);
   row->addWidget(browse);
   row->addWidget(attach_);
   row->addWidget(detach_);
+  row->addWidget(rebuild_);
   status_ = new QLabel(tr("no store: answers use no retrieval"), this);
   status_->setObjectName("store_status");
   status_->setWordWrap(true);
@@ -151,6 +158,7 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
     if (!d.isEmpty()) rerankDir_->setText(d);
   });
   connect(attach_, &QPushButton::clicked, this, &DocumentsBox::attach);
+  connect(rebuild_, &QPushButton::clicked, this, &DocumentsBox::rebuildIndexes);
   connect(dir_, &QLineEdit::returnPressed, this, &DocumentsBox::attach);
   connect(detach_, &QPushButton::clicked, this, &DocumentsBox::detach);
   connect(reset, &QPushButton::clicked, this,
@@ -185,15 +193,19 @@ void DocumentsBox::attach() {
   run_([dir, mecab, channel, self]() {
     std::shared_ptr<kh::RagStore> store;
     QString error;
+    bool rebuildable = false;
     try {
       kh::setMecabDictionary(mecab);
       store = kh::RagStore::open(dir);
     } catch (const std::exception& e) {
       error = QString::fromStdString(e.what());
+      rebuildable = kh::ragStoreNeedsRebuild(dir);
     }
-    channel->post([self, store, error]() {
+    channel->post([self, store, error, rebuildable]() {
       if (!self) return;
       self->attach_->setEnabled(true);
+      self->rebuild_->setVisible(rebuildable);
+      self->rebuild_->setEnabled(rebuildable);
       if (store) {
         self->store_ = store;
         self->detach_->setEnabled(true);
@@ -203,6 +215,47 @@ void DocumentsBox::attach() {
         self->status_->setText(error);
         Q_EMIT self->attachFailed(error);
       }
+    });
+  });
+}
+
+bool DocumentsBox::rebuildOffered() const { return !rebuild_->isHidden() && rebuild_->isEnabled(); }
+
+void DocumentsBox::rebuildIndexes() {
+  const std::string dir = storeDir().toStdString();
+  const std::string mecab = mecabDir_->text().trimmed().toStdString();
+  rebuild_->setEnabled(false);
+  attach_->setEnabled(false);
+  status_->setText(tr("rebuilding the indexes…"));
+  auto channel = channel_;
+  QPointer<DocumentsBox> self(this);
+  run_([dir, mecab, channel, self]() {
+    QString error;
+    try {
+      kh::setMecabDictionary(mecab);
+      auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+      kh::rebuildRagStore(dir, [channel, self, last](size_t done, size_t total) {
+        const auto now = std::chrono::steady_clock::now();
+        if (done < total && now - *last < std::chrono::milliseconds(50)) return;  // ~20 Hz
+        *last = now;
+        channel->post([self, done, total]() {
+          if (self) self->status_->setText(tr("rebuilding the indexes: %1 / %2 chunks embedded").arg(done).arg(total));
+        });
+      });
+    } catch (const std::exception& e) {
+      error = QString::fromStdString(e.what());
+    }
+    channel->post([self, error]() {
+      if (!self) return;
+      if (!error.isEmpty()) {
+        self->attach_->setEnabled(true);
+        self->rebuild_->setEnabled(true);
+        self->status_->setText(error);
+        Q_EMIT self->attachFailed(error);
+        return;
+      }
+      self->rebuild_->setVisible(false);
+      self->attach();
     });
   });
 }

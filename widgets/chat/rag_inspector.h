@@ -39,6 +39,10 @@ class DocumentsBox : public QWidget {
   QString storeDir() const;
   void attach();   // opens the store on the worker; attached or attachFailed follows
   void detach();
+  // Offered (the "Rebuild indexes" button shows) when attaching failed on a corrupt or missing
+  // index file while the documents are intact: rebuilds on the worker, then attaches.
+  void rebuildIndexes();
+  bool rebuildOffered() const;
   std::shared_ptr<kh::RagStore> store() const { return store_; }
   QString status() const;                 // the store's size and embedder, or why it failed
   QPlainTextEdit* templateEditor() const { return template_; }
@@ -56,7 +60,7 @@ class DocumentsBox : public QWidget {
   std::shared_ptr<UiChannel> channel_;
   std::shared_ptr<kh::RagStore> store_;
   QLineEdit* dir_;
-  QPushButton *attach_, *detach_;
+  QPushButton *attach_, *detach_, *rebuild_;
   QLabel* status_;
   QSpinBox* k_;
   QDoubleSpinBox *denseWeight_, *bm25Weight_;
