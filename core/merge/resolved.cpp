@@ -357,28 +357,35 @@ void resolveSlices(const Recipe& r, Resolved& x) {
 
 // Which folder's tokenizer the output gets. union: only when every model's tokenizer is the same
 // vocabulary (then the union is that vocabulary); otherwise a clear refusal.
+// How two folders' vocabularies differ ("" when they are the same: sizes, every piece, bos/eos/pad).
+std::string vocabularyDifference(const ModelFolder& a, const ModelFolder& b) {
+  auto describe = [](const ModelFolder& f) { return f.tokenizer ? f.tokenizer->description() : "no tokenizer (" + f.tokenizerError + ")"; };
+  if (!a.tokenizer || !b.tokenizer) return a.tokenizer || b.tokenizer ? describe(a) + " vs " + describe(b) : std::string();
+  if (a.tokenizer->vocabSize() != b.tokenizer->vocabSize())
+    return std::to_string(a.tokenizer->vocabSize()) + " vs " + std::to_string(b.tokenizer->vocabSize()) + " tokens";
+  for (int id = 0; id < a.tokenizer->vocabSize(); ++id)
+    if (a.tokenizer->idToPiece(id) != b.tokenizer->idToPiece(id))
+      return "token " + std::to_string(id) + " is '" + a.tokenizer->idToPiece(id) + "' vs '" + b.tokenizer->idToPiece(id) + "'";
+  if (a.tokenizer->bosId() != b.tokenizer->bosId() || a.tokenizer->eosId() != b.tokenizer->eosId() ||
+      a.tokenizer->padId() != b.tokenizer->padId())
+    return "their bos/eos/pad ids differ";
+  return {};
+}
+
+// Which folder's tokenizer the output gets. The merged embedding rows are the base's, by token id,
+// so the tokenizer must be the base's vocabulary: union only when every model's tokenizer is that
+// vocabulary, a model path only when its tokenizer is; mergekit remaps rows by token there
+// (tokenizer_permute.py), which is refused here rather than writing a model whose tokenizer does not
+// match its embeddings.
 void resolveTokenizer(const Recipe& r, Resolved& x) {
   x.tokenizer = x.ref;
   const std::string& ts = r.tokenizerSource;
   if (ts.empty() || ts == "base") return;
+  const ModelFolder& a = x.refFolder();
   if (ts == "union") {
-    auto describe = [](const ModelFolder& f) { return f.tokenizer ? f.tokenizer->description() : "no tokenizer (" + f.tokenizerError + ")"; };
-    const ModelFolder& a = x.refFolder();
     for (const auto& b : x.folders) {
       if (&b == &a) continue;
-      std::string diff;
-      if (!a.tokenizer || !b.tokenizer) {
-        if (a.tokenizer || b.tokenizer) diff = describe(a) + " vs " + describe(b);
-      } else if (a.tokenizer->vocabSize() != b.tokenizer->vocabSize()) {
-        diff = std::to_string(a.tokenizer->vocabSize()) + " vs " + std::to_string(b.tokenizer->vocabSize()) + " tokens";
-      } else {
-        for (int id = 0; id < a.tokenizer->vocabSize() && diff.empty(); ++id)
-          if (a.tokenizer->idToPiece(id) != b.tokenizer->idToPiece(id))
-            diff = "token " + std::to_string(id) + " is '" + a.tokenizer->idToPiece(id) + "' vs '" + b.tokenizer->idToPiece(id) + "'";
-        if (diff.empty() && (a.tokenizer->bosId() != b.tokenizer->bosId() || a.tokenizer->eosId() != b.tokenizer->eosId() ||
-                             a.tokenizer->padId() != b.tokenizer->padId()))
-          diff = "their bos/eos/pad ids differ";
-      }
+      const std::string diff = vocabularyDifference(a, b);
       if (!diff.empty())
         throw Error(r.path, "tokenizer_source: union: the tokenizers of " + a.dir + " and " + b.dir + " differ (" + diff +
                                 "); kumihimo builds a union only of identical vocabularies",
@@ -392,6 +399,13 @@ void resolveTokenizer(const Recipe& r, Resolved& x) {
     if (samePath(x.folders[i].dir, ts)) x.tokenizer = static_cast<int>(i);
   if (x.tokenizer == x.ref && !samePath(x.refFolder().dir, ts))
     throw Error(r.path, "tokenizer_source '" + ts + "' is not one of the recipe's models", "use base, union or a model path the recipe merges");
+  if (x.tokenizer != x.ref) {
+    const std::string diff = vocabularyDifference(a, x.folders[static_cast<size_t>(x.tokenizer)]);
+    if (!diff.empty())
+      throw Error(r.path, "tokenizer_source '" + ts + "': its vocabulary differs from " + a.dir + "'s (" + diff +
+                              "), whose embedding rows the merge keeps; remapping rows by token is not supported",
+                  "use tokenizer_source: base, or a model with the base's vocabulary");
+  }
 }
 
 }  // namespace

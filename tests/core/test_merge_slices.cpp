@@ -274,13 +274,17 @@ TEST_F(SliceMerge, TokenizerUnionIsTheBaseWhenEveryVocabularyAgreesAndRefusedOth
     ADD_FAILURE() << "the plan should refuse it too";
   } catch (const kh::Error&) {
   }
-  // A model path still works.
+  // A model path with the base's vocabulary: its tokenizer files are copied.
   kh::merge::MergeOptions p;
   p.outDir = out.file("p");
-  kh::merge::runMerge(recipe("merge_method: linear\ntokenizer_source: " + m("b") + "\nmodels:\n  - model: " + m("a") +
-                             "\n  - model: " + m("b") + "\n"),
+  kh::merge::runMerge(recipe("merge_method: linear\ntokenizer_source: " + m("a2") + "\nmodels:\n  - model: " + m("a") +
+                             "\n  - model: " + m("a2") + "\n"),
                       p);
-  EXPECT_EQ(kh::test::readFile(p.outDir + "/tokenizer.model"), kh::test::readFile(m("b") + "/tokenizer.model"));
+  EXPECT_EQ(kh::test::readFile(p.outDir + "/tokenizer.model"), kh::test::readFile(m("a2") + "/tokenizer.model"));
+  // One whose vocabulary differs would not match the embedding rows (the base's): refused, nothing written.
+  const std::string other = "merge_method: linear\ntokenizer_source: " + m("b") + "\nmodels:\n  - model: " + m("a") +
+                            "\n  - model: " + m("b") + "\n";
+  expectContains(failure(other), {"tokenizer_source '", "/b': its vocabulary differs from ", "remapping rows by token is not supported"});
 }
 
 TEST(SliceRecipe, SliceParametersAreReadCheckedAndWrittenBack) {
