@@ -2,11 +2,14 @@
 #include "core/merge/executor.h"
 
 #include <ATen/ATen.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -250,6 +253,49 @@ class Prefetcher {
   std::thread thread_;  // last: starts after the members it uses exist
 };
 
+// Writes a small text file of the output (config.json, mergekit_config.yml) and checks that every
+// byte reached the file: a full disk shows only when the stream flushes, and a truncated config
+// must not be renamed into place as part of a finished merge.
+void writeTextFile(const fs::path& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) throw Error(path.string(), std::string("cannot create: ") + std::strerror(errno));
+  errno = 0;
+  f << text;
+  f.close();  // flushes: the error of a full disk shows here at the latest
+  if (f.fail())
+    throw Error(path.string(), std::string("write failed: ") + (errno ? std::strerror(errno) : "the stream failed"),
+                "is the disk full?");
+}
+
+// Folders `<out>.partial-<pid>` beside the output that an earlier merge left when it was killed
+// (SIGKILL, a crash, a power cut). One whose process is gone is removed; one whose process still
+// runs is another merge into the same folder, and is left alone. The check is kill(pid, 0) in this
+// machine's pid namespace: on a folder shared with other machines or containers a live merge there
+// looks dead here, which is why only folders that are named exactly like ours are touched.
+std::vector<std::string> clearStalePartials(const fs::path& parent, const std::string& outName) {
+  std::vector<std::string> notes;
+  const std::string prefix = outName + ".partial-";
+  std::error_code ec;
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid <= 0 || pid == ::getpid()) continue;  // ours: replaced below
+    if (::kill(pid, 0) == 0 || errno != ESRCH) {
+      notes.push_back("left " + it->path().string() + ": process " + digits + " is still running (another merge into " +
+                      outName + "?)");
+      continue;
+    }
+    std::error_code rm;
+    fs::remove_all(it->path(), rm);
+    notes.push_back(rm ? "cannot remove the stale " + it->path().string() + ": " + rm.message()
+                       : "removed " + it->path().string() + ", left by a merge (process " + digits + ") that did not finish");
+  }
+  return notes;
+}
+
 void copyIfPresent(const fs::path& from, const fs::path& to) {
   std::error_code probe, ec;
   if (!fs::is_regular_file(from, probe)) return;
@@ -295,6 +341,7 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
   const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
   fs::create_directories(parent, ec);
   const fs::path work = parent / (out.filename().string() + ".partial-" + std::to_string(::getpid()));
+  report.notes = clearStalePartials(parent, out.filename().string());
   fs::remove_all(work, ec);
   fs::create_directories(work, ec);
   if (ec) throw Error(work.string(), "cannot create: " + ec.message());
@@ -391,13 +438,20 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
     // Config (dtype updated), generation config, tokenizer files, and the recipe that made it.
     nlohmann::json cfg = x.config;
     cfg["torch_dtype"] = dtypeField(x.outDtype);
-    std::ofstream(work / "config.json") << cfg.dump(2) << "\n";
+    writeTextFile(work / "config.json", cfg.dump(2) + "\n");
     const ModelFolder* tokSource = &x.folders[static_cast<size_t>(x.tokenizer)];
     for (const char* f : {"generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                           "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt"})
       copyIfPresent(fs::path(f == std::string("generation_config.json") ? x.refFolder().dir : tokSource->dir) / f, work / f);
-    std::ofstream(work / "mergekit_config.yml") << recipeToYaml(r);
-    if (fs::exists(out, ec)) fs::remove_all(out, ec);
+    writeTextFile(work / "mergekit_config.yml", recipeToYaml(r));
+    // A cancel that came after the last tensor still stops the merge: nothing has appeared yet.
+    if (o.cancel && o.cancel->load()) throw Cancelled();
+    if (fs::exists(out, ec)) {
+      // Another process may have created the output while this merge ran.
+      if (!o.overwrite) throw Error(o.outDir, "appeared while the merge ran", "pass --overwrite to replace it");
+      fs::remove_all(out, ec);
+      if (ec) throw Error(o.outDir, "cannot remove the old output: " + ec.message());
+    }
     fs::rename(work, out, ec);
     if (ec) throw Error(o.outDir, "cannot move the finished merge into place: " + ec.message());
     for (const auto& f : files) report.files.push_back((out / fs::path(f).filename()).string());
