@@ -393,6 +393,15 @@ void addChat(CLI::App& app, Action& run) {
   }; });
 }
 
+// Ctrl-C (or SIGTERM) during a merge sets the executor's cancel flag, as evolve and train do: the
+// merge stops at the next chunk and removes its OUT.partial-<pid> folder. A second signal, when the
+// first did not stop it, ends the process the default way.
+static std::atomic<bool> gMergeStop{false};
+extern "C" void khMergeOnSignal(int sig) {
+  gMergeStop.store(true);
+  std::signal(sig, SIG_DFL);
+}
+
 void addMerge(CLI::App& app, Action& run) {
   struct Args {
     std::string recipe, out, device = "cpu", budget, shard = "5GB";
@@ -422,14 +431,30 @@ void addMerge(CLI::App& app, Action& run) {
     std::cerr << plan.describe();
     if (a->plan) return;
     if (a->out.empty()) throw Error("merge", "no output folder", "pass -o OUT (or --plan for the plan only)");
+    // One line, redrawn: the bar, tensors done, the ETA and the tensor being merged.
     o.onProgress = [](const merge::MergeProgress& p) {
       const int width = 30, filled = static_cast<int>(width * p.fraction);
-      std::cerr << "\r[" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(width - filled), ' ')
-                << "] " << p.done << "/" << p.total << " tensors  ETA " << std::fixed << std::setprecision(0) << p.etaSeconds << " s  "
-                << std::flush;
+      std::cerr << "\r\033[K[" << std::string(static_cast<size_t>(filled), '#')
+                << std::string(static_cast<size_t>(width - filled), ' ') << "] " << p.done << "/" << p.total
+                << " tensors  ETA " << std::fixed << std::setprecision(0) << p.etaSeconds << " s  " << p.tensor
+                << std::defaultfloat << std::flush;
     };
-    auto report = merge::runMerge(recipe, o);
+    gMergeStop = false;
+    o.cancel = &gMergeStop;
+    std::signal(SIGINT, khMergeOnSignal);
+    std::signal(SIGTERM, khMergeOnSignal);
+    merge::MergeReport report;
+    try {
+      report = merge::runMerge(recipe, o);
+    } catch (const Cancelled&) {
+      // main() prints "cancelled" and exits 130; the executor has removed its partial folder.
+      std::cerr << "\r\033[K" << a->out << ": not written, merge ";  // the line ends "merge cancelled"
+      throw;
+    }
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
     std::cerr << "\n";
+    for (const auto& n : report.notes) std::cerr << "note: " << n << "\n";
     std::cout << "wrote " << a->out << " (" << report.files.size() << " weight file(s), "
               << formatBytes(report.plan.outputBytes) << ", " << std::fixed << std::setprecision(1) << report.seconds << " s)\n";
     if (report.measuredRamPeak > 0)
