@@ -115,12 +115,30 @@ size_t InPlaceMerger::apply(const Recipe& r) {
   std::vector<detail::TensorParams> next;
   next.reserve(x_->outputs.size());
   for (size_t i = 0; i < x_->outputs.size(); ++i) next.push_back(detail::tensorParams(r, *x_, i, seed));
-  std::vector<std::pair<size_t, at::Tensor>> rewritten;
-  for (size_t i = 0; i < x_->outputs.size(); ++i) {
-    if (next[i] == params_[i]) continue;
-    rewritten.emplace_back(i, mergeOne(i, next[i], outType, model_->dtype()));
+  // Each changed tensor goes into the model as soon as it is merged, replacing (and freeing) the
+  // old one: the extra memory is one tensor, not every changed tensor at once (in evolution that
+  // is most of the model). params_[i] always describes the resident tensor i.
+  std::vector<size_t> rewritten;
+  try {
+    for (size_t i = 0; i < x_->outputs.size(); ++i) {
+      if (next[i] == params_[i]) continue;
+      model_->setWeight(x_->outputs[i].first, mergeOne(i, next[i], outType, model_->dtype()));
+      rewritten.push_back(i);
+    }
+  } catch (...) {
+    // Put back the tensors already rewritten by merging them again with their old parameters: a
+    // merge is deterministic, so this restores the old weights bit for bit. Should that fail too,
+    // the tensor keeps the new weights and its parameters say so, and the next apply() still brings
+    // every tensor to its recipe.
+    for (size_t i : rewritten) {
+      try {
+        model_->setWeight(x_->outputs[i].first, mergeOne(i, params_[i], outType, model_->dtype()));
+      } catch (...) {
+        params_[i] = next[i];
+      }
+    }
+    throw;
   }
-  for (auto& [i, t] : rewritten) model_->setWeight(x_->outputs[i].first, std::move(t));
   params_ = std::move(next);
   recipe_ = r;
   return rewritten.size();

@@ -44,8 +44,10 @@ class InPlaceMerger {
   InPlaceMerger& operator=(const InPlaceMerger&) = delete;
 
   // Re-merges the tensors whose resolved parameters (every model's and the method's) differ from
-  // the last applied ones; returns how many were rewritten. kh::Error when the recipe changes the
-  // method, the base, the models or the output dtype; the model is left as it was on any error.
+  // the last applied ones, one at a time (peak memory: the model plus one tensor); returns how
+  // many were rewritten. kh::Error when the recipe changes the method, the base, the models or the
+  // output dtype. The model is left as it was on any error: tensors already rewritten are merged
+  // back with their old parameters (only if that fails as well do they keep the new ones).
   size_t apply(const Recipe& newParams);
 
   const std::shared_ptr<Model>& model() const { return model_; }
