@@ -394,7 +394,7 @@ void addChat(CLI::App& app, Action& run) {
 }
 
 // Ctrl-C (or SIGTERM) during a merge sets the executor's cancel flag, as evolve and train do: the
-// merge stops at the next chunk and removes its OUT.partial-<pid> folder. A second signal, when the
+// merge stops at the next chunk and removes its OUT.partial-<host>-<pid> folder. A second signal, when the
 // first did not stop it, ends the process the default way.
 static std::atomic<bool> gMergeStop{false};
 extern "C" void khMergeOnSignal(int sig) {

@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cctype>
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -267,21 +269,42 @@ void writeTextFile(const fs::path& path, const std::string& text) {
                 "is the disk full?");
 }
 
-// Folders `<out>.partial-<pid>` beside the output that an earlier merge left when it was killed
-// (SIGKILL, a crash, a power cut). One whose process is gone is removed; one whose process still
-// runs is another merge into the same folder, and is left alone. The check is kill(pid, 0) in this
-// machine's pid namespace: on a folder shared with other machines or containers a live merge there
-// looks dead here, which is why only folders that are named exactly like ours are touched.
+// This machine's name as it goes into partial folder names (characters other than letters,
+// digits, '.', '_' become '_').
+std::string hostTag() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == 0) return "localhost";
+  std::string h(buf);
+  for (char& c : h)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_') c = '_';
+  return h;
+}
+
+// Folders `<out>.partial-<host>-<pid>` beside the output that an earlier merge left when it was
+// killed (SIGKILL, a crash, a power cut). This host's, whose process is gone, are removed; one
+// whose process still runs is another merge into the same folder, and is left alone. Another
+// host's (a folder shared between lab machines: its pids mean nothing here) and folders in the
+// older `<out>.partial-<pid>` form, whose host is unknown, are only reported.
 std::vector<std::string> clearStalePartials(const fs::path& parent, const std::string& outName) {
   std::vector<std::string> notes;
   const std::string prefix = outName + ".partial-";
+  const std::string host = hostTag();
   std::error_code ec;
   for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string digits = name.substr(prefix.size());
-    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string rest = name.substr(prefix.size());
+    const size_t dash = rest.rfind('-');
+    const std::string digits = dash == std::string::npos ? rest : rest.substr(dash + 1);
+    const std::string owner = dash == std::string::npos ? std::string() : rest.substr(0, dash);
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
     const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (owner != host) {
+      notes.push_back("left " + it->path().string() + ": " +
+                      (owner.empty() ? std::string("an unfinished merge of an older version (remove it if no merge runs)")
+                                     : "an unfinished merge on host " + owner + " (remove it if none runs there)"));
+      continue;
+    }
     if (pid <= 0 || pid == ::getpid()) continue;  // ours: replaced below
     if (::kill(pid, 0) == 0 || errno != ESRCH) {
       notes.push_back("left " + it->path().string() + ": process " + digits + " is still running (another merge into " +
@@ -304,6 +327,10 @@ void copyIfPresent(const fs::path& from, const fs::path& to) {
 }
 
 }  // namespace
+
+std::string partialFolderName(const std::string& outName, long pid) {
+  return outName + ".partial-" + hostTag() + "-" + std::to_string(pid);
+}
 
 std::string MemoryPlan::describe() const {
   std::ostringstream o;
@@ -340,7 +367,7 @@ MergeReport runMerge(const Recipe& r, const MergeOptions& o) {
 
   const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
   fs::create_directories(parent, ec);
-  const fs::path work = parent / (out.filename().string() + ".partial-" + std::to_string(::getpid()));
+  const fs::path work = parent / partialFolderName(out.filename().string(), ::getpid());
   report.notes = clearStalePartials(parent, out.filename().string());
   fs::remove_all(work, ec);
   fs::create_directories(work, ec);

@@ -1,8 +1,9 @@
 // The streaming merge executor ('models:' and 'slices:' recipes): reads the inputs lazily (mmap
 // views), merges one tensor at a time on the chosen device, writes shards as it goes, and renames
 // the finished folder into place. Plans its memory before it starts and refuses a plan above the
-// budget. A cancelled or failed merge leaves nothing behind (a killed one leaves OUT.partial-<pid>,
-// which the next merge into OUT removes); an existing output is kept unless overwrite is asked for.
+// budget. A cancelled or failed merge leaves nothing behind (a killed one leaves
+// OUT.partial-<host>-<pid>, which the next merge into OUT on that host removes); an existing output
+// is kept unless overwrite is asked for.
 #pragma once
 
 #include <atomic>
@@ -52,11 +53,16 @@ struct MergeReport {
   std::vector<std::string> files;  // written weight files
   double seconds = 0;
   uint64_t measuredRamPeak = 0;    // growth of this process's peak RSS during the merge (0: unknown)
-  // Stale `OUT.partial-<pid>` folders of merges that died: removed when that process is gone,
-  // reported and left when it still runs.
+  // Stale `OUT.partial-<host>-<pid>` folders of merges that died: removed when they are this
+  // host's and that process is gone; reported and left when it still runs or another host's.
   std::vector<std::string> notes;
 };
 
 MergeReport runMerge(const Recipe& recipe, const MergeOptions& options);
+
+// "<outName>.partial-<host>-<pid>": where a merge into outName writes until it renames. The host
+// is in the name because a folder may be shared (NFS) between lab machines, whose pids mean
+// nothing here: only this host's stale folders are ever removed.
+std::string partialFolderName(const std::string& outName, long pid);
 
 }  // namespace kh::merge

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "core/io/checkpoint.h"
+#include "core/merge/executor.h"
 #include "core/model/tiny.h"
 #include "tests/test_util.h"
 
@@ -68,7 +69,7 @@ TEST(MergeCli, CtrlCMidMergeLeavesNoOutputAndNoPartialFolder) {
   ASSERT_EQ(posix_spawn(&pid, KH_CLI_PATH, &fa, nullptr, argv.data(), environ), 0);
   posix_spawn_file_actions_destroy(&fa);
   // Ctrl-C as soon as the merge has begun writing: its partial folder exists.
-  const std::string partial = out + ".partial-" + std::to_string(pid);
+  const std::string partial = fs::path(out).parent_path().string() + "/" + kh::merge::partialFolderName("merged", pid);
   int status = 0;
   bool exited = false, seen = false;
   for (int waited = 0; waited < 120000 && !seen; ++waited) {
@@ -107,7 +108,7 @@ TEST(MergeCli, ProgressNamesTheTensorAndAStalePartialFolderIsRemoved) {
   if (gone == 0) _exit(0);
   int st = 0;
   waitpid(gone, &st, 0);
-  const std::string stale = out + ".partial-" + std::to_string(gone);
+  const std::string stale = outDir.file(kh::merge::partialFolderName("merged", gone));
   fs::create_directory(stale);
   kh::test::writeFile(stale + "/model.safetensors-00001-of-00002.partial", "cut short");
   auto r = runCli({"merge", recipe, "-o", out});

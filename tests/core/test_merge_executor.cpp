@@ -185,10 +185,15 @@ TEST_F(MergeExecutor, MismatchedModelsAndBudgetsAreRefusedByName) {
 
 TEST_F(MergeExecutor, StalePartialFolderOfADeadMergeIsRemovedALiveOnesIsKept) {
   TempDir out;
-  const std::string dead = out.file("merged.partial-" + std::to_string(deadPid()));
-  const std::string live = out.file("merged.partial-1");  // pid 1 always runs
-  const std::string other = out.file("other.partial-" + std::to_string(deadPid()));  // another output's
-  for (const auto& d : {dead, live, other}) {
+  const std::string dead = out.file(kh::merge::partialFolderName("merged", deadPid()));
+  const std::string live = out.file(kh::merge::partialFolderName("merged", 1));  // pid 1 always runs
+  const std::string other = out.file(kh::merge::partialFolderName("other", deadPid()));  // another output's
+  // A folder shared with another lab machine: its merge's pid means nothing here, and an older
+  // version's name says no host. Both are reported, never removed.
+  const std::string remote = out.file("merged.partial-gpu-node-7-" + std::to_string(deadPid()));
+  const std::string old = out.file("merged.partial-" + std::to_string(deadPid()));
+  EXPECT_NE(kh::merge::partialFolderName("merged", 42).find("merged.partial-"), std::string::npos);
+  for (const auto& d : {dead, live, other, remote, old}) {
     fs::create_directory(d);
     kh::test::writeFile(d + "/model.safetensors", "half a shard");
   }
@@ -198,10 +203,15 @@ TEST_F(MergeExecutor, StalePartialFolderOfADeadMergeIsRemovedALiveOnesIsKept) {
   EXPECT_FALSE(fs::exists(dead)) << "the dead merge's partial folder is removed";
   EXPECT_TRUE(fs::exists(live + "/model.safetensors")) << "a running merge's folder is not touched";
   EXPECT_TRUE(fs::exists(other)) << "only partial folders of this output are considered";
-  ASSERT_EQ(report.notes.size(), 2u);
-  std::string all = report.notes[0] + "\n" + report.notes[1];
+  EXPECT_TRUE(fs::exists(remote + "/model.safetensors")) << "another host's folder is not touched";
+  EXPECT_TRUE(fs::exists(old + "/model.safetensors")) << "a folder without a host is not touched";
+  ASSERT_EQ(report.notes.size(), 4u);
+  std::string all;
+  for (const auto& n : report.notes) all += n + "\n";
   EXPECT_NE(all.find("removed " + dead), std::string::npos) << all;
   EXPECT_NE(all.find("left " + live), std::string::npos) << all;
+  EXPECT_NE(all.find("left " + remote + ": an unfinished merge on host gpu-node-7"), std::string::npos) << all;
+  EXPECT_NE(all.find("left " + old + ": an unfinished merge of an older version"), std::string::npos) << all;
   EXPECT_TRUE(fs::exists(o.outDir + "/model.safetensors"));
 }
 
