@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -161,6 +162,15 @@ void histogram(const at::Tensor& bits, int32_t wantBin, std::vector<int64_t>& hi
   for (size_t k = 0; k < hist.size(); ++k) hist[k] += c[k];
 }
 
+// Hot bf16 loops are also compiled for x86-64-v4 (AVX-512) and v3 (AVX2) and chosen at load time.
+// This file is built with -ffp-contract=off (core/CMakeLists.txt), so no clone fuses a multiply and
+// an add: every clone computes the same fp32 operations and gives the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define KH_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KH_SIMD_CLONES
+#endif
+
 // Element i of CPU rows as fp32: the rows as stored (fp32, or bf16 read in place: bf16 -> fp32 is
 // exact, a 16-bit shift, so results do not depend on which form a chunk came in).
 inline float loadF(const float* p, int64_t i) { return p[i]; }
@@ -246,26 +256,46 @@ void histogramOfDiff(const T* o, const T* b, int64_t n, int32_t wantBin, std::ve
 }
 
 // The sampled-window pass of a rank cut (RankCut::setWindow): counts |o - b| keys below `lo`
-// into `below` and each key in [lo, lo + span] into hist[key - lo] (shared, atomic adds: the
-// keys in the window are a few percent of the elements, so the adds rarely meet). Exact counts,
-// so the threshold found from them is the two-pass histogram's, whatever the thread count.
+// into `below` and each key in [lo, lo + span] into hist[key - lo], one histogram per thread
+// (`local`, span + 1 counts each, added up at the end of the pass: shared atomic adds made the
+// two cores fight over the same cache lines, half this pass's time). Exact counts, so the
+// threshold found from them is the two-pass histogram's, whatever the thread count.
+// One run of at most 512 elements of windowOfDiff: returns how many keys lie below `lo`.
 template <class T>
-void windowOfDiff(const T* o, const T* b, int64_t n, uint32_t lo, uint32_t span, uint32_t* hist, int64_t& below) {
+inline __attribute__((always_inline)) int32_t windowRun(const T* o, const T* b, int64_t m, uint32_t lo, uint32_t span,
+                                                        uint32_t* hist) {
+  uint32_t keys[512];
+  diffKeys(o, b, m, keys);
+  int32_t runBelow = 0;  // vectorises; the window's adds below are the rare branch
+  for (int64_t j = 0; j < m; ++j) runBelow += static_cast<int32_t>(keys[j] < lo);
+  for (int64_t j = 0; j < m; ++j) {
+    const uint32_t d = keys[j] - lo;
+    if (d <= span) ++hist[d];
+  }
+  return runBelow;
+}
+// The bf16 runs (what real checkpoints are) also compiled for AVX-512 and AVX2, picked at run time:
+// integer keys and exact fp32 subtractions, so the counts are the same on any CPU.
+KH_SIMD_CLONES int32_t windowRunBf16(const uint16_t* o, const uint16_t* b, int64_t m, uint32_t lo, uint32_t span,
+                                     uint32_t* hist) {
+  return windowRun(o, b, m, lo, span, hist);
+}
+
+template <class T>
+void windowOfDiff(const T* o, const T* b, int64_t n, uint32_t lo, uint32_t span, std::vector<std::vector<uint32_t>>& local,
+                  int64_t& below) {
   std::atomic<int64_t> under{0};
+  if (local.size() < static_cast<size_t>(at::get_num_threads())) local.resize(static_cast<size_t>(at::get_num_threads()));
   at::parallel_for(0, n, 1 << 16, [&](int64_t begin, int64_t end) {
+    auto& h = local[static_cast<size_t>(at::get_thread_num())];
+    if (h.empty()) h.assign(static_cast<size_t>(span) + 1, 0u);
+    uint32_t* hist = h.data();
     constexpr int64_t kRun = 512;
-    uint32_t keys[kRun];
     int64_t count = 0;
     for (int64_t s0 = begin; s0 < end; s0 += kRun) {
       const int64_t m = std::min(kRun, end - s0);
-      diffKeys(o + s0, b + s0, m, keys);
-      int32_t runBelow = 0;  // vectorises; the window's adds below are the rare branch
-      for (int64_t j = 0; j < m; ++j) runBelow += static_cast<int32_t>(keys[j] < lo);
-      count += runBelow;
-      for (int64_t j = 0; j < m; ++j) {
-        const uint32_t d = keys[j] - lo;
-        if (d <= span) __atomic_fetch_add(hist + d, 1u, __ATOMIC_RELAXED);
-      }
+      if constexpr (std::is_same_v<T, uint16_t>) count += windowRunBf16(o + s0, b + s0, m, lo, span, hist);
+      else count += windowRun(o + s0, b + s0, m, lo, span, hist);
     }
     under += count;
   });
@@ -293,14 +323,15 @@ class RankCut {
     if (trivial()) return;
     stage_ = Stage::Window;
     windowLo_ = lo;
-    window_.assign(static_cast<size_t>(span) + 1, 0u);
+    windowSpan_ = span;
+    windowLocal_.clear();
     below_ = 0;
   }
   template <class T>
   void addDiff(const T* o, const T* b, int64_t n) {
     switch (stage_) {
       case Stage::Window:
-        windowOfDiff(o, b, n, windowLo_, static_cast<uint32_t>(window_.size() - 1), window_.data(), below_);
+        windowOfDiff(o, b, n, windowLo_, windowSpan_, windowLocal_, below_);
         break;
       case Stage::High: addHighDiff(o, b, n); break;
       case Stage::Low: addLowDiff(o, b, n); break;
@@ -311,19 +342,23 @@ class RankCut {
     if (trivial()) return;
     switch (stage_) {
       case Stage::Window: {
+        // The threads' counts added up (each key's total is at most n < 2^32).
+        std::vector<uint32_t> window(static_cast<size_t>(windowSpan_) + 1, 0u);
+        for (const auto& h : windowLocal_)
+          for (size_t l = 0; l < h.size(); ++l) window[l] += h[l];
+        std::vector<std::vector<uint32_t>>().swap(windowLocal_);
         int64_t cum = below_;
         stage_ = Stage::High;
         if (r_ >= cum)
-          for (size_t l = 0; l < window_.size(); ++l) {
-            if (cum + window_[l] > r_) {
+          for (size_t l = 0; l < window.size(); ++l) {
+            if (cum + window[l] > r_) {
               threshold_ = static_cast<int32_t>(windowLo_ + static_cast<uint32_t>(l));
               quota_ = r_ - cum;
               stage_ = Stage::Done;
               break;
             }
-            cum += window_[l];
+            cum += window[l];
           }
-        std::vector<uint32_t>().swap(window_);
         below_ = 0;
         break;
       }
@@ -411,8 +446,8 @@ class RankCut {
   void fold() { local_.foldInto(hist_); }
   enum class Stage { Window, High, Low, Done };
   Stage stage_ = Stage::High;
-  uint32_t windowLo_ = 0;
-  std::vector<uint32_t> window_;
+  uint32_t windowLo_ = 0, windowSpan_ = 0;
+  std::vector<std::vector<uint32_t>> windowLocal_;  // per thread, span + 1 counts each
   int64_t n_ = 0, r_ = 0;
   std::vector<int64_t> hist_;
   LocalHistograms local_;
@@ -571,8 +606,8 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) vo
 // `seen`: for a rank cut, how many elements equal to its threshold precede `begin` in the tensor
 // (the first quota() of them are dropped); advanced past this block's.
 template <class T>
-void weightedDeltas(FusedModel& m, const T* b, int64_t begin, int64_t end, int64_t offset, float* x,
-                    int64_t& seen) {
+inline __attribute__((always_inline)) void weightedDeltas(FusedModel& m, const T* b, int64_t begin, int64_t end,
+                                                          int64_t offset, float* x, int64_t& seen) {
   const T* xs = static_cast<const T*>(m.x);
   const int64_t n = end - begin;
   if (!m.sparse || m.kind == FusedModel::All) {
@@ -647,7 +682,7 @@ void weightedDeltas(FusedModel& m, const T* b, int64_t begin, int64_t end, int64
 // j & 3 of a call is lane j & 3 of the whole chunk. Register accumulators, not lanes[j & 3] in
 // memory: that form was a store-to-load chain per element.
 template <class F>
-inline void laneSums(double* lanes, int64_t n, F value) {
+inline __attribute__((always_inline)) void laneSums(double* lanes, int64_t n, F value) {
   double a0 = lanes[0], a1 = lanes[1], a2 = lanes[2], a3 = lanes[3];
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) {
@@ -667,7 +702,7 @@ inline void laneSums(double* lanes, int64_t n, F value) {
 
 // How many elements of [begin, end) have |x - b| equal to the cut's threshold.
 template <class T>
-int64_t equalToThreshold(const FusedModel& m, const T* b, int64_t begin, int64_t end) {
+inline __attribute__((always_inline)) int64_t equalToThreshold(const FusedModel& m, const T* b, int64_t begin, int64_t end) {
   const int32_t threshold = m.cut->threshold();
   const T* xs = static_cast<const T*>(m.x);
   int64_t equal = 0;
@@ -678,6 +713,104 @@ int64_t equalToThreshold(const FusedModel& m, const T* b, int64_t begin, int64_t
     equal += static_cast<int64_t>(bits == threshold);
   }
   return equal;
+}
+
+KH_SIMD_CLONES int64_t equalToThresholdBf16(const FusedModel& m, const uint16_t* b, int64_t begin, int64_t end) {
+  return equalToThreshold(m, b, begin, end);
+}
+
+// One block of the L1 pass (rescale): model m's masked deltas (weight 1, unscaled) into `kept`,
+// and the four fp64 lane sums of |d| into `in` and of |kept d| into `out`.
+template <class T>
+inline __attribute__((always_inline)) void normsBlock(FusedModel& m, const T* b, int64_t s0, int64_t s1, int64_t offset,
+                                                      float* kept, int64_t& seen, double* in, double* out) {
+  weightedDeltas(m, b, s0, s1, offset, kept, seen);
+  const T* xi = static_cast<const T*>(m.x) + s0;
+  const T* bi = b + s0;
+  laneSums(in, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(loadF(xi, j) - loadF(bi, j))); });
+  laneSums(out, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(kept[j])); });
+}
+KH_SIMD_CLONES void normsBlockBf16(FusedModel& m, const uint16_t* b, int64_t s0, int64_t s1, int64_t offset, float* kept,
+                                   int64_t& seen, double* in, double* out) {
+  normsBlock(m, b, s0, s1, offset, kept, seen, in, out);
+}
+
+// What fusedBlocks needs of fusedApply's arguments.
+struct FusedArgs {
+  std::vector<FusedModel>* ms;
+  const std::vector<std::vector<int64_t>>* first;  // first[j][blk]: model j's tie ordinal at block blk
+  float* out;
+  int64_t n, offset;
+  bool consensus, normalize;
+  float wsum;
+  double lambda;
+};
+
+// fusedApply's blocks [firstBlock, lastBlock) of 4096 elements.
+template <class T>
+inline __attribute__((always_inline)) void fusedBlocks(const T* b, const FusedArgs& a, int64_t firstBlock, int64_t lastBlock) {
+  constexpr int64_t kBlock = 4096;
+  std::vector<FusedModel>& ms = *a.ms;
+  const std::vector<std::vector<int64_t>>& first = *a.first;
+  float* out = a.out;
+  const int64_t n = a.n, offset = a.offset;
+  const bool consensus = a.consensus, normalize = a.normalize;
+  const float wsum = a.wsum;
+  const double lambda = a.lambda;
+  const float lam = static_cast<float>(lambda);
+  const size_t k = ms.size();
+  std::vector<float> xbuf(k * kBlock), total(kBlock), mixed(kBlock), divisor(kBlock);
+  for (int64_t blk = firstBlock; blk < lastBlock; ++blk) {
+    const int64_t begin = blk * kBlock, end = std::min(n, begin + kBlock), len = end - begin;
+    for (size_t j = 0; j < k; ++j) {
+      int64_t seen = first[j].empty() ? 0 : first[j][static_cast<size_t>(blk)];
+      weightedDeltas(ms[j], b, begin, end, offset, xbuf.data() + j * kBlock, seen);
+    }
+    const float* x = xbuf.data();
+    float* t = total.data();
+    float* mx = mixed.data();
+    if (consensus) {
+      // s = sign(sum X_j), >= 0 counts as + (NaN as -, as at::where); X_j kept where sign == s.
+      for (int64_t i = 0; i < len; ++i) t[i] = x[i];
+      for (size_t j = 1; j < k; ++j)
+        for (int64_t i = 0; i < len; ++i) t[i] = t[i] + x[j * kBlock + i];
+      float* dv = divisor.data();
+      for (int64_t i = 0; i < len; ++i) {
+        mx[i] = 0.0f;
+        dv[i] = 0.0f;
+      }
+      for (size_t j = 0; j < k; ++j) {
+        const float* xj = x + j * kBlock;
+        const float w = ms[j].weight;
+        for (int64_t i = 0; i < len; ++i) {
+          const float v = xj[i];
+          // keep when v's sign is the majority's: v > 0 with total >= 0, or v < 0 with total < 0
+          // (or NaN); zeros are never kept.
+          const int positive = static_cast<int>(t[i] >= 0.0f);
+          const int agree = (static_cast<int>(0.0f < v) & positive) | (static_cast<int>(v < 0.0f) & (positive ^ 1));
+          const float keep = oneIf(agree != 0);
+          mx[i] = mx[i] + v * keep;
+          dv[i] = dv[i] + keep * w;
+        }
+      }
+      for (int64_t i = 0; i < len; ++i) {
+        const float d = dv[i] + oneIf(dv[i] == 0.0f);  // 0 -> 1
+        if (normalize) mx[i] = mx[i] / d;
+      }
+    } else {
+      for (int64_t i = 0; i < len; ++i) mx[i] = x[i];
+      for (size_t j = 1; j < k; ++j)
+        for (int64_t i = 0; i < len; ++i) mx[i] = mx[i] + x[j * kBlock + i];
+      if (normalize)
+        for (int64_t i = 0; i < len; ++i) mx[i] = mx[i] / wsum;
+    }
+    if (lambda != 1.0)
+      for (int64_t i = 0; i < len; ++i) mx[i] = mx[i] * lam;
+    for (int64_t i = 0; i < len; ++i) out[begin + i] = loadF(b, begin + i) + mx[i];
+  }
+}
+KH_SIMD_CLONES void fusedBlocksBf16(const uint16_t* b, const FusedArgs& a, int64_t firstBlock, int64_t lastBlock) {
+  fusedBlocks(b, a, firstBlock, lastBlock);
 }
 
 // The merged rows into out[0, n): base b, element indices from `offset`. Works in blocks of 4096
@@ -705,65 +838,20 @@ void fusedApply(const T* b, std::vector<FusedModel>& ms, float* out, int64_t n, 
     f.assign(static_cast<size_t>(nblocks) + 1, 0);
     at::parallel_for(0, nblocks, 16, [&](int64_t b0, int64_t b1) {
       for (int64_t blk = b0; blk < b1; ++blk)
-        f[static_cast<size_t>(blk) + 1] = equalToThreshold(m, b, blk * kBlock, std::min(n, (blk + 1) * kBlock));
+        f[static_cast<size_t>(blk) + 1] = [&] {
+          if constexpr (std::is_same_v<T, uint16_t>) return equalToThresholdBf16(m, b, blk * kBlock, std::min(n, (blk + 1) * kBlock));
+          else return equalToThreshold(m, b, blk * kBlock, std::min(n, (blk + 1) * kBlock));
+        }();
     });
     f[0] = start;
     for (int64_t blk = 0; blk < nblocks; ++blk) f[static_cast<size_t>(blk) + 1] += f[static_cast<size_t>(blk)];
     m.cut->seen() = f[static_cast<size_t>(nblocks)];
   }
-  const float lam = static_cast<float>(lambda);
-  auto blocks = [&](int64_t firstBlock, int64_t lastBlock) {
-    std::vector<float> xbuf(k * kBlock), total(kBlock), mixed(kBlock), divisor(kBlock);
-    for (int64_t blk = firstBlock; blk < lastBlock; ++blk) {
-      const int64_t begin = blk * kBlock, end = std::min(n, begin + kBlock), len = end - begin;
-      for (size_t j = 0; j < k; ++j) {
-        int64_t seen = first[j].empty() ? 0 : first[j][static_cast<size_t>(blk)];
-        weightedDeltas(ms[j], b, begin, end, offset, xbuf.data() + j * kBlock, seen);
-      }
-      const float* x = xbuf.data();
-      float* t = total.data();
-      float* mx = mixed.data();
-      if (consensus) {
-        // s = sign(sum X_j), >= 0 counts as + (NaN as -, as at::where); X_j kept where sign == s.
-        for (int64_t i = 0; i < len; ++i) t[i] = x[i];
-        for (size_t j = 1; j < k; ++j)
-          for (int64_t i = 0; i < len; ++i) t[i] = t[i] + x[j * kBlock + i];
-        float* dv = divisor.data();
-        for (int64_t i = 0; i < len; ++i) {
-          mx[i] = 0.0f;
-          dv[i] = 0.0f;
-        }
-        for (size_t j = 0; j < k; ++j) {
-          const float* xj = x + j * kBlock;
-          const float w = ms[j].weight;
-          for (int64_t i = 0; i < len; ++i) {
-            const float v = xj[i];
-            // keep when v's sign is the majority's: v > 0 with total >= 0, or v < 0 with total < 0
-            // (or NaN); zeros are never kept.
-            const int positive = static_cast<int>(t[i] >= 0.0f);
-            const int agree = (static_cast<int>(0.0f < v) & positive) | (static_cast<int>(v < 0.0f) & (positive ^ 1));
-            const float keep = oneIf(agree != 0);
-            mx[i] = mx[i] + v * keep;
-            dv[i] = dv[i] + keep * w;
-          }
-        }
-        for (int64_t i = 0; i < len; ++i) {
-          const float d = dv[i] + oneIf(dv[i] == 0.0f);  // 0 -> 1
-          if (normalize) mx[i] = mx[i] / d;
-        }
-      } else {
-        for (int64_t i = 0; i < len; ++i) mx[i] = x[i];
-        for (size_t j = 1; j < k; ++j)
-          for (int64_t i = 0; i < len; ++i) mx[i] = mx[i] + x[j * kBlock + i];
-        if (normalize)
-          for (int64_t i = 0; i < len; ++i) mx[i] = mx[i] / wsum;
-      }
-      if (lambda != 1.0)
-        for (int64_t i = 0; i < len; ++i) mx[i] = mx[i] * lam;
-      for (int64_t i = 0; i < len; ++i) out[begin + i] = loadF(b, begin + i) + mx[i];
-    }
-  };
-  at::parallel_for(0, nblocks, 1, blocks);
+  const FusedArgs args{&ms, &first, out, n, offset, consensus, normalize, wsum, lambda};
+  at::parallel_for(0, nblocks, 1, [&](int64_t firstBlock, int64_t lastBlock) {
+    if constexpr (std::is_same_v<T, uint16_t>) fusedBlocksBf16(b, args, firstBlock, lastBlock);
+    else fusedBlocks(b, args, firstBlock, lastBlock);
+  });
 }
 
 // One chunk's rows for the fused loops: the base and the models read (others undefined), all
@@ -963,13 +1051,11 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
               int64_t unusedSeen = 0;
               for (int64_t blk = first; blk < last; ++blk) {
                 const int64_t s0 = blk * kBlock, s1 = std::min(n, s0 + kBlock);
-                weightedDeltas(unit, bp, s0, s1, offset, kept.data(), unit.cut ? unit.cut->seen() : unusedSeen);
-                const T* xi = static_cast<const T*>(ms[i].x) + s0;
-                const T* bi = bp + s0;
+                int64_t& seen = unit.cut ? unit.cut->seen() : unusedSeen;
                 double* bin = blockIn.data() + blk * 4;
                 double* bout = blockOut.data() + blk * 4;
-                laneSums(bin, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(loadF(xi, j) - loadF(bi, j))); });
-                laneSums(bout, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(kept[static_cast<size_t>(j)])); });
+                if constexpr (std::is_same_v<T, uint16_t>) normsBlockBf16(unit, bp, s0, s1, offset, kept.data(), seen, bin, bout);
+                else normsBlock(unit, bp, s0, s1, offset, kept.data(), seen, bin, bout);
               }
             };
             if (unit.kind == FusedModel::Rank) blocks(0, nblocks);
@@ -1356,8 +1442,10 @@ uint64_t rankWindowBytes(Method m, const std::vector<ModelParams>& params, const
     return 0;
   uint64_t cuts = 0;
   for (const auto& p : params) cuts += p.density < 1.0 ? 1 : 0;
-  // Per cut: the window's counts at their widest, and the 2^17-key sample that placed it.
-  return cuts * ((uint64_t{kWindowMaxSpan} + 1) * 4 + (uint64_t{1} << 17) * 4);
+  // Per cut: the window's counts at their widest, one set per thread and their sum at the end of
+  // the pass, and the 2^17-key sample that placed it.
+  const uint64_t threads = static_cast<uint64_t>(std::max(1, at::get_num_threads()));
+  return cuts * ((threads + 1) * (uint64_t{kWindowMaxSpan} + 1) * 4 + (uint64_t{1} << 17) * 4);
 }
 
 void mergeRows(Method m, bool hasBase, size_t others, at::IntArrayRef shape, const RowSource& source,
