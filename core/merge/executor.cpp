@@ -83,7 +83,7 @@ Buffers buffersPerChunk(Method m, bool onCpu) {
     case Method::Della: return {11.2, 1.2};
     case Method::DellaLinear: return {10.0, 1.0};
     case Method::Slerp: return {7.0, 0};
-    case Method::NuSlerp: return {8.0, 0};
+    case Method::NuSlerp: return {9.8, 0};  // MergePlan: 53.6 MiB measured where 8.0 planned 46.0
     case Method::ModelStock: return {5.5, 0.8};
   }
   return {20.0, 2.0};

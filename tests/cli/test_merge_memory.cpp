@@ -54,7 +54,16 @@ TEST(MergePlan, MeasuredPeakIsWithin20PercentOfThePlan) {
                         {"task_arithmetic", 3, "{weight: 0.3}"},
                         {"slerp", 1, ""},
                         {"ties", 3, "{weight: 0.4, density: 0.5}", "h"},
-                        {"dare_ties", 2, "{weight: 0.5, density: 0.3}", "f"}};
+                        {"dare_ties", 2, "{weight: 0.5, density: 0.3}", "f"},
+                        // The other methods, each with its own buffers in the plan (executor.cpp).
+                        {"linear", 3, "{weight: 0.3}"},
+                        {"dare_linear", 2, "{weight: 0.5, density: 0.3}"},
+                        {"breadcrumbs", 2, "{weight: 0.5, density: 0.8, gamma: 0.01}"},
+                        {"breadcrumbs_ties", 2, "{weight: 0.5, density: 0.8, gamma: 0.01}"},
+                        {"della", 2, "{weight: 0.5, density: 0.5, epsilon: 0.1}"},
+                        {"della_linear", 2, "{weight: 0.5, density: 0.5, epsilon: 0.1}"},
+                        {"model_stock", 3, ""},
+                        {"nuslerp", 2, "{weight: 0.5}"}};
   const std::regex line(R"(peak RAM ([0-9.]+) (B|KiB|MiB|GiB) measured, ([0-9.]+) (B|KiB|MiB|GiB) planned)");
   for (const auto& c : cases) {
     const std::string name = std::string(c.method) + "-" + c.prefix;
@@ -66,6 +75,7 @@ TEST(MergePlan, MeasuredPeakIsWithin20PercentOfThePlan) {
       if (*c.params) yaml += std::string("    parameters: ") + c.params + "\n";
     }
     if (std::string(c.method) == "slerp") yaml += "parameters:\n  t: 0.3\n";
+    if (std::string(c.method) == "linear") yaml += "parameters:\n  weight: 0.1\n";  // the base's (mergekit weighs it too)
     yaml += "dtype: bfloat16\n";
     const std::string recipe = dir.file(name + ".yaml");
     kh::test::writeFile(recipe, yaml);
