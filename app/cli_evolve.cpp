@@ -54,6 +54,10 @@ void finish(const evolve::EvolveSummary& s, const std::string& writeModel) {
   if (writeModel.empty()) return;
   merge::MergeOptions mo;
   mo.outDir = writeModel;
+  // Ctrl-C still reaches this merge (the handler above stays): it stops at the next chunk and
+  // leaves no partial folder. A Ctrl-C that stopped the search itself does not cancel it.
+  gStop = false;
+  mo.cancel = &gStop;
   merge::runMerge(merge::loadRecipe(s.bestRecipePath), mo);
   std::cout << "wrote the best merge to " << writeModel << "\n";
 }
