@@ -313,7 +313,7 @@ static void setSampling(SamplingOptions& s, const std::string& key, const std::s
 void addChat(CLI::App& app, Action& run) {
   struct Args {
     ModelArgs m;
-    std::string system, templ, rag;
+    std::string system, templ, rag, ragTemplate, ragLog;
     int ragK = 3;
     RerankFlags rerank;
     SamplingOptions sampling;
@@ -325,13 +325,20 @@ void addChat(CLI::App& app, Action& run) {
   sub->add_option("--template", a->templ, "Chat format override: " + chatFormatNames());
   sub->add_option("--rag", a->rag, "Retrieval store: its best chunks go before each message");
   sub->add_option("--rag-k", a->ragK, "Chunks retrieved per message (with --rag)")->default_val(3);
+  sub->add_option("--rag-template", a->ragTemplate,
+                  "File with the prompt the retrieved chunks go into: {context} (the kept chunks as [1] ..., [2] ...) and "
+                  "{question} (default: the workbench's default template)");
+  sub->add_option("--rag-log", a->ragLog,
+                  "Append one JSON line per turn to this file: the message, the prompt sent and every hit with its scores");
   addMecabDicFlag(sub);
   addRerankFlags(sub, a->rerank);
   addSamplingFlags(sub, a->sampling);
   sub->callback([a, &run]() { run = [a]() {
     validateSampling(a->sampling);
     std::function<std::string(const std::string&)> augment;
-    if (!a->rag.empty()) augment = makeRagAugmenter(a->rag, a->ragK, a->rerank);
+    if (a->rag.empty() && (!a->ragTemplate.empty() || !a->ragLog.empty()))
+      throw Error("chat", "--rag-template and --rag-log need --rag STORE");
+    if (!a->rag.empty()) augment = makeRagAugmenter(a->rag, a->ragK, a->rerank, a->ragTemplate, a->ragLog);
     auto [folder, tok, model] = loadModel(a->m);
     ChatSession chat(folder, model, tok, a->templ);
     chat.system = a->system;

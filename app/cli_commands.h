@@ -51,7 +51,12 @@ std::shared_ptr<retrieval::Reranker> attachReranker(const RerankFlags& f, retrie
 // --mecab-dic DIR: the MeCab dictionary for BertJapaneseTokenizer encoders (ruri v1/v2), process-wide
 // (app/cli_retrieval.cpp).
 void addMecabDicFlag(CLI::App* sub);
-std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& store, int k, const RerankFlags& rerank = {});
+// chat --rag: searches the store for each message and returns the prompt to send. templateFile:
+// the prompt template ("" = defaultRagTemplate()); logFile: one JSON line appended per turn
+// (message, prompt, hits with every score), "" = none.
+std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& store, int k, const RerankFlags& rerank = {},
+                                                                const std::string& templateFile = "",
+                                                                const std::string& logFile = "");
 void addTrain(CLI::App& app, Action& run);  // app/cli_train.cpp
 // `resume RUN` on a training run folder (state.json kind: train) goes here instead of evolution.
 void resumeTrainingRun(const std::string& runDir);

@@ -8,6 +8,8 @@
 #include <ctime>
 #include <memory>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <iomanip>
 #include <iostream>
 
@@ -246,7 +248,29 @@ void addRetrievalEval(CLI::App& app, Action& run) {
   }; });
 }
 
-std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& storeDir, int k, const RerankFlags& rerank) {
+std::function<std::string(const std::string&)> makeRagAugmenter(const std::string& storeDir, int k, const RerankFlags& rerank,
+                                                                const std::string& templateFile, const std::string& logFile) {
+  std::string promptTemplate = defaultRagTemplate();
+  if (!templateFile.empty()) {
+    std::ifstream in(templateFile, std::ios::binary);
+    if (!in) throw Error(templateFile, "cannot open the prompt template");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    promptTemplate = ss.str();
+    try {
+      fillRagTemplate(promptTemplate, "[1] x\n", "q");
+    } catch (const Error& e) {
+      throw Error(templateFile, e.cause(), e.hint());
+    }
+    if (promptTemplate.find("{context}") == std::string::npos)
+      throw Error(templateFile, "has no {context}: the retrieved chunks would never reach the model",
+                  "put {context} and {question} where they belong");
+  }
+  std::shared_ptr<std::ofstream> log;
+  if (!logFile.empty()) {
+    log = std::make_shared<std::ofstream>(logFile, std::ios::app);
+    if (!*log) throw Error(logFile, "cannot open the retrieval log for appending");
+  }
   if (!std::filesystem::exists(std::filesystem::path(storeDir) / "CURRENT"))
     throw Error(storeDir, "not a retrieval store", "build one with `kumihimo-cli index add STORE FILES...`");
   auto store = std::make_shared<retrieval::DocumentStore>(retrieval::DocumentStore::open(storeDir));
@@ -262,15 +286,30 @@ std::function<std::string(const std::string&)> makeRagAugmenter(const std::strin
   std::shared_ptr<retrieval::Reranker> reranker = attachReranker(rerank, o);
   std::cerr << "retrieval from " << storeDir << " (" << retrieval::methodName(o.method) << ", " << store->chunks().size()
             << " chunks)\n";
-  return [store, emb, reranker, o](const std::string& user) {
+  auto turn = std::make_shared<int>(0);
+  return [store, emb, reranker, o, promptTemplate, log, logFile, turn](const std::string& user) {
     std::string context;
     int n = 0;
-    for (const auto& h : store->search(user, o, emb.get())) {
-      if (!h.kept) continue;
-      context += "[" + std::to_string(++n) + "] " + h.text + "\n";
-      std::cerr << "(retrieved " << h.chunkId << ": " << h.threshold << ")\n";
+    const auto hits = store->search(user, o, emb.get());
+    nlohmann::json logged = nlohmann::json::array();
+    for (const auto& h : hits) {
+      auto j = h.toJson();
+      j["in_prompt"] = false;
+      if (h.kept) {
+        context += "[" + std::to_string(++n) + "] " + h.text + "\n";
+        std::cerr << "(retrieved " << h.chunkId << ": " << h.threshold << ")\n";
+        j["in_prompt"] = true;
+      }
+      logged.push_back(std::move(j));
     }
-    return fillRagTemplate(defaultRagTemplate(), context, user);  // the GUI's default template too
+    const std::string prompt = fillRagTemplate(promptTemplate, context, user);
+    if (log) {
+      *log << nlohmann::json{{"turn", ++*turn}, {"user", user}, {"prompt", prompt}, {"method", retrieval::methodName(o.method)},
+                             {"hits", logged}}.dump()
+           << "\n" << std::flush;
+      if (!*log) throw Error(logFile, "write failed (disk full?)");
+    }
+    return prompt;
   };
 }
 

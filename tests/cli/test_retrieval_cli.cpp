@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "tests/test_util.h"
 
@@ -78,4 +80,41 @@ TEST(CliRetrieval, RefusesAMissingStoreAndOtherChunking) {
   auto same = runCli({"index", "add", d.file("store"), docs});  // the store's own chunking
   EXPECT_EQ(same.exitCode, 0) << same.err;
   EXPECT_NE(same.out.find("15 unchanged"), std::string::npos) << same.out;
+}
+
+// chat --rag with the user's own prompt template and a retrieval log: each turn's line holds the
+// message, the prompt as sent (the template filled with the kept chunks) and every hit's scores.
+TEST(CliRetrieval, ChatRagTemplateAndLogKeepWhatEachTurnRetrieved) {
+  TempDir d;
+  ASSERT_EQ(runCli({"make-tiny", "llama", "-o", d.file("m")}).exitCode, 0);
+  const std::string docs = kh::test::sourceDir() + "/resources/retrieval/ja_persona_docs.jsonl";
+  ASSERT_EQ(runCli({"index", "add", d.file("store"), docs}).exitCode, 0);  // BM25 only
+  kh::test::writeFile(d.file("t.txt"), "資料:\n{context}\n問い: {question}");
+  auto chat = runCli({"chat", d.file("m"), "--rag", d.file("store"), "--rag-k", "2", "--rag-template", d.file("t.txt"),
+                      "--rag-log", d.file("log.jsonl"), "--max-new-tokens", "2"},
+                     "あなたの名前はなんですか?\n趣味は何ですか?\n/quit\n");
+  ASSERT_EQ(chat.exitCode, 0) << chat.err;
+  std::vector<nlohmann::json> turns;
+  {
+    std::ifstream in(d.file("log.jsonl"));
+    for (std::string line; std::getline(in, line);) turns.push_back(nlohmann::json::parse(line));
+  }
+  ASSERT_EQ(turns.size(), 2u);
+  EXPECT_EQ(turns[0]["turn"], 1);
+  EXPECT_EQ(turns[0]["user"], "あなたの名前はなんですか?");
+  const auto& hits = turns[0]["hits"];
+  ASSERT_GE(hits.size(), 2u);
+  EXPECT_EQ(hits[0]["doc"], "persona-name");
+  EXPECT_TRUE(hits[0]["bm25_score"].is_number());
+  int inPrompt = 0;
+  std::string context;
+  for (const auto& h : hits)
+    if (h["in_prompt"].get<bool>()) context += "[" + std::to_string(++inPrompt) + "] " + h["text"].get<std::string>() + "\n";
+  EXPECT_GE(inPrompt, 1);
+  EXPECT_EQ(turns[0]["prompt"], "資料:\n" + context + "\n問い: あなたの名前はなんですか?");
+  // A template without {context} or {question} is refused before the chat starts.
+  kh::test::writeFile(d.file("bad.txt"), "問い: {question}");
+  auto bad = runCli({"chat", d.file("m"), "--rag", d.file("store"), "--rag-template", d.file("bad.txt")}, "/quit\n");
+  EXPECT_EQ(bad.exitCode, 1);
+  EXPECT_NE(bad.err.find("bad.txt: has no {context}"), std::string::npos) << bad.err;
 }
