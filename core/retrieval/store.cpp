@@ -121,6 +121,7 @@ std::vector<SourceDocument> readSourceFile(const std::string& path, const std::s
     SourceDocument d;
     d.id = named.generic_string();
     d.text = bytes;
+    d.markdown = p.extension() == ".md" || p.extension() == ".markdown";
     d.source = path;
     d.origin = origin;
     out.push_back(std::move(d));
@@ -417,7 +418,9 @@ ImportReport DocumentStore::importImpl(const std::vector<SourceDocument>& in, co
     doc.origin = sd.origin;
     doc.hash = hashes[k];
     doc.metadata = sd.metadata;
-    const auto pieces = chunkText(decodeUtf8(sd.text, sd.source), options_.chunking);
+    ChunkOptions chunking = options_.chunking;
+    chunking.markdownSections = sd.markdown;
+    const auto pieces = chunkText(decodeUtf8(sd.text, sd.source), chunking);
     for (size_t n = 0; n < pieces.size(); ++n) {
       Chunk c;
       c.key = nextKey_++;

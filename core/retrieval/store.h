@@ -41,11 +41,13 @@ struct SourceDocument {
   std::string id, source, text;
   nlohmann::json metadata = nlohmann::json::object();
   std::string origin;  // absolute path of the file (readSourceFile sets it)
+  bool markdown = false;  // .md / .markdown: chunked by sections (ChunkOptions::markdownSections)
 };
 // .jsonl: one {"text": ..., "id"?: ..., "metadata"?: {...}} per line (id default "<name without
 // extension>:<line>"); anything else (.txt, .md, ...) is one document with id = `name` (default: the
-// file name; an import of a folder passes the path below it, e.g. "notes/a.md"). Markdown is read as
-// plain text. A leading UTF-8 byte order mark is dropped. kh::Error for an empty file (or one of
+// file name; an import of a folder passes the path below it, e.g. "notes/a.md"). Markdown keeps its
+// text as written (offsets point into the file) and is chunked by sections: a heading starts a new
+// chunk. A leading UTF-8 byte order mark is dropped. kh::Error for an empty file (or one of
 // only blanks and punctuation), a binary (NUL byte) file, invalid UTF-8 (byte offset and line), a
 // bad JSONL line (line number).
 std::vector<SourceDocument> readSourceFile(const std::string& path, const std::string& name = "");

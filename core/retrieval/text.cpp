@@ -157,11 +157,24 @@ std::vector<TextChunk> chunkText(const std::vector<char32_t>& doc, const ChunkOp
   }
   push(start, doc.size());
 
+  // Markdown headings: sentences that begin a line with 1-6 '#' and a blank.
+  std::vector<bool> heading(sentences.size(), false);
+  if (opt.markdownSections)
+    for (size_t k = 0; k < sentences.size(); ++k) {
+      const size_t b = sentences[k].first;
+      size_t p = b;
+      while (p > 0 && doc[p - 1] != '\n' && isBlank(doc[p - 1])) --p;
+      if (p > 0 && doc[p - 1] != '\n') continue;  // not at the start of a line
+      size_t h = b;
+      while (h < sentences[k].second && doc[h] == '#') ++h;
+      heading[k] = h > b && h - b <= 6 && (h == sentences[k].second || doc[h] == ' ' || doc[h] == '\t' || doc[h] == 0x3000);
+    }
   std::vector<TextChunk> chunks;
   size_t s = 0;
   while (s < sentences.size()) {
     size_t e = s, len = 0;
-    while (e < sentences.size() && len < target) len += sentences[e].second - sentences[e].first, ++e;
+    while (e < sentences.size() && len < target && (e == s || !heading[e]))
+      len += sentences[e].second - sentences[e].first, ++e;
     TextChunk c;
     c.begin = static_cast<int64_t>(sentences[s].first);
     c.end = static_cast<int64_t>(sentences[e - 1].second);
@@ -170,7 +183,7 @@ std::vector<TextChunk> chunkText(const std::vector<char32_t>& doc, const ChunkOp
     if (e >= sentences.size()) break;
     // Overlap: step back over whole trailing sentences that fit in overlapChars, never to s.
     size_t next = e, back = 0;
-    while (next > s + 1 && back + (sentences[next - 1].second - sentences[next - 1].first) <= static_cast<size_t>(std::max(0, opt.overlapChars)))
+    while (!heading[e] && next > s + 1 && back + (sentences[next - 1].second - sentences[next - 1].first) <= static_cast<size_t>(std::max(0, opt.overlapChars)))
       back += sentences[next - 1].second - sentences[next - 1].first, --next;
     s = next;
   }

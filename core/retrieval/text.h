@@ -28,6 +28,9 @@ std::vector<std::string> searchTerms(const std::vector<char32_t>& normalized, bo
 struct ChunkOptions {
   int targetChars = 200;  // a chunk closes at the first sentence end at or beyond this many characters
   int overlapChars = 40;  // trailing sentences of the previous chunk (at most this many characters) repeated
+  // Markdown: a heading line ("#" to "######" then a blank, at the start of a line) always starts a
+  // new chunk, and no overlap reaches back over it, so a chunk never spans two sections.
+  bool markdownSections = false;
 };
 struct TextChunk {
   std::string text;            // the document's text [begin, end)

@@ -623,3 +623,28 @@ TEST(RetrievalDense, FlatScanIsExactBelowFp16Resolution) {
     EXPECT_NEAR(hits[static_cast<size_t>(r)].cosine, 0.9 + 1e-5 * (n - 1 - r), 2e-6);
   }
 }
+
+// Markdown is chunked by sections: a heading starts a chunk and no overlap reaches back over it;
+// the same text as .txt packs by length alone. Offsets still point into the file as written.
+TEST(RetrievalText, MarkdownHeadingsStartChunks) {
+  const std::string text = "# 名前\n名前は小野寺絢音です。\n## 趣味\nパン作りです。\n#タグではない行。\n猫が好きです。";
+  ChunkOptions o;
+  o.targetChars = 200;
+  o.overlapChars = 40;
+  EXPECT_EQ(chunkText(cps(text), o).size(), 1u);  // plain text: everything fits one chunk
+  o.markdownSections = true;
+  const auto chunks = chunkText(cps(text), o);
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_EQ(chunks[0].text, "# 名前\n名前は小野寺絢音です。");
+  EXPECT_EQ(chunks[1].text, "## 趣味\nパン作りです。\n#タグではない行。\n猫が好きです。");  // "#タグ" is no heading
+  EXPECT_EQ(encodeUtf8(cps(text), static_cast<size_t>(chunks[1].begin), static_cast<size_t>(chunks[1].end)), chunks[1].text);
+  TempDir d;
+  writeFile(d.file("n.md"), text);
+  writeFile(d.file("n.txt"), text);
+  auto s = DocumentStore::open(d.file("store"));
+  s.importFiles({d.file("n.md"), d.file("n.txt")}, nullptr);
+  int md = 0, txt = 0;
+  for (const auto& c : s.chunks()) (c.docId == "n.md" ? md : txt) += 1;
+  EXPECT_EQ(md, 2);
+  EXPECT_EQ(txt, 1);
+}
