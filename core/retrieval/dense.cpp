@@ -334,17 +334,25 @@ void DenseIndex::rebuildAs(Kind kind, const std::vector<int64_t>& keys, const st
 
 void DenseIndex::refreshHalf() {
   half_.clear();
-  if (kind_ != Kind::Flat || !kToHalf) return;
-  const auto& map = asMap(index_);
-  const float* xb = static_cast<const faiss::IndexFlat*>(map.index)->get_xb();
-  const size_t n = static_cast<size_t>(map.ntotal), d = static_cast<size_t>(dim_);
-  double maxNorm = 0;
-  for (size_t i = 0; i < n; ++i) maxNorm = std::max(maxNorm, static_cast<double>(kDot(xb + i * d, xb + i * d, d)));
-  maxNorm = std::sqrt(maxNorm);
-  if (!(maxNorm < 1e3)) return;  // fp16 would overflow or lose the rows: scan the fp32 ones
-  half_.resize(n * d);
-  kToHalf(xb, half_.data(), n * d);
-  halfMaxNorm_ = maxNorm;
+  halfOnce_ = std::make_unique<std::once_flag>();
+  searches_ = std::make_unique<std::atomic<int>>(0);
+}
+
+void DenseIndex::buildHalfOnce() const {
+  std::call_once(*halfOnce_, [this] {
+    if (kind_ != Kind::Flat || !kToHalf) return;
+    const auto& map = asMap(index_);
+    const float* xb = static_cast<const faiss::IndexFlat*>(map.index)->get_xb();
+    const size_t n = static_cast<size_t>(map.ntotal), d = static_cast<size_t>(dim_);
+    double maxNorm = 0;
+    for (size_t i = 0; i < n; ++i) maxNorm = std::max(maxNorm, static_cast<double>(kDot(xb + i * d, xb + i * d, d)));
+    maxNorm = std::sqrt(maxNorm);
+    if (!(maxNorm < 1e3)) return;  // fp16 would overflow or lose the rows: scan the fp32 ones
+    std::vector<uint16_t> h(n * d);
+    kToHalf(xb, h.data(), n * d);
+    halfMaxNorm_ = maxNorm;
+    half_ = std::move(h);
+  });
 }
 
 void DenseIndex::liveVectors(std::vector<int64_t>& keys, std::vector<float>& vectors) const {
@@ -417,7 +425,13 @@ std::vector<DenseHit> DenseIndex::search(const float* query, int k) const {
     const float* xb = static_cast<const faiss::IndexFlat*>(map.index)->get_xb();
     const size_t n = static_cast<size_t>(map.ntotal), d = static_cast<size_t>(dim_);
     std::vector<std::pair<float, int64_t>> all;  // (cosine, key)
-    if (!half_.empty() && half_.size() == n * d) {
+    // Read half_ only after call_once (which orders its writes before this thread's reads).
+    bool useHalf = false;
+    if (searches_->fetch_add(1) >= 1) {
+      buildHalfOnce();
+      useHalf = !half_.empty() && half_.size() == n * d;
+    }
+    if (useHalf) {
       // Two steps with the exact answer of one: fp16 scores of every row, then the fp32 score
       // (kDot, as the one-step scan) of each row whose fp16 score could put it in the top k.
       // |fp16 score - exact| <= delta: rounding a row to fp16 moves each element by at most

@@ -4,9 +4,11 @@
 // FAISS headers stay in dense.cpp; torch stays in the embedders.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -120,7 +122,8 @@ class DenseIndex {
 
  private:
   void rebuildAs(Kind kind, const std::vector<int64_t>& keys, const std::vector<float>& vectors);
-  void refreshHalf();  // flat: rebuilds the fp16 mirror the scan reads first
+  void refreshHalf();          // after a change: the fp16 mirror is stale (rebuilt when next wanted)
+  void buildHalfOnce() const;  // builds the mirror, once per change, whoever searches first
   int dim_;
   int64_t hnswAbove_;
   HnswSettings hnsw_;
@@ -128,9 +131,12 @@ class DenseIndex {
   int64_t tombstones_ = 0;
   std::unique_ptr<faiss::Index> index_;  // IndexIDMap2 over IndexFlatIP or IndexHNSWFlat
   // Flat only: the rows rounded to fp16, [ntotal, dim] (empty without F16C), and the largest row
-  // norm, for the scan's error bound. Half the bytes a query streams; results stay exact.
-  std::vector<uint16_t> half_;
-  double halfMaxNorm_ = 0;
+  // norm, for the scan's error bound. Half the bytes a query streams; results stay exact. Built at
+  // the second search after a change (a one-query CLI run never pays for it), under halfOnce_.
+  mutable std::vector<uint16_t> half_;
+  mutable double halfMaxNorm_ = 0;
+  mutable std::unique_ptr<std::once_flag> halfOnce_ = std::make_unique<std::once_flag>();
+  mutable std::unique_ptr<std::atomic<int>> searches_ = std::make_unique<std::atomic<int>>(0);  // since the change
 };
 
 // Row-wise L2 normalisation in place (rows of `dim`); zero rows stay zero.
