@@ -302,6 +302,14 @@ ImportReport DocumentStore::importFiles(const std::vector<std::string>& paths, c
   return importDocuments(docs, embedder, progress, scopes);
 }
 
+void DocumentStore::reloadFromDisk() {
+  try {
+    *this = openImpl(dir_, options_, true);
+  } catch (const Error&) {
+    *this = openImpl(dir_, options_, false);  // its indexes were already unreadable
+  }
+}
+
 ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& in, const Embedder* embedder,
                                             const EmbedProgress& progress, const std::vector<std::string>& scopes) {
   // All or nothing, in memory too: on any error (a bad document, a cancelled embedding, a full
@@ -309,11 +317,7 @@ ImportReport DocumentStore::importDocuments(const std::vector<SourceDocument>& i
   try {
     return importImpl(in, embedder, progress, scopes);
   } catch (...) {
-    try {
-      *this = openImpl(dir_, options_, true);
-    } catch (const Error&) {
-      *this = openImpl(dir_, options_, false);  // its indexes were already unreadable
-    }
+    reloadFromDisk();
     throw;
   }
 }
@@ -479,12 +483,7 @@ void DocumentStore::rebuild(const Embedder* embedder, const EmbedProgress& progr
   try {
     rebuildImpl(embedder, progress);
   } catch (...) {
-    // Back to what is on disk; a store whose indexes are corrupt comes back without them.
-    try {
-      *this = openImpl(dir_, options_, true);
-    } catch (const Error&) {
-      *this = openImpl(dir_, options_, false);
-    }
+    reloadFromDisk();
     throw;
   }
 }

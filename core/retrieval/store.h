@@ -187,6 +187,9 @@ class DocumentStore {
  private:
   static DocumentStore openImpl(const std::string& dir, const StoreOptions& options, bool withIndexes);
   void rebuildImpl(const Embedder* embedder, const EmbedProgress& progress);
+  // After a failed update: the object becomes the store as on disk (CURRENT still names the old
+  // generation); without its indexes when those cannot be read.
+  void reloadFromDisk();
   ImportReport importImpl(const std::vector<SourceDocument>& docs, const Embedder* embedder, const EmbedProgress& progress,
                           const std::vector<std::string>& scopes);
   void checkEmbedder(const Embedder* embedder, bool forQuery) const;
