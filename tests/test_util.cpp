@@ -44,15 +44,13 @@ std::string readFile(const std::string& path) {
 
 std::string sourceDir() { return KH_SOURCE_DIR; }
 
-CliResult runCli(const std::vector<std::string>& args, const std::string& input) {
-  TempDir io;
-  std::string outPath = io.file("out"), errPath = io.file("err"), inPath = io.file("in");
-  writeFile(inPath, input);
+pid_t startCli(const std::vector<std::string>& args, const std::string& stdoutPath, const std::string& stderrPath,
+               const std::string& stdinPath) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, outPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, errPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 0, inPath.c_str(), O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, stdoutPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, stderrPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 0, stdinPath.c_str(), O_RDONLY, 0);
   std::vector<std::string> all{KH_CLI_PATH};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -62,6 +60,14 @@ CliResult runCli(const std::vector<std::string>& args, const std::string& input)
   int rc = posix_spawn(&pid, KH_CLI_PATH, &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) throw std::runtime_error("cannot start " + std::string(KH_CLI_PATH));
+  return pid;
+}
+
+CliResult runCli(const std::vector<std::string>& args, const std::string& input) {
+  TempDir io;
+  std::string outPath = io.file("out"), errPath = io.file("err"), inPath = io.file("in");
+  writeFile(inPath, input);
+  const pid_t pid = startCli(args, outPath, errPath, inPath);
   int status = 0;
   waitpid(pid, &status, 0);
   CliResult r;

@@ -1,5 +1,7 @@
 // Helpers shared by the tests: temporary folders that clean up, file I/O, running the CLI.
 #pragma once
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -31,5 +33,9 @@ struct CliResult {
 // Runs kumihimo-cli with the given arguments (no shell), capturing stdout and stderr; `input`
 // becomes its standard input.
 CliResult runCli(const std::vector<std::string>& args, const std::string& input = "");
+// Starts kumihimo-cli without waiting (for tests that signal it mid-run): stdout and stderr go to
+// the given files (created or truncated; "/dev/null" to drop), stdin comes from stdinPath.
+pid_t startCli(const std::vector<std::string>& args, const std::string& stdoutPath, const std::string& stderrPath,
+               const std::string& stdinPath = "/dev/null");
 
 }  // namespace kh::test

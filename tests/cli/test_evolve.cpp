@@ -1,9 +1,7 @@
 // Evolution against a known optimum (a target merged from two tiny models with known per-group
 // weights must be found again), the exactness of kill-and-resume, and its one-line errors.
 #include <gtest/gtest.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,8 +21,6 @@
 namespace fs = std::filesystem;
 using kh::test::runCli;
 using kh::test::TempDir;
-
-extern char** environ;
 
 namespace {
 
@@ -109,17 +105,7 @@ TEST_F(Synthetic, KilledAndResumedRunEqualsAnUninterruptedOne) {
   bool interrupted = false;
   for (int attempt = 0; attempt < 2; ++attempt) {
     const std::string run = dir.file("killed" + std::to_string(attempt));
-    std::vector<std::string> args{KH_CLI_PATH, "evolve", cfg, "-o", run};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    pid_t pid = 0;
-    ASSERT_EQ(posix_spawn(&pid, KH_CLI_PATH, &fa, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
+    const pid_t pid = kh::test::startCli({"evolve", cfg, "-o", run}, "/dev/null", "/dev/null");
     // A random moment inside the run, whatever the machine's speed: after a random number of
     // metrics lines (mid-generation or at a generation's end), plus a random few milliseconds.
     const size_t afterLines = std::uniform_int_distribution<size_t>(0, expected.size() - 10)(rng);

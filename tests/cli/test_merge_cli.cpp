@@ -1,10 +1,8 @@
 // `kumihimo-cli merge` as a user runs it: Ctrl-C mid-merge leaves neither the output nor its
 // OUT.partial-<pid> folder and exits non-zero with one line; the progress line names the tensor
 // being merged; a partial folder left by a merge that died is removed and reported.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,17 +55,7 @@ TEST(MergeCli, CtrlCMidMergeLeavesNoOutputAndNoPartialFolder) {
   shape.intermediate = 4096;  // ~33 M parameters a model: the merge takes a good fraction of a second
   const std::string recipe = tiesRecipe(dir, shape);
   const std::string out = outDir.file("merged"), err = dir.file("stderr");
-  std::vector<std::string> args{KH_CLI_PATH, "merge", recipe, "-o", out};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = 0;
-  ASSERT_EQ(posix_spawn(&pid, KH_CLI_PATH, &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
+  const pid_t pid = kh::test::startCli({"merge", recipe, "-o", out}, "/dev/null", err);
   // Ctrl-C as soon as the merge has begun writing: its partial folder exists.
   const std::string partial = fs::path(out).parent_path().string() + "/" + kh::merge::partialFolderName("merged", pid);
   int status = 0;
