@@ -552,62 +552,83 @@ std::vector<RetrievalHit> DocumentStore::search(const std::string& query, const 
                      (h.bm25Rank ? o.bm25Weight / (o.rrfK + h.bm25Rank) : 0.0);
     hits.push_back(std::move(h));
   }
+  auto scoreOf = [](const RetrievalHit& h) { return h.rerankScore.value_or(h.fusedScore); };
+  auto bestFirst = [&](const RetrievalHit& a, const RetrievalHit& b) {
+    if (scoreOf(a) != scoreOf(b)) return scoreOf(a) > scoreOf(b);
+    return a.chunkKey < b.chunkKey;
+  };
+  // Candidates outside the best rerankK: not rescored, kept after the reranked ones in the
+  // method's order, dropped by applyThreshold with the reason (the inspector shows them too).
+  std::vector<RetrievalHit> notReranked;
   if (o.reranker) {
     // Only the best rerankK by the method's score are worth a model call each.
-    std::stable_sort(hits.begin(), hits.end(), [](const RetrievalHit& a, const RetrievalHit& b) {
-      if (a.fusedScore != b.fusedScore) return a.fusedScore > b.fusedScore;
-      return a.chunkKey < b.chunkKey;
-    });
-    if (hits.size() > static_cast<size_t>(std::max(1, o.rerankK))) hits.resize(static_cast<size_t>(std::max(1, o.rerankK)));
+    std::stable_sort(hits.begin(), hits.end(), bestFirst);
+    const size_t keep = static_cast<size_t>(std::max(1, o.rerankK));
+    if (hits.size() > keep) {
+      notReranked.assign(std::make_move_iterator(hits.begin() + static_cast<std::ptrdiff_t>(keep)),
+                         std::make_move_iterator(hits.end()));
+      hits.resize(keep);
+    }
     std::vector<std::string> texts;
     for (const auto& h : hits) texts.push_back(h.text);
     const auto scores = o.reranker->scoreAll(query, texts, o.rerankProgress);
     KH_ASSERT(scores.size() == hits.size(), "a reranker must score every candidate");
     for (size_t i = 0; i < hits.size(); ++i) hits[i].rerankScore = scores[i];
   }
-  auto scoreOf = [](const RetrievalHit& h) { return h.rerankScore.value_or(h.fusedScore); };
-  std::stable_sort(hits.begin(), hits.end(), [&](const RetrievalHit& a, const RetrievalHit& b) {
-    if (scoreOf(a) != scoreOf(b)) return scoreOf(a) > scoreOf(b);
-    return a.chunkKey < b.chunkKey;
-  });
+  std::stable_sort(hits.begin(), hits.end(), bestFirst);
+  hits.insert(hits.end(), std::make_move_iterator(notReranked.begin()), std::make_move_iterator(notReranked.end()));
   applyThreshold(hits, o);
   if (hits.size() > static_cast<size_t>(std::max(0, o.k))) hits.resize(static_cast<size_t>(std::max(0, o.k)));
   return hits;
 }
 
-void applyThreshold(std::vector<RetrievalHit>& hits, const SearchOptions& o) {
-  auto scoreOf = [](const RetrievalHit& h) { return h.rerankScore.value_or(h.fusedScore); };
-  if (hits.empty()) return;
-  const char* what = hits[0].rerankScore ? "rerank" : methodName(o.method);
+void applyThreshold(std::vector<RetrievalHit>& all, const SearchOptions& o) {
+  auto scoreOf = [](const RetrievalHit* h) { return h->rerankScore.value_or(h->fusedScore); };
+  if (all.empty()) return;
+  if (o.threshold != "relative" && o.threshold != "zscore" && o.threshold != "none")
+    throw Error("--threshold", "unknown threshold '" + o.threshold + "'", "relative, zscore or none");
+  // With a reranker the threshold judges the rescored hits (search() puts them first) on the
+  // reranker's scale; the others were cut before reranking and are dropped, saying so.
+  const bool reranked = all[0].rerankScore.has_value();
+  std::vector<RetrievalHit*> hits;
+  for (auto& h : all)
+    if (!reranked || h.rerankScore) hits.push_back(&h);
   char buf[160];
+  if (reranked)
+    for (auto& h : all)
+      if (!h.rerankScore) {
+        std::snprintf(buf, sizeof buf, "not reranked: %s %.4g, outside the best %zu the reranker rescored",
+                      methodName(o.method), h.fusedScore, hits.size());
+        h.kept = false;
+        h.threshold = buf;
+      }
+  const char* what = reranked ? "rerank" : methodName(o.method);
   if (o.threshold == "relative") {
     // A negative best (a reranker's log-odds) keeps scores within the same factor below it:
     // cut = best / ratio, so the best hit is always kept whatever the sign of the scores.
     const double best = scoreOf(hits[0]), cut = best >= 0 || o.relativeRatio <= 0 ? o.relativeRatio * best : best / o.relativeRatio;
-    for (auto& h : hits) {
-      h.kept = scoreOf(h) >= cut;
+    for (RetrievalHit* h : hits) {
+      h->kept = scoreOf(h) >= cut;
       if (best >= 0 || o.relativeRatio <= 0)
-        std::snprintf(buf, sizeof buf, "%s %.4g %s %.3g x best %.4g", what, scoreOf(h), h.kept ? ">=" : "<", o.relativeRatio, best);
+        std::snprintf(buf, sizeof buf, "%s %.4g %s %.3g x best %.4g", what, scoreOf(h), h->kept ? ">=" : "<", o.relativeRatio, best);
       else
-        std::snprintf(buf, sizeof buf, "%s %.4g %s best %.4g / %.3g", what, scoreOf(h), h.kept ? ">=" : "<", best, o.relativeRatio);
-      h.threshold = buf;
+        std::snprintf(buf, sizeof buf, "%s %.4g %s best %.4g / %.3g", what, scoreOf(h), h->kept ? ">=" : "<", best, o.relativeRatio);
+      h->threshold = buf;
     }
   } else if (o.threshold == "zscore") {
     double mean = 0, var = 0;
-    for (const auto& h : hits) mean += scoreOf(h);
+    for (const RetrievalHit* h : hits) mean += scoreOf(h);
     mean /= static_cast<double>(hits.size());
-    for (const auto& h : hits) var += (scoreOf(h) - mean) * (scoreOf(h) - mean);
+    for (const RetrievalHit* h : hits) var += (scoreOf(h) - mean) * (scoreOf(h) - mean);
     const double sd = std::sqrt(var / static_cast<double>(hits.size()));
-    for (auto& h : hits) {
+    for (RetrievalHit* h : hits) {
       const double z = sd > 0 ? (scoreOf(h) - mean) / sd : 0.0;
-      h.kept = z >= o.zMin;
-      std::snprintf(buf, sizeof buf, "%s z %.3g %s %.3g over %zu candidates", what, z, h.kept ? ">=" : "<", o.zMin, hits.size());
-      h.threshold = buf;
+      h->kept = z >= o.zMin;
+      std::snprintf(buf, sizeof buf, "%s z %.3g %s %.3g over %zu candidates", what, z, h->kept ? ">=" : "<", o.zMin, hits.size());
+      h->threshold = buf;
     }
-  } else if (o.threshold == "none") {
-    for (auto& h : hits) h.kept = true, h.threshold = "no threshold";
   } else {
-    throw Error("--threshold", "unknown threshold '" + o.threshold + "'", "relative, zscore or none");
+    for (RetrievalHit* h : hits) h->kept = true, h->threshold = "no threshold";
   }
 }
 

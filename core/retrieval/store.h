@@ -100,8 +100,9 @@ struct SearchOptions {
   double relativeRatio = 0.5;
   double zMin = 0.0;
   const Reranker* reranker = nullptr;
-  // With a reranker: only the best `rerankK` candidates by the method's score are rescored and
-  // returned (the rest are cut before reranking), ordered by the reranker's score.
+  // With a reranker: only the best `rerankK` candidates by the method's score are rescored; they
+  // come first, ordered by the reranker's score, then the rest in the method's order, dropped
+  // ("not reranked: ...").
   int rerankK = 20;
   EmbedProgress rerankProgress;  // (done, total) while reranking; may throw to cancel
 };
@@ -122,9 +123,10 @@ struct RetrievalHit {
 
 // The threshold step of search(), on its own: sets `kept` and `threshold` on every hit of a list
 // sorted best first (all candidates: the z-score's mean and spread are over the whole list), by the
-// reranker's score where a hit has one, else fusedScore; `options.method` names the score. Lets a
-// caller re-apply another threshold to stored hits without querying again. kh::Error for an
-// unknown threshold.
+// reranker's score where a hit has one, else fusedScore; `options.method` names the score. In a
+// reranked list (the first hit has a reranker score) the hits without one are dropped as not
+// reranked and the threshold judges the others. Lets a caller re-apply another threshold to stored
+// hits without querying again. kh::Error for an unknown threshold.
 void applyThreshold(std::vector<RetrievalHit>& hits, const SearchOptions& options);
 
 struct StoreOptions {

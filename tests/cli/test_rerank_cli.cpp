@@ -33,9 +33,17 @@ TEST(CliRerank, RetrieveEvaluateAndChatWithAReranker) {
   ASSERT_EQ(r.exitCode, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["reranker"], "decoder-yesno:" + d.file("m"));
-  ASSERT_EQ(j["hits"].size(), 4u);  // only the best 4 fused candidates were rescored and returned
+  ASSERT_EQ(j["hits"].size(), 10u);
+  // Only the best 4 fused candidates were rescored, listed first; the rest are dropped, unscored.
   double prev = 1e300;
-  for (const auto& h : j["hits"]) {
+  for (size_t i = 4; i < 10; ++i) {
+    const auto& h = j["hits"][i];
+    EXPECT_TRUE(h["rerank_score"].is_null()) << h;
+    EXPECT_FALSE(h["kept"].get<bool>()) << h;
+    EXPECT_EQ(h["threshold"].get<std::string>().rfind("not reranked", 0), 0u) << h;
+  }
+  for (size_t i = 0; i < 4; ++i) {
+    const auto& h = j["hits"][i];
     EXPECT_EQ(best4.count(h["chunk"].get<std::string>()), 1u) << h["chunk"];
     ASSERT_TRUE(h["rerank_score"].is_number());
     EXPECT_LE(h["rerank_score"].get<double>(), prev);

@@ -146,9 +146,17 @@ TEST(Rerank, SearchOrdersAndThresholdsByTheRerankScore) {
     o.threshold = mode;
     o.relativeRatio = 0.5;
     o.zMin = 0.3;
-    const auto hits = s.search(q, o, nullptr);
-    ASSERT_EQ(hits.size(), 5u);
-    // Exactly the best 5 fused candidates, each scored as one pair on its own.
+    auto hits = s.search(q, o, nullptr);
+    ASSERT_EQ(hits.size(), fused.size());
+    // The rest follow in the method's order, unscored and dropped.
+    for (size_t i = 5; i < hits.size(); ++i) {
+      EXPECT_EQ(hits[i].chunkId, fused[i].chunkId);
+      EXPECT_FALSE(hits[i].rerankScore.has_value());
+      EXPECT_FALSE(hits[i].kept);
+      EXPECT_EQ(hits[i].threshold.rfind("not reranked", 0), 0u) << hits[i].threshold;
+    }
+    hits.resize(5);
+    // First exactly the best 5 fused candidates, each scored as one pair on its own.
     std::map<std::string, double> expected;
     for (size_t i = 0; i < 5; ++i) expected[fused[i].chunkId] = *r.score(q, fused[i].text);
     std::vector<double> scores;

@@ -383,6 +383,52 @@ TEST(RetrievalStore, RerankerAndZScoreThresholdExplainThemselves) {
   EXPECT_FALSE(hits.back().kept);
 }
 
+TEST(RetrievalStore, CandidatesOutsideRerankKStayListedAsDropped) {
+  struct ShortFirst : Reranker {
+    std::optional<double> score(const std::string&, const std::string& text) const override { return -double(text.size()); }
+  } shortFirst;
+  TempDir d;
+  auto s = DocumentStore::open(d.file("store"));
+  s.importFiles({kh::test::sourceDir() + "/resources/retrieval/ja_persona_docs.jsonl"}, nullptr);
+  SearchOptions plain;
+  plain.k = 1000;
+  plain.threshold = "none";
+  const auto fused = s.search("名前は何ですか", plain, nullptr);  // the method's own order
+  ASSERT_GE(fused.size(), 6u);
+  SearchOptions o = plain;
+  o.reranker = &shortFirst;
+  o.rerankK = 3;
+  auto hits = s.search("名前は何ですか", o, nullptr);
+  ASSERT_EQ(hits.size(), fused.size());  // nothing vanishes: the inspector shows every candidate
+  std::set<std::string> best3, reranked;
+  for (size_t i = 0; i < 3; ++i) best3.insert(fused[i].chunkId), reranked.insert(hits[i].chunkId);
+  EXPECT_EQ(reranked, best3);  // the reranker saw the method's best three
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(hits[i].rerankScore);
+    EXPECT_EQ(*hits[i].rerankScore, -double(hits[i].text.size()));
+    EXPECT_TRUE(hits[i].kept);
+  }
+  for (size_t i = 3; i < hits.size(); ++i) {
+    EXPECT_EQ(hits[i].chunkId, fused[i].chunkId) << i;  // the rest keep the method's order
+    EXPECT_FALSE(hits[i].rerankScore);
+    EXPECT_FALSE(hits[i].kept) << hits[i].threshold;
+    EXPECT_EQ(hits[i].threshold.rfind("not reranked: fused ", 0), 0u) << hits[i].threshold;
+    EXPECT_NE(hits[i].threshold.find("best 3 "), std::string::npos) << hits[i].threshold;
+  }
+  // Another threshold over the stored list (the inspector's slider) judges the three alone: the
+  // z-score of the shortest among three texts, recounted by hand.
+  o.threshold = "zscore";
+  o.zMin = 0.0;
+  applyThreshold(hits, o);
+  double mean = 0, var = 0;
+  for (size_t i = 0; i < 3; ++i) mean += *hits[i].rerankScore / 3;
+  for (size_t i = 0; i < 3; ++i) var += (*hits[i].rerankScore - mean) * (*hits[i].rerankScore - mean) / 3;
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(hits[i].kept, var == 0 || (*hits[i].rerankScore - mean) / std::sqrt(var) >= 0) << hits[i].threshold;
+  EXPECT_NE(hits[0].threshold.find("over 3 candidates"), std::string::npos) << hits[0].threshold;
+  for (size_t i = 3; i < hits.size(); ++i) EXPECT_FALSE(hits[i].kept);
+}
+
 namespace {
 
 // A dense side that is informative, for the default-weight test below: each text's character
