@@ -45,13 +45,8 @@ retrieval::StoreOptions storeOptions(const RetrievalArgs& a) {
   return o;
 }
 
-// The embedder to use: --embedder (with --prefix), else the one the store recorded (when its model
-// folder still exists; its prefix style comes with it).
 std::unique_ptr<retrieval::Embedder> embedderFor(const RetrievalArgs& a, const retrieval::DocumentStore& s) {
-  if (!a.embedder.empty()) return retrieval::openEmbedder(a.embedder, a.prefix);
-  const std::string& rec = s.embedderModel();
-  if (rec.empty() || !std::filesystem::exists(retrieval::embedderFolder(rec))) return nullptr;
-  return retrieval::openEmbedder(rec, "auto");
+  return retrieval::chooseEmbedder(a.embedder, a.prefix, s.embedderModel());
 }
 
 std::string denseKind(const retrieval::DocumentStore& s) {
@@ -161,9 +156,7 @@ void addIndex(CLI::App& app, Action& run) {
     auto emb = embedderFor(*a, s);
     if (emb && s.embedderModel().empty()) s.setEmbedderModel(emb->spec());
     const auto r = s.importFiles(a->files, emb.get(), progressLine());
-    std::cout << a->store << ": " << r.added << " added, " << r.updated << " updated, " << r.unchanged << " unchanged"
-              << (r.renamed ? " (" + std::to_string(r.renamed) + " under a new id)" : std::string()) << ", " << r.removed << " removed; "
-              << s.documents().size() << " documents, " << s.chunks().size() << " chunks"
+    std::cout << a->store << ": " << r.summary() << "; " << s.documents().size() << " documents, " << s.chunks().size() << " chunks"
               << (s.hasDense() ? ", dense by " + s.embedderIdentity() + denseKind(s) : ", BM25 only") << "\n";
   }; });
   auto* rebuild = index->add_subcommand("rebuild", "Rebuild the BM25 and dense indexes from the stored chunks");

@@ -155,6 +155,14 @@ bool ragStoreNeedsRebuild(const std::string& dir);
 // the store recorded (kh::Error when that folder is gone). `progress`: (chunks embedded, total).
 void rebuildRagStore(const std::string& dir, const std::function<void(size_t, size_t)>& progress = {});
 
+// Imports text, Markdown and JSONL files and folders into the store in `dir` (created when missing),
+// as `kumihimo-cli index add` with the store's chunking: changed documents only are redone, vanished
+// ones removed. Embedded by `embedder` (DIR, encoder:DIR or decoder:DIR; "" = the model the store
+// recorded, or BM25 only for a new store); a different one than the store's is refused, named.
+// Returns ImportReport::summary(). `progress`: (chunks embedded, total).
+std::string importIntoRagStore(const std::string& dir, const std::vector<std::string>& paths, const std::string& embedder,
+                               const std::function<void(size_t, size_t)>& progress = {});
+
 // A document store opened for chat (its embedder, when it has dense vectors, loaded with it).
 // Thread-safe for concurrent const use after open (retrieve, source).
 class RagStore {

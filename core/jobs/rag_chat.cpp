@@ -148,6 +148,16 @@ void rebuildRagStore(const std::string& dir, const std::function<void(size_t, si
   store.rebuild(embedder.get(), progress);
 }
 
+std::string importIntoRagStore(const std::string& dir, const std::vector<std::string>& paths, const std::string& embedder,
+                               const std::function<void(size_t, size_t)>& progress) {
+  if (dir.empty()) throw Error("documents", "no store folder given", "name a folder for the store");
+  if (paths.empty()) throw Error(dir, "no files to import", "pick text, Markdown or JSONL files or a folder of them");
+  auto store = rt::DocumentStore::open(dir);
+  auto emb = rt::chooseEmbedder(embedder, "auto", store.embedderModel());
+  if (emb && store.embedderModel().empty()) store.setEmbedderModel(emb->spec());
+  return store.importFiles(paths, emb.get(), progress).summary();
+}
+
 std::shared_ptr<RagStore> RagStore::open(const std::string& dir) {
   if (dir.empty()) throw Error("documents", "no store folder given", "pick a folder made by `kumihimo-cli index add`");
   if (!fs::exists(fs::path(dir) / "CURRENT"))

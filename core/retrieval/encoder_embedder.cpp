@@ -158,6 +158,12 @@ std::string embedderFolder(const std::string& spec) {
   return spec;
 }
 
+std::unique_ptr<Embedder> chooseEmbedder(const std::string& spec, const std::string& prefixStyle, const std::string& recorded) {
+  if (!spec.empty()) return openEmbedder(spec, prefixStyle);
+  if (recorded.empty() || !std::filesystem::exists(embedderFolder(recorded))) return nullptr;
+  return openEmbedder(recorded, "auto");
+}
+
 std::unique_ptr<Embedder> openEmbedder(const std::string& spec, const std::string& prefixStyle) {
   std::string style = prefixStyle;
   if (spec.rfind("encoder[", 0) == 0) {

@@ -62,5 +62,9 @@ class EncoderEmbedder : public Embedder {
 std::unique_ptr<Embedder> openEmbedder(const std::string& spec, const std::string& prefixStyle = "auto");
 // The model folder a spec names.
 std::string embedderFolder(const std::string& spec);
+// The embedder to import or search with: `spec` when given (with `prefixStyle`), else the one a
+// store recorded (`recorded`, its prefix style inside) when its folder still exists, else nullptr
+// (the store then refuses what needs vectors, naming the missing model).
+std::unique_ptr<Embedder> chooseEmbedder(const std::string& spec, const std::string& prefixStyle, const std::string& recorded);
 
 }  // namespace kh::retrieval

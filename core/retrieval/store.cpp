@@ -137,6 +137,12 @@ Method parseMethod(const std::string& s) {
   throw Error("--method", "unknown method '" + s + "'", "bm25, dense or fused");
 }
 
+std::string ImportReport::summary() const {
+  return std::to_string(added) + " added, " + std::to_string(updated) + " updated, " + std::to_string(unchanged) + " unchanged" +
+         (renamed ? " (" + std::to_string(renamed) + " under a new id)" : std::string()) + ", " + std::to_string(removed) +
+         " removed";
+}
+
 nlohmann::json RetrievalHit::toJson() const {
   nlohmann::json j = {{"chunk", chunkId}, {"doc", docId}, {"text", text}, {"fused_score", fusedScore},
                       {"dense_rank", denseRank}, {"bm25_rank", bm25Rank}, {"kept", kept}, {"threshold", threshold}};

@@ -59,6 +59,8 @@ struct ImportReport {
   int added = 0, updated = 0, unchanged = 0, removed = 0;
   int renamed = 0;  // of the unchanged: the same text from the same file under a new id (kept its vectors)
   int64_t chunksEmbedded = 0;
+  // "2 added, 1 updated, 13 unchanged (1 under a new id), 0 removed": what the CLI and GUI print.
+  std::string summary() const;
 };
 
 // Reranker: may rescore fused candidates (higher = better); the default keeps the fused order.

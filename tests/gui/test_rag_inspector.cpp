@@ -3,6 +3,7 @@
 // search run separately on the same store (every score and rank), the threshold preview against a
 // brute-force recount from the scores the table shows, "open source" against the JSONL file, and
 // that each turn keeps its own hits. With KH_SCREENSHOT_DIR set, also saves chat-rag.png there.
+#include <QDir>
 #include <QDoubleSpinBox>
 #include <QComboBox>
 #include <QFile>
@@ -78,12 +79,15 @@ kh::ChatSettings testSettings() {
 
 double cellValue(QTableWidget* t, int row, int col) { return t->item(row, col)->data(Qt::UserRole).toDouble(); }
 
-// Kept count by brute force from what the table shows: the rerank column where a row has one,
-// else the fused column (the score the threshold works on).
+// Kept count by brute force from what the table shows: the rerank column when the turn was
+// reranked (rows without a rerank score were not rescored: dropped), else the fused column.
 int recount(QTableWidget* t, const kh::RagThreshold& th) {
   std::vector<double> s;
+  bool reranked = false;
+  for (int r = 0; r < t->rowCount(); ++r) reranked |= t->item(r, Inspector::Rerank)->data(Qt::UserRole).isValid();
   for (int r = 0; r < t->rowCount(); ++r) {
     const QVariant rerank = t->item(r, Inspector::Rerank)->data(Qt::UserRole);
+    if (reranked && !rerank.isValid()) continue;
     s.push_back(rerank.isValid() ? rerank.toDouble() : cellValue(t, r, Inspector::Fused));
   }
   if (s.empty()) return 0;
@@ -119,6 +123,7 @@ class RagInspectorTest : public QObject {
   void rerankerColumnShowsItsScores();
   void mecabDictionaryFieldOpensARuriStore();
   void corruptIndexOffersARebuild();
+  void importBuildsAStoreFromTheBox();
   void cleanupTestCase();
 
  private:
@@ -424,8 +429,13 @@ void RagInspectorTest::rerankerColumnShowsItsScores() {
   pane.send();
   QVERIFY(done.wait(30000));
   QTableWidget* t = pane.inspector()->table();
-  QCOMPARE(t->rowCount(), 4);
   const auto fused = coreSearch(kNameQuery);  // no reranker: the fused order
+  QCOMPARE(t->rowCount(), int(fused.size()));  // every candidate, the 4 rescored first
+  for (int r = 4; r < t->rowCount(); ++r) {
+    QCOMPARE(t->item(r, Inspector::Chunk)->text().toStdString(), fused[size_t(r)].chunkId);
+    QVERIFY(!t->item(r, Inspector::Rerank)->data(Qt::UserRole).isValid());
+    QVERIFY2(t->item(r, Inspector::Why)->text().startsWith("not reranked"), qPrintable(t->item(r, Inspector::Why)->text()));
+  }
   std::set<std::string> best4;
   for (size_t i = 0; i < 4; ++i) best4.insert(fused[i].chunkId);
   kh::retrieval::RerankOptions ro;
@@ -549,6 +559,68 @@ void RagInspectorTest::corruptIndexOffersARebuild() {
     QVERIFY(got[i].denseCosine.has_value() && want[i].denseCosine.has_value());
     QVERIFY(std::fabs(*got[i].denseCosine - *want[i].denseCosine) < 1e-6);
   }
+}
+
+// "Add files…" / "Add folder…" on a folder that is no store yet: the box builds it on the worker
+// with the embedder field's model and attaches it; it then answers as a store built by core
+// directly from the same files; importing again changes nothing; a binary file is refused, named,
+// and the store stays as it was.
+void RagInspectorTest::importBuildsAStoreFromTheBox() {
+  const std::string dir = (tmp_.path() + "/store-from-box").toStdString();
+  kh::gui::ChatPane pane;
+  auto* docs = pane.documentsBox();
+  QVERIFY(docs->findChild<QPushButton*>("import_files"));
+  QVERIFY(docs->findChild<QPushButton*>("import_folder"));
+  docs->setStoreDir(QString::fromStdString(dir));
+  docs->findChild<QLineEdit*>("embedder_dir")->setText(QString::fromStdString(model_));
+  QSignalSpy imported(docs, &kh::gui::DocumentsBox::imported);
+  QSignalSpy attached(docs, &kh::gui::DocumentsBox::attached);
+  // The fixture's note as it was imported (openSourceShowsTheDocument edits that file since).
+  QVERIFY(QDir().mkpath(tmp_.path() + "/box"));
+  const QString notes = tmp_.path() + "/box/notes.md";
+  {
+    QFile f(notes);
+    QVERIFY(f.open(QIODevice::WriteOnly));
+    f.write(kNotes);
+  }
+  docs->importDocuments({QString::fromStdString(docsFile()), notes});
+  QVERIFY(attached.wait(60000));
+  QCOMPARE(imported.count(), 1);
+  QVERIFY2(imported.at(0).at(0).toString().startsWith("16 added, 0 updated, 0 unchanged"), qPrintable(imported.at(0).at(0).toString()));
+  QVERIFY2(docs->status().contains("16 documents") && docs->status().contains("dense by decoder-mean:tiny"), qPrintable(docs->status()));
+  // The same hits, scores and ranks as the fixture's store, which core built from the same files.
+  kh::retrieval::DecoderEmbedder emb(model_);
+  kh::retrieval::SearchOptions o;
+  o.k = 1000;
+  o.denseWeight = kDenseWeight;
+  const auto want = coreSearch(kNameQuery);
+  const auto got = kh::retrieval::DocumentStore::open(dir).search(kNameQuery.toStdString(), o, &emb);
+  QCOMPARE(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    QCOMPARE(got[i].chunkId, want[i].chunkId);
+    QCOMPARE(got[i].bm25Rank, want[i].bm25Rank);
+    QCOMPARE(got[i].denseCosine.has_value(), want[i].denseCosine.has_value());
+    if (got[i].denseCosine) QVERIFY(std::fabs(*got[i].denseCosine - *want[i].denseCosine) < 1e-6);
+  }
+  // Again, with the embedder field cleared: the store's recorded model is used, nothing is redone.
+  docs->findChild<QLineEdit*>("embedder_dir")->clear();
+  docs->importDocuments({QString::fromStdString(docsFile()), notes});
+  QVERIFY(attached.wait(60000));
+  QVERIFY2(imported.at(1).at(0).toString().startsWith("0 added, 0 updated, 16 unchanged"), qPrintable(imported.at(1).at(0).toString()));
+  QVERIFY2(docs->status().startsWith("imported: 0 added"), qPrintable(docs->status()));
+  // Bad input: a binary file is refused by name, in one line; the store keeps its 16 documents.
+  const QString binary = tmp_.path() + "/weights.txt";
+  {
+    QFile f(binary);
+    QVERIFY(f.open(QIODevice::WriteOnly));
+    f.write(QByteArray("\x00\x01\x02\xff\xfe", 5));
+  }
+  QSignalSpy failed(docs, &kh::gui::DocumentsBox::attachFailed);
+  docs->importDocuments({binary});
+  QVERIFY(failed.wait(30000));
+  const QString msg = failed.at(0).at(0).toString();
+  QVERIFY2(msg.contains("weights.txt") && !msg.contains('\n'), qPrintable(msg));
+  QCOMPARE(kh::retrieval::DocumentStore::open(dir).documents().size(), size_t(16));
 }
 
 void RagInspectorTest::cleanupTestCase() { pane_.reset(); }

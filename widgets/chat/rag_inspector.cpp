@@ -59,12 +59,23 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   rebuild_->setObjectName("rebuild_store");
   rebuild_->setToolTip(tr("Rebuild BM25 and the dense index from the stored chunks (as kumihimo-cli index rebuild)"));
   rebuild_->setVisible(false);
+  addFiles_ = new QPushButton(tr("Add files…"), this);
+  addFiles_->setObjectName("import_files");
+  addFiles_->setToolTip(tr("Import text, Markdown or JSONL files into the store (changed documents only are redone; "
+                           "a new folder becomes a store)"));
+  addFolder_ = new QPushButton(tr("Add folder…"), this);
+  addFolder_->setObjectName("import_folder");
+  addFolder_->setToolTip(tr("Import every .txt .md .markdown .jsonl under a folder; documents of it that are gone are removed"));
   auto* row = new QHBoxLayout;
   row->addWidget(dir_, 1);
   row->addWidget(browse);
   row->addWidget(attach_);
   row->addWidget(detach_);
   row->addWidget(rebuild_);
+  auto* importRow = new QHBoxLayout;
+  importRow->addWidget(addFiles_);
+  importRow->addWidget(addFolder_);
+  importRow->addStretch(1);
   status_ = new QLabel(tr("no store: answers use no retrieval"), this);
   status_->setObjectName("store_status");
   status_->setWordWrap(true);
@@ -92,6 +103,13 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   template_->setPlainText(QString::fromStdString(kh::defaultRagTemplate()));
   template_->setMaximumHeight(80);
   template_->setToolTip(tr("{context}: the kept hits as [1] …, [2] …; {question}: your message"));
+  embedderDir_ = new QLineEdit(this);
+  embedderDir_->setObjectName("embedder_dir");
+  embedderDir_->setPlaceholderText(tr("none: BM25 only (a store keeps the embedder it was built with)"));
+  embedderDir_->setToolTip(tr("The dense index's embedder for a new store: an encoder (multilingual-e5, ruri) or decoder "
+                              "model folder, or encoder:DIR / decoder:DIR. Empty: the store's recorded one."));
+  auto* embedderBrowse = new QPushButton(tr("…"), this);
+  embedderBrowse->setToolTip(tr("Choose an embedder model folder"));
   mecabDir_ = new QLineEdit(this);
   mecabDir_->setObjectName("mecab_dic");
   mecabDir_->setPlaceholderText(tr("default: $KUMIHIMO_MECAB_DIC, else unidic_lite from pip"));
@@ -135,12 +153,17 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   rerank->addWidget(rerankK_);
   rerank->addWidget(rerankAnswers_);
   form->addRow(tr("Reranker"), rerank);
+  auto* embedderRow = new QHBoxLayout;
+  embedderRow->addWidget(embedderDir_, 1);
+  embedderRow->addWidget(embedderBrowse);
+  form->addRow(tr("Embedder"), embedderRow);
   auto* mecab = new QHBoxLayout;
   mecab->addWidget(mecabDir_, 1);
   mecab->addWidget(mecabBrowse);
   form->addRow(tr("MeCab dictionary"), mecab);
   lay->addWidget(title);
   lay->addLayout(row);
+  lay->addLayout(importRow);
   lay->addWidget(status_);
   lay->addLayout(form);
   lay->addWidget(template_);
@@ -156,6 +179,19 @@ DocumentsBox::DocumentsBox(RunOnWorker runOnWorker, QWidget* parent)
   connect(rerankBrowse, &QPushButton::clicked, this, [this]() {
     const QString d = QFileDialog::getExistingDirectory(this, tr("Reranker model"), rerankDir_->text());
     if (!d.isEmpty()) rerankDir_->setText(d);
+  });
+  connect(embedderBrowse, &QPushButton::clicked, this, [this]() {
+    const QString d = QFileDialog::getExistingDirectory(this, tr("Embedder model"), embedderDir_->text());
+    if (!d.isEmpty()) embedderDir_->setText(d);
+  });
+  connect(addFiles_, &QPushButton::clicked, this, [this]() {
+    const QStringList files = QFileDialog::getOpenFileNames(this, tr("Import documents"), QString(),
+                                                            tr("Documents (*.txt *.md *.markdown *.jsonl);;All files (*)"));
+    if (!files.isEmpty()) importDocuments(files);
+  });
+  connect(addFolder_, &QPushButton::clicked, this, [this]() {
+    const QString d = QFileDialog::getExistingDirectory(this, tr("Import a folder of documents"));
+    if (!d.isEmpty()) importDocuments({d});
   });
   connect(attach_, &QPushButton::clicked, this, &DocumentsBox::attach);
   connect(rebuild_, &QPushButton::clicked, this, &DocumentsBox::rebuildIndexes);
@@ -209,9 +245,11 @@ void DocumentsBox::attach() {
       if (store) {
         self->store_ = store;
         self->detach_->setEnabled(true);
-        self->status_->setText(QString::fromStdString(store->describe()));
+        self->status_->setText(self->importNote_ + QString::fromStdString(store->describe()));
+        self->importNote_.clear();
         Q_EMIT self->attached(store);
       } else {
+        self->importNote_.clear();
         self->status_->setText(error);
         Q_EMIT self->attachFailed(error);
       }
@@ -256,6 +294,47 @@ void DocumentsBox::rebuildIndexes() {
       }
       self->rebuild_->setVisible(false);
       self->attach();
+    });
+  });
+}
+
+void DocumentsBox::importDocuments(const QStringList& paths) {
+  const std::string dir = storeDir().toStdString();
+  const std::string embedder = embedderDir_->text().trimmed().toStdString();
+  const std::string mecab = mecabDir_->text().trimmed().toStdString();
+  std::vector<std::string> files;
+  for (const QString& p : paths) files.push_back(p.toStdString());
+  for (QPushButton* b : {attach_, addFiles_, addFolder_}) b->setEnabled(false);
+  status_->setText(tr("importing %n path(s)…", nullptr, static_cast<int>(files.size())));
+  auto channel = channel_;
+  QPointer<DocumentsBox> self(this);
+  run_([dir, embedder, mecab, files, channel, self]() {
+    QString summary, error;
+    try {
+      kh::setMecabDictionary(mecab);
+      auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+      summary = QString::fromStdString(kh::importIntoRagStore(dir, files, embedder, [channel, self, last](size_t done, size_t total) {
+        const auto now = std::chrono::steady_clock::now();
+        if (done < total && now - *last < std::chrono::milliseconds(50)) return;  // ~20 Hz
+        *last = now;
+        channel->post([self, done, total]() {
+          if (self) self->status_->setText(tr("importing: %1 / %2 chunks embedded").arg(done).arg(total));
+        });
+      }));
+    } catch (const std::exception& e) {
+      error = QString::fromStdString(e.what());
+    }
+    channel->post([self, summary, error]() {
+      if (!self) return;
+      for (QPushButton* b : {self->attach_, self->addFiles_, self->addFolder_}) b->setEnabled(true);
+      if (!error.isEmpty()) {
+        self->status_->setText(error);
+        Q_EMIT self->attachFailed(error);
+        return;
+      }
+      self->importNote_ = tr("imported: %1 · ").arg(summary);
+      Q_EMIT self->imported(summary);
+      self->attach();  // the store as it is now (also when another copy of it was attached)
     });
   });
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <QColor>
+#include <QStringList>
 #include <QDialog>
 #include <QWidget>
 
@@ -43,6 +44,10 @@ class DocumentsBox : public QWidget {
   // index file while the documents are intact: rebuilds on the worker, then attaches.
   void rebuildIndexes();
   bool rebuildOffered() const;
+  // Imports text, Markdown and JSONL files or folders into the store folder on the worker (as
+  // `kumihimo-cli index add`; a new folder becomes a store, embedded by the box's embedder or BM25
+  // only), then attaches it; imported (the counts) or attachFailed follows.
+  void importDocuments(const QStringList& paths);
   std::shared_ptr<kh::RagStore> store() const { return store_; }
   QString status() const;                 // the store's size and embedder, or why it failed
   QPlainTextEdit* templateEditor() const { return template_; }
@@ -54,17 +59,20 @@ class DocumentsBox : public QWidget {
   void attached(std::shared_ptr<kh::RagStore> store);
   void detached();
   void attachFailed(const QString& message);
+  void imported(const QString& summary);
 
  private:
   RunOnWorker run_;
   std::shared_ptr<UiChannel> channel_;
   std::shared_ptr<kh::RagStore> store_;
   QLineEdit* dir_;
-  QPushButton *attach_, *detach_, *rebuild_;
+  QPushButton *attach_, *detach_, *rebuild_, *addFiles_, *addFolder_;
   QLabel* status_;
   QSpinBox* k_;
   QDoubleSpinBox *denseWeight_, *bm25Weight_;
   QPlainTextEdit* template_;
+  QString importNote_;      // the last import's counts, shown once with the store it attached
+  QLineEdit* embedderDir_;  // embedder of a new store ("" = the store's own, or BM25 only)
   QLineEdit* mecabDir_;   // MeCab dictionary for ruri v1/v2 stores ("" = the usual search)
   QLineEdit* rerankDir_;  // optional reranker model folder ("" = none)
   QSpinBox* rerankK_;
