@@ -266,11 +266,24 @@ inline __attribute__((always_inline)) int32_t windowRun(const T* o, const T* b, 
                                                         uint32_t* hist) {
   uint32_t keys[512];
   diffKeys(o, b, m, keys);
-  int32_t runBelow = 0;  // vectorises; the window's adds below are the rare branch
-  for (int64_t j = 0; j < m; ++j) runBelow += static_cast<int32_t>(keys[j] < lo);
+  // One loop that vectorises: the count below the window and a byte per element, 1 when its key
+  // is inside. The window holds ~2% of the elements: the adds then visit only the 8-byte words
+  // with any (a branch per element over all of them cost a fifth of a ties merge).
+  alignas(64) uint8_t inside[512 + 8];
+  int32_t runBelow = 0;
   for (int64_t j = 0; j < m; ++j) {
-    const uint32_t d = keys[j] - lo;
-    if (d <= span) ++hist[d];
+    runBelow += static_cast<int32_t>(keys[j] < lo);
+    inside[j] = static_cast<uint8_t>(keys[j] - lo <= span);
+  }
+  std::memset(inside + m, 0, 8);
+  for (int64_t w = 0; w < m; w += 8) {
+    uint64_t word;
+    std::memcpy(&word, inside + w, 8);
+    while (word != 0) {
+      const int64_t j = w + (__builtin_ctzll(word) >> 3);
+      ++hist[keys[j] - lo];
+      word &= word - 1;  // each byte is 0 or 1: this clears element j
+    }
   }
   return runBelow;
 }

@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
   fs::remove(dir + "/floor-copy.bin");
   std::printf("\nlayers %lld, inputs %.2f GB, %s page cache, I/O floor %.2f s\n\n", static_cast<long long>(layers),
               inputBytes / 1e9, cold ? "cold" : "warm", floor);
-  std::printf("%-10s %10s %10s %14s %10s\n", "method", "wall s", "vs floor", "peak RSS MiB", "CPU s");
+  std::printf("%-10s %10s %10s %14s %10s %10s\n", "method", "wall s", "vs floor", "peak RSS MiB", "user s", "sys s");
   for (const char* method : {"ties", "dare_ties"}) {
     const std::string recipe = dir + "/" + method + ".yaml";
     std::ofstream(recipe) << "merge_method: " << method << "\nbase_model: " << dir << "/m0\nmodels:\n"
@@ -153,10 +153,11 @@ int main(int argc, char** argv) {
     struct rusage ru {};
     wait4(pid, &status, 0, &ru);
     const double wall = since(t1);
-    // CPU time (user + system, all threads): on a busy machine the wall time means little.
-    const double cpu = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                       static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-    std::printf("%-10s %10.2f %9.2fx %14.0f %10.2f%s\n", method, wall, wall / floor, ru.ru_maxrss / 1024.0, cpu,
+    // CPU time of all threads, user (the kernels) and system (page faults, reclaim, page-cache
+    // copies): on a busy machine the wall time means little.
+    auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
+    std::printf("%-10s %10.2f %9.2fx %14.0f %10.2f %10.2f%s\n", method, wall, wall / floor, ru.ru_maxrss / 1024.0,
+                secs(ru.ru_utime), secs(ru.ru_stime),
                 WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "" : "  (FAILED)");
     fs::remove_all(out);
   }
