@@ -1,5 +1,6 @@
 // kumihimo-cli subcommands: inspect, make-tiny.
 #include "app/cli_commands.h"
+#include "app/progress_line.h"
 
 #include <iomanip>
 #include <csignal>
@@ -438,13 +439,18 @@ void addMerge(CLI::App& app, Action& run) {
     std::cerr << plan.describe();
     if (a->plan) return;
     if (a->out.empty()) throw Error("merge", "no output folder", "pass -o OUT (or --plan for the plan only)");
-    // One line, redrawn: the bar, tensors done, the ETA and the tensor being merged.
-    o.onProgress = [](const merge::MergeProgress& p) {
+    // One line: the bar, tensors done, the ETA and the tensor being merged.
+    auto line = std::make_shared<ProgressLine>();
+    o.onProgress = [line](const merge::MergeProgress& p) {
       const int width = 30, filled = static_cast<int>(width * p.fraction);
-      std::cerr << "\r\033[K[" << std::string(static_cast<size_t>(filled), '#')
-                << std::string(static_cast<size_t>(width - filled), ' ') << "] " << p.done << "/" << p.total
-                << " tensors  ETA " << std::fixed << std::setprecision(0) << p.etaSeconds << " s  " << p.tensor
-                << std::defaultfloat << std::flush;
+      std::ostringstream s;
+      s << "[" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(width - filled), ' ') << "] "
+        << p.done << "/" << p.total << " tensors  ETA ";
+      // The first second's rate says little (page faults, the first tensor's sample): no guess yet.
+      if (p.elapsedSeconds < 1.0 && p.fraction < 0.05) s << "?";
+      else s << std::fixed << std::setprecision(0) << p.etaSeconds << " s";
+      s << "  " << p.tensor;
+      line->show(p.fraction, s.str());
     };
     gMergeStop = false;
     o.cancel = &gMergeStop;
@@ -455,12 +461,13 @@ void addMerge(CLI::App& app, Action& run) {
       report = merge::runMerge(recipe, o);
     } catch (const Cancelled&) {
       // main() prints "cancelled" and exits 130; the executor has removed its partial folder.
-      std::cerr << "\r\033[K" << a->out << ": not written, merge ";  // the line ends "merge cancelled"
+      line->clear();
+      std::cerr << a->out << ": not written, merge ";  // the line ends "merge cancelled"
       throw;
     }
     std::signal(SIGINT, SIG_DFL);
     std::signal(SIGTERM, SIG_DFL);
-    std::cerr << "\n";
+    line->end();
     for (const auto& n : report.notes) std::cerr << "note: " << n << "\n";
     std::cout << "wrote " << a->out << " (" << report.files.size() << " weight file(s), "
               << formatBytes(report.plan.outputBytes) << ", " << std::fixed << std::setprecision(1) << report.seconds << " s)\n";

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "app/cli_commands.h"
+#include "app/progress_line.h"
 #include "core/error.h"
 #include "core/eval/evaluator.h"
 #include "core/model/runtime.h"
@@ -83,10 +84,12 @@ void addEval(CLI::App& app, Action& run) {
     const std::string runDir = a->out.empty() ? defaultRunDir(suite.name) : a->out;
     std::cerr << "evaluating " << folder.dir << " on " << suite.name << " (" << evaluator.itemCount() << " items, split "
               << a->split << ", " << c10::toString(model->dtype()) << " on " << model->device() << ")\n";
-    auto result = evaluator.run(*model, [](const eval::EvalProgress& p) {
-      std::cerr << "\r" << p.done << "/" << p.total << " items  (" << p.task << ")   " << std::flush;
+    ProgressLine line;
+    auto result = evaluator.run(*model, [&line](const eval::EvalProgress& p) {
+      line.show(p.total ? static_cast<double>(p.done) / static_cast<double>(p.total) : -1.0,
+                std::to_string(p.done) + "/" + std::to_string(p.total) + " items  (" + p.task + ")");
     });
-    std::cerr << "\n";
+    line.end();
     nlohmann::ordered_json config;
     config["command"] = "eval";
     config["version"] = KH_VERSION;

@@ -8,8 +8,10 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <sstream>
 
 #include "app/cli_commands.h"
+#include "app/progress_line.h"
 #include "core/error.h"
 #include "core/evolve/evolution.h"
 #include "core/merge/executor.h"
@@ -27,26 +29,39 @@ struct EvolveArgs {
   std::string config, runDir, writeModel;
 };
 
+// The generation line, shared by the options' callbacks and finish().
+ProgressLine& evolveLine() {
+  static ProgressLine line;
+  return line;
+}
+
 evolve::EvolveOptions consoleOptions() {
   evolve::EvolveOptions o;
   gStop = false;
   std::signal(SIGINT, khEvolveOnSigint);
   o.cancel = &gStop;
-  o.onLog = [](const std::string& s) { std::cerr << "\r\033[K" << s << "\n"; };
+  o.onLog = [](const std::string& s) { evolveLine().log(s); };
   o.onProgress = [](const evolve::EvolveProgress& p) {
     const int width = 20, filled = p.population ? width * p.index / p.population : 0;
-    std::cerr << "\r\033[Kgeneration " << p.generation + 1;
-    if (p.generations > 0) std::cerr << "/" << p.generations;
-    std::cerr << " [" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(width - filled), ' ')
-              << "] " << p.index << "/" << p.population;
-    if (p.hasBest) std::cerr << "  best " << std::setprecision(5) << p.bestFitness;
-    std::cerr << "  " << std::fixed << std::setprecision(0) << p.elapsedSeconds << " s" << std::defaultfloat << std::flush;
+    std::ostringstream s;
+    s << "generation " << p.generation + 1;
+    if (p.generations > 0) s << "/" << p.generations;
+    s << " [" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(width - filled), ' ') << "] "
+      << p.index << "/" << p.population;
+    if (p.hasBest) s << "  best " << std::setprecision(5) << p.bestFitness;
+    s << "  " << std::fixed << std::setprecision(0) << p.elapsedSeconds << " s";
+    // Known fraction when the generation count is: (candidates done) / (all of them).
+    const double fraction = p.generations > 0 && p.population > 0
+                                ? (static_cast<double>(p.generation) * p.population + p.index) /
+                                      (static_cast<double>(p.generations) * p.population)
+                                : -1.0;
+    evolveLine().show(fraction, s.str());
   };
   return o;
 }
 
 void finish(const evolve::EvolveSummary& s, const std::string& writeModel) {
-  std::cerr << "\n";
+  evolveLine().end();
   std::cout << "run " << s.runDir << ": " << s.generations << " generations, " << s.evaluations << " candidates, stopped by "
             << s.stopReason << "\n";
   if (s.bestRecipePath.empty()) return;

@@ -1,8 +1,10 @@
 // --rerank MODEL_DIR [--rerank-k N] for retrieve, retrieval-eval and chat --rag: loads the
 // decoder-LLM reranker (core/retrieval/rerank.h) and hooks it into the search options.
 #include <iostream>
+#include <memory>
 
 #include "app/cli_commands.h"
+#include "app/progress_line.h"
 #include "core/error.h"
 #include "core/retrieval/rerank.h"
 
@@ -24,8 +26,11 @@ std::shared_ptr<retrieval::Reranker> attachReranker(const RerankFlags& f, retrie
             << r->noWord() << "')\n";
   o.reranker = r.get();
   o.rerankK = f.k;
-  o.rerankProgress = [](size_t done, size_t total) {
-    std::cerr << "\r\033[Kreranking " << done << "/" << total << (done == total ? "\r\033[K" : "") << std::flush;
+  auto line = std::make_shared<ProgressLine>();
+  o.rerankProgress = [line](size_t done, size_t total) {
+    if (done == total) return line->clear();
+    line->show(total ? static_cast<double>(done) / static_cast<double>(total) : -1.0,
+               "reranking " + std::to_string(done) + "/" + std::to_string(total));
   };
   return r;
 }

@@ -14,6 +14,7 @@
 #include <iostream>
 
 #include "app/cli_commands.h"
+#include "app/progress_line.h"
 #include "core/error.h"
 #include "core/jobs/chat_engine.h"
 #include "core/retrieval/encoder_embedder.h"
@@ -55,12 +56,11 @@ std::string denseKind(const retrieval::DocumentStore& s) {
                                                                 : " (exact flat up to " + std::to_string(s.hnswAbove()) + ")";
 }
 
-// Embedding progress on stderr: a bar with rate and ETA redrawn in place on a terminal; on a pipe
-// or a log file, one plain line per tenth.
+// Embedding progress on stderr: a bar with rate and ETA (ProgressLine: redrawn on a terminal, one
+// plain line per tenth on a pipe or a log file).
 retrieval::EmbedProgress progressLine(const std::string& what = "embedding") {
-  const bool tty = isatty(2) != 0;
   auto start = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
-  auto lastTenth = std::make_shared<int>(-1);
+  auto line = std::make_shared<ProgressLine>();
   return [=](size_t done, size_t total) {
     if (total == 0) return;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - *start).count();
@@ -68,17 +68,12 @@ retrieval::EmbedProgress progressLine(const std::string& what = "embedding") {
     const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0.0;
     char tail[96];
     std::snprintf(tail, sizeof tail, " %zu/%zu chunks  %.0f/s  ETA %.0fs", done, total, rate, eta);
-    if (tty) {
-      constexpr int kWidth = 30;
-      const int filled = static_cast<int>(kWidth * done / total);
-      std::cerr << "\r\033[K" << what << " [" << std::string(static_cast<size_t>(filled), '#')
-                << std::string(static_cast<size_t>(kWidth - filled), '.') << "]" << tail << (done == total ? "\n" : "") << std::flush;
-      return;
-    }
-    const int tenth = static_cast<int>(10 * done / total);
-    if (tenth == *lastTenth) return;
-    *lastTenth = tenth;
-    std::cerr << what << tail << "\n";
+    constexpr int kWidth = 30;
+    const int filled = static_cast<int>(kWidth * done / total);
+    line->show(static_cast<double>(done) / static_cast<double>(total),
+               what + " [" + std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(kWidth - filled), '.') +
+                   "]" + tail);
+    if (done == total) line->end();
   };
 }
 
