@@ -12,6 +12,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <unicode/uchar.h>
+#include <unicode/ustring.h>
+#include <unicode/utf16.h>
+
 #include "core/error.h"
 
 namespace kh {
@@ -839,9 +843,24 @@ std::string HfTokenizerJson::bertNormalize(const std::string& s) const {
     }
     if (c >= 0x80 && bertStripAccents_) throw refuse(i, "stripping accents (NFD) of non-ASCII text is not implemented");
     if (bertLowercase_) {
-      if (c >= 'A' && c <= 'Z') c = c - 'A' + 'a';
-      else if (c >= 0x80 && isUnicodeLetter(c) && !isCjkIdeograph(c) && !(c >= 0x3040 && c <= 0x30FF))
-        throw refuse(i, "lowercasing beyond ASCII, kana and CJK ideographs is not implemented");
+      if (c >= 'A' && c <= 'Z') {
+        c = c - 'A' + 'a';
+      } else if (c >= 0x80 && u_hasBinaryProperty(static_cast<UChar32>(c), UCHAR_CHANGES_WHEN_LOWERCASED)) {
+        // Hugging Face lowercases char by char with Rust's char::to_lowercase: the full
+        // (SpecialCasing) mapping without context, which ICU gives for a lone code point.
+        UChar src[2], dst[8];
+        int32_t n = 0;
+        U16_APPEND_UNSAFE(src, n, static_cast<UChar32>(c));
+        UErrorCode err = U_ZERO_ERROR;
+        const int32_t m = u_strToLower(dst, 8, src, n, "", &err);
+        if (U_FAILURE(err)) throw refuse(i, std::string("ICU could not lowercase it: ") + u_errorName(err));
+        for (int32_t k = 0; k < m;) {
+          UChar32 lc;
+          U16_NEXT(dst, k, m, lc);
+          o += encodeUtf8(static_cast<uint32_t>(lc));
+        }
+        continue;  // a cased letter is never a CJK ideograph
+      }
     }
     const bool cjk = bertChineseChars_ && isCjkIdeograph(c);
     if (cjk) o += ' ';

@@ -400,3 +400,19 @@ TEST(HfTokenizerErrors, NfcInputItCannotNormalizeIsRefused) {
 }
 
 }  // namespace
+
+// BertNormalizer's lowercase is Rust's char::to_lowercase, char by char: the full Unicode mapping
+// (İ becomes two code points), and characters without case (々, halfwidth ｶ) pass unchanged. The
+// expected forms are Python's str.lower() of each character (same SpecialCasing data):
+//   python3 -c "print([c.lower() for c in 'ÉΣİＡⅫᎠ々ｶǅ'])"
+TEST(HfTokenizerWordPiece, LowercaseIsTheFullUnicodeMappingCharByChar) {
+  json j = json::parse(readFile(sourceDir() + "/tests/golden/encoder/bert_tiny/tokenizer.json"));
+  const std::vector<std::string> lower = {"é", "σ", "i\xCC\x87", "ａ", "ⅻ", "\xEA\xAD\xB0", "々", "ｶ", "ǆ"};
+  json vocab = {{"[PAD]", 0}, {"[UNK]", 1}, {"[CLS]", 2}, {"[SEP]", 3}, {"[MASK]", 4}};
+  for (size_t i = 0; i < lower.size(); ++i) vocab[lower[i]] = 5 + i;
+  j["model"]["vocab"] = vocab;
+  Variant v(j);
+  auto tok = v.load();
+  EXPECT_EQ(tok->encode("É Σ İ Ａ Ⅻ \xE1\x8E\xA0 々 ｶ ǅ", false), (Ids{5, 6, 7, 8, 9, 10, 11, 12, 13}));
+  EXPECT_EQ(tok->encode("é σ", false), (Ids{5, 6}));  // already lower case: unchanged
+}
