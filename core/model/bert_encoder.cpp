@@ -151,4 +151,27 @@ at::Tensor BertEncoder::forward(const at::Tensor& ids, const at::Tensor& mask) c
   return x;
 }
 
+std::vector<std::pair<std::string, at::Tensor>> BertEncoder::namedWeights() const {
+  std::vector<std::pair<std::string, at::Tensor>> w = {{"embeddings.word_embeddings.weight", wordEmb_},
+                                                       {"embeddings.position_embeddings.weight", posEmb_},
+                                                       {"embeddings.token_type_embeddings.weight", typeEmb_},
+                                                       {"embeddings.LayerNorm.weight", embLnW_},
+                                                       {"embeddings.LayerNorm.bias", embLnB_}};
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string p = "encoder.layer." + std::to_string(i) + ".";
+    const Layer& L = layers_[i];
+    const std::pair<const char*, const at::Tensor*> named[] = {
+        {"attention.self.query.weight", &L.qW},       {"attention.self.query.bias", &L.qB},
+        {"attention.self.key.weight", &L.kW},         {"attention.self.key.bias", &L.kB},
+        {"attention.self.value.weight", &L.vW},       {"attention.self.value.bias", &L.vB},
+        {"attention.output.dense.weight", &L.oW},     {"attention.output.dense.bias", &L.oB},
+        {"attention.output.LayerNorm.weight", &L.ln1W}, {"attention.output.LayerNorm.bias", &L.ln1B},
+        {"intermediate.dense.weight", &L.iW},         {"intermediate.dense.bias", &L.iB},
+        {"output.dense.weight", &L.o2W},              {"output.dense.bias", &L.o2B},
+        {"output.LayerNorm.weight", &L.ln2W},         {"output.LayerNorm.bias", &L.ln2B}};
+    for (const auto& [name, t] : named) w.emplace_back(p + name, *t);
+  }
+  return w;
+}
+
 }  // namespace kh

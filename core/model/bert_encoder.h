@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kh {
@@ -48,6 +49,9 @@ class BertEncoder : public TextEncoder {
   // Returns the last layer's hidden states [B, T, D] fp32. Positions: 0.. for BERT; for XLM-R,
   // padding_idx + 1 + (index among real tokens), padding rows at padding_idx (as transformers).
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& mask) const override;
+  // Every weight by its Hugging Face name (no "bert." prefix), sharing storage with the model:
+  // a tool that trains the encoder sets requires_grad on them and saves them under these names.
+  std::vector<std::pair<std::string, at::Tensor>> namedWeights() const;
 
  private:
   struct Layer {
