@@ -1,7 +1,6 @@
-// kumihimo-cli index add / retrieve / retrieval-eval as a user runs them: the persona set with a
-// tiny random Llama as the embedder (dense is noise, weighted down; the name query is carried by
-// BM25 via RRF),
-// JSON hits with every score, the eval table and run folder, and the refusals.
+// kumihimo-cli index add / retrieve / retrieval-eval as a user runs them: the persona set with the
+// bundled embedder (resources/models/tiny-ja-embedder) at the default fusion settings, JSON hits with
+// every score, the eval table and run folder, and the refusals.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -19,21 +18,22 @@ TEST(CliRetrieval, IndexRetrieveAndEvaluate) {
   ASSERT_EQ(runCli({"make-tiny", "llama", "-o", d.file("m")}).exitCode, 0);
   ASSERT_EQ(runCli({"make-tiny", "qwen2", "-o", d.file("other")}).exitCode, 0);
   const std::string docs = kh::test::sourceDir() + "/resources/retrieval/ja_persona_docs.jsonl";
-  auto add = runCli({"index", "add", d.file("store"), docs, "--embedder", d.file("m")});
+  const std::string embedder = kh::test::sourceDir() + "/resources/models/tiny-ja-embedder";
+  auto add = runCli({"index", "add", d.file("store"), docs, "--embedder", embedder});
   ASSERT_EQ(add.exitCode, 0) << add.err;
   EXPECT_NE(add.out.find("15 added"), std::string::npos) << add.out;
   auto again = runCli({"index", "add", d.file("store"), docs});  // recorded embedder, nothing changed
   ASSERT_EQ(again.exitCode, 0) << again.err;
   EXPECT_NE(again.out.find("15 unchanged"), std::string::npos) << again.out;
 
-  auto r = runCli({"retrieve", d.file("store"), "あなたの名前はなんですか?", "--json", "--k", "3",
-                   "--dense-weight", "0.05"});  // noise embedder: BM25 carries it (see test_retrieval.cpp)
+  auto r = runCli({"retrieve", d.file("store"), "あなたの名前はなんですか?", "--json", "--k", "3"});
   ASSERT_EQ(r.exitCode, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["hits"].size(), 3u);
   const auto& top = j["hits"][0];
   EXPECT_EQ(top["doc"], "persona-name");
   EXPECT_EQ(top["bm25_rank"], 1);
+  EXPECT_EQ(top["dense_rank"], 1);
   EXPECT_TRUE(top["dense_cosine"].is_number());
   EXPECT_TRUE(top["bm25_score"].is_number());
   EXPECT_TRUE(top["fused_score"].is_number());
@@ -46,7 +46,12 @@ TEST(CliRetrieval, IndexRetrieveAndEvaluate) {
   EXPECT_NE(e.out.find("bm25"), std::string::npos);
   EXPECT_NE(e.out.find("dense"), std::string::npos);
   EXPECT_NE(e.out.find("fused"), std::string::npos);
-  EXPECT_TRUE(std::filesystem::exists(d.file("run/metrics.json")));
+  ASSERT_TRUE(std::filesystem::exists(d.file("run/metrics.json")));
+  // On the example set fusion answers every query first (BM25 misses two, the embedder one).
+  for (const auto& m : nlohmann::json::parse(kh::test::readFile(d.file("run/metrics.json")))["methods"]) {
+    if (m["method"] == "fused") EXPECT_EQ(m["recall@1"], 1.0) << m.dump();
+    if (m["method"] == "bm25") EXPECT_EQ(m["recall@1"], 0.875) << m.dump();
+  }
 
   auto refused = runCli({"retrieve", d.file("store"), "名前", "--embedder", d.file("other")});
   EXPECT_NE(refused.exitCode, 0);

@@ -45,8 +45,9 @@ namespace {
 using Inspector = kh::gui::RetrievalInspector;
 const QString kNameQuery = QStringLiteral("あなたの名前はなんですか?");
 const QString kHobbyQuery = QStringLiteral("趣味は何ですか?");
-// BM25 #1 beats any dense ranking of <= 15 documents when w_b / w_d > 11.6 (tests/core/test_retrieval.cpp).
-constexpr double kDenseWeight = 0.05;
+// The store's embedder: the bundled one this project trained (resources/models/tiny-ja-embedder),
+// searched at the default fusion weights, as a user who attaches it sees it.
+std::string embedderDir() { return std::string(KH_SOURCE_DIR) + "/resources/models/tiny-ja-embedder"; }
 
 // A Markdown note long enough for several chunks (200 characters each), none about names.
 const char* kNotes =
@@ -143,9 +144,9 @@ void RagInspectorTest::initTestCase() {
   o.seed = 3;
   kh::makeTinyCheckpoint(model_, o);
   {
-    kh::retrieval::DecoderEmbedder emb(model_);
+    kh::retrieval::EncoderEmbedder emb(embedderDir());
     auto s = kh::retrieval::DocumentStore::open(store_);
-    s.setEmbedderModel(model_);
+    s.setEmbedderModel(embedderDir());
     QFile notes(tmp_.path() + "/notes.md");
     QVERIFY(notes.open(QIODevice::WriteOnly));
     notes.write(kNotes);
@@ -166,7 +167,6 @@ void RagInspectorTest::initTestCase() {
   docs->setStoreDir(QString::fromStdString(store_));
   docs->attach();
   QVERIFY(attached.wait(15000));
-  docs->findChild<QDoubleSpinBox*>("rag_dense_weight")->setValue(kDenseWeight);
   QSignalSpy done(pane_->column(), &kh::gui::ChatColumn::replyFinished);
   pane_->input()->setPlainText(kNameQuery);
   pane_->send();
@@ -175,10 +175,9 @@ void RagInspectorTest::initTestCase() {
 
 std::vector<kh::retrieval::RetrievalHit> RagInspectorTest::coreSearch(const QString& query, const kh::RagThreshold& th) const {
   auto s = kh::retrieval::DocumentStore::open(store_);
-  kh::retrieval::DecoderEmbedder emb(model_);
+  kh::retrieval::EncoderEmbedder emb(embedderDir());
   kh::retrieval::SearchOptions o;
   o.k = 1000;
-  o.denseWeight = kDenseWeight;
   o.threshold = th.mode;
   o.relativeRatio = th.ratio;
   o.zMin = th.zMin;
@@ -187,7 +186,7 @@ std::vector<kh::retrieval::RetrievalHit> RagInspectorTest::coreSearch(const QStr
 
 void RagInspectorTest::documentsBoxShowsTheStoreOrWhyNot() {
   const QString status = pane_->documentsBox()->status();
-  QVERIFY2(status.contains("16 documents") && status.contains("dense by decoder-mean:tiny"), qPrintable(status));
+  QVERIFY2(status.contains("16 documents") && status.contains("dense by encoder-mean:tiny-ja-embedder"), qPrintable(status));
   kh::gui::ChatPane other;
   QSignalSpy failed(other.documentsBox(), &kh::gui::DocumentsBox::attachFailed);
   other.documentsBox()->setStoreDir(tmp_.path() + "/no-store-here");
@@ -420,7 +419,6 @@ void RagInspectorTest::rerankerColumnShowsItsScores() {
   docs->setStoreDir(QString::fromStdString(store_));
   docs->attach();
   QVERIFY(attached.wait(15000));
-  docs->findChild<QDoubleSpinBox*>("rag_dense_weight")->setValue(kDenseWeight);
   docs->findChild<QLineEdit*>("rerank_dir")->setText(QString::fromStdString(model_));
   docs->findChild<QSpinBox*>("rerank_k")->setValue(4);
   docs->findChild<QLineEdit*>("rerank_answers")->setText("Y,N");  // single tokens of the tiny vocabulary
@@ -546,11 +544,10 @@ void RagInspectorTest::corruptIndexOffersARebuild() {
   QTest::mouseClick(rebuild, Qt::LeftButton);
   QVERIFY(attached.wait(30000));
   QVERIFY(!docs->rebuildOffered());
-  QVERIFY2(docs->status().contains("16 documents") && docs->status().contains("dense by decoder-mean:tiny"), qPrintable(docs->status()));
-  kh::retrieval::DecoderEmbedder emb(model_);
+  QVERIFY2(docs->status().contains("16 documents") && docs->status().contains("dense by encoder-mean:tiny-ja-embedder"), qPrintable(docs->status()));
+  kh::retrieval::EncoderEmbedder emb(embedderDir());
   kh::retrieval::SearchOptions o;
   o.k = 1000;
-  o.denseWeight = kDenseWeight;
   const auto want = coreSearch(kNameQuery);
   const auto got = kh::retrieval::DocumentStore::open(copy).search(QString(kNameQuery).toStdString(), o, &emb);
   QCOMPARE(got.size(), want.size());
@@ -572,7 +569,7 @@ void RagInspectorTest::importBuildsAStoreFromTheBox() {
   QVERIFY(docs->findChild<QPushButton*>("import_files"));
   QVERIFY(docs->findChild<QPushButton*>("import_folder"));
   docs->setStoreDir(QString::fromStdString(dir));
-  docs->findChild<QLineEdit*>("embedder_dir")->setText(QString::fromStdString(model_));
+  docs->findChild<QLineEdit*>("embedder_dir")->setText(QString::fromStdString(embedderDir()));
   QSignalSpy imported(docs, &kh::gui::DocumentsBox::imported);
   QSignalSpy attached(docs, &kh::gui::DocumentsBox::attached);
   // The fixture's note as it was imported (openSourceShowsTheDocument edits that file since).
@@ -587,12 +584,11 @@ void RagInspectorTest::importBuildsAStoreFromTheBox() {
   QVERIFY(attached.wait(60000));
   QCOMPARE(imported.count(), 1);
   QVERIFY2(imported.at(0).at(0).toString().startsWith("16 added, 0 updated, 0 unchanged"), qPrintable(imported.at(0).at(0).toString()));
-  QVERIFY2(docs->status().contains("16 documents") && docs->status().contains("dense by decoder-mean:tiny"), qPrintable(docs->status()));
+  QVERIFY2(docs->status().contains("16 documents") && docs->status().contains("dense by encoder-mean:tiny-ja-embedder"), qPrintable(docs->status()));
   // The same hits, scores and ranks as the fixture's store, which core built from the same files.
-  kh::retrieval::DecoderEmbedder emb(model_);
+  kh::retrieval::EncoderEmbedder emb(embedderDir());
   kh::retrieval::SearchOptions o;
   o.k = 1000;
-  o.denseWeight = kDenseWeight;
   const auto want = coreSearch(kNameQuery);
   const auto got = kh::retrieval::DocumentStore::open(dir).search(kNameQuery.toStdString(), o, &emb);
   QCOMPARE(got.size(), want.size());
