@@ -732,16 +732,41 @@ KH_SIMD_CLONES int64_t equalToThresholdBf16(const FusedModel& m, const uint16_t*
   return equalToThreshold(m, b, begin, end);
 }
 
-// One block of the L1 pass (rescale): model m's masked deltas (weight 1, unscaled) into `kept`,
-// and the four fp64 lane sums of |d| into `in` and of |kept d| into `out`.
+// The L1 pass's lanes: lanes[j % kNormLanes] += |v[j]| in fp64, in order within each lane. Sixteen
+// lanes are two AVX-512 (four AVX2) vectors of doubles: the loop vectorises, where four scalar
+// chains ran at one add per cycle (the L1 pass was a fifth of a dare_ties merge). Callers start at
+// multiples of 4096, so a lane of a block is the same lane of the whole tensor.
+constexpr int kNormLanes = 16;
+inline __attribute__((always_inline)) void absLaneSums(double* lanes, const float* v, int64_t n) {
+  double acc[kNormLanes];
+  for (int l = 0; l < kNormLanes; ++l) acc[l] = lanes[l];
+  int64_t j = 0;
+  for (; j + kNormLanes <= n; j += kNormLanes)
+    for (int l = 0; l < kNormLanes; ++l) acc[l] += std::fabs(static_cast<double>(v[j + l]));
+  for (int l = 0; j + l < n; ++l) acc[l] += std::fabs(static_cast<double>(v[j + l]));
+  for (int l = 0; l < kNormLanes; ++l) lanes[l] = acc[l];
+}
+// The lanes' total, added pairwise in a fixed order.
+inline double laneTotal(const double* lanes) {
+  double t[kNormLanes];
+  for (int l = 0; l < kNormLanes; ++l) t[l] = lanes[l];
+  for (int w = kNormLanes / 2; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) t[l] = t[l] + t[l + w];
+  return t[0];
+}
+
+// One block of the L1 pass (rescale): the kNormLanes fp64 lane sums of |d| into `in` and of the
+// masked deltas |kept d| (weight 1, unscaled) into `out`; `kept` is a block-sized scratch.
 template <class T>
 inline __attribute__((always_inline)) void normsBlock(FusedModel& m, const T* b, int64_t s0, int64_t s1, int64_t offset,
                                                       float* kept, int64_t& seen, double* in, double* out) {
-  weightedDeltas(m, b, s0, s1, offset, kept, seen);
   const T* xi = static_cast<const T*>(m.x) + s0;
   const T* bi = b + s0;
-  laneSums(in, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(loadF(xi, j) - loadF(bi, j))); });
-  laneSums(out, s1 - s0, [&](int64_t j) { return std::fabs(static_cast<double>(kept[j])); });
+  const int64_t n = s1 - s0;
+  for (int64_t j = 0; j < n; ++j) kept[j] = loadF(xi, j) - loadF(bi, j);  // d, as weightedDeltas computes it
+  absLaneSums(in, kept, n);
+  weightedDeltas(m, b, s0, s1, offset, kept, seen);
+  absLaneSums(out, kept, n);
 }
 KH_SIMD_CLONES void normsBlockBf16(FusedModel& m, const uint16_t* b, int64_t s0, int64_t s1, int64_t offset, float* kept,
                                    int64_t& seen, double* in, double* out) {
@@ -1048,7 +1073,7 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
         rows.visit([&](auto bp) {
           using T = std::remove_const_t<std::remove_pointer_t<decltype(bp)>>;
           const int64_t n = rows.b.numel(), offset = r0 * g.cols;
-          // Blocks of masked deltas (weight 1, unscaled), each summed into four fp64 lanes, the
+          // Blocks of masked deltas (weight 1, unscaled), each summed into kNormLanes fp64 lanes, the
           // blocks' lanes then added in block order: deterministic for any thread count. Blocks run
           // in parallel unless a rank cut numbers its tied elements in index order.
           constexpr int64_t kBlock = 4096;
@@ -1058,29 +1083,29 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
             FusedModel unit = ms[i];
             unit.rescale = false;
             unit.weight = 1.0f;
-            std::vector<double> blockIn(static_cast<size_t>(nblocks) * 4, 0.0), blockOut(blockIn.size(), 0.0);
+            std::vector<double> blockIn(static_cast<size_t>(nblocks) * kNormLanes, 0.0), blockOut(blockIn.size(), 0.0);
             auto blocks = [&](int64_t first, int64_t last) {
               std::vector<float> kept(kBlock);
               int64_t unusedSeen = 0;
               for (int64_t blk = first; blk < last; ++blk) {
                 const int64_t s0 = blk * kBlock, s1 = std::min(n, s0 + kBlock);
                 int64_t& seen = unit.cut ? unit.cut->seen() : unusedSeen;
-                double* bin = blockIn.data() + blk * 4;
-                double* bout = blockOut.data() + blk * 4;
+                double* bin = blockIn.data() + blk * kNormLanes;
+                double* bout = blockOut.data() + blk * kNormLanes;
                 if constexpr (std::is_same_v<T, uint16_t>) normsBlockBf16(unit, bp, s0, s1, offset, kept.data(), seen, bin, bout);
                 else normsBlock(unit, bp, s0, s1, offset, kept.data(), seen, bin, bout);
               }
             };
             if (unit.kind == FusedModel::Rank) blocks(0, nblocks);
             else at::parallel_for(0, nblocks, 1, blocks);
-            double in[4] = {0, 0, 0, 0}, out[4] = {0, 0, 0, 0};
+            double in[kNormLanes] = {}, out[kNormLanes] = {};
             for (int64_t blk = 0; blk < nblocks; ++blk)
-              for (int l = 0; l < 4; ++l) {
-                in[l] += blockIn[static_cast<size_t>(blk * 4 + l)];
-                out[l] += blockOut[static_cast<size_t>(blk * 4 + l)];
+              for (int l = 0; l < kNormLanes; ++l) {
+                in[l] += blockIn[static_cast<size_t>(blk * kNormLanes + l)];
+                out[l] += blockOut[static_cast<size_t>(blk * kNormLanes + l)];
               }
-            if (!p.select) lIn[i] += (in[0] + in[1]) + (in[2] + in[3]);
-            lOut[i] += (out[0] + out[1]) + (out[2] + out[3]);
+            if (!p.select) lIn[i] += laneTotal(in);
+            lOut[i] += laneTotal(out);
           }
         });
         return;
