@@ -15,11 +15,14 @@ int main(int argc, char** argv) {
   auto q = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
   auto base = q(at::randn({4096, 4096}) * 0.02);
   std::vector<at::Tensor> others{q(base + at::randn({4096, 4096}) * 0.01), q(base + at::randn({4096, 4096}) * 0.01)};
-  std::vector<ModelParams> p(2);
-  for (auto& x : p) { x.weight = 0.5; x.density = 0.5; }
   MethodParams mp; mp.tensorName = "x";
   for (Method m : {Method::TaskArithmetic, Method::Ties, Method::DareTies, Method::DareLinear, Method::Linear}) {
     if (argc > 1 && std::string(argv[1]) != methodName(m)) continue;
+    std::vector<ModelParams> p(2);
+    for (auto& x : p) {
+      x.weight = 0.5;
+      if (m != Method::TaskArithmetic && m != Method::Linear) x.density = 0.5;  // they refuse a density
+    }
     auto cpu = [] {
       timespec t{};
       clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
