@@ -690,29 +690,6 @@ inline __attribute__((always_inline)) void weightedDeltas(FusedModel& m, const T
   }
 }
 
-// lanes[j & 3] += value(j) for j in [0, n), in order within each lane: four fp64 sums whose
-// result does not depend on the thread count. Callers start at indices divisible by 4, so lane
-// j & 3 of a call is lane j & 3 of the whole chunk. Register accumulators, not lanes[j & 3] in
-// memory: that form was a store-to-load chain per element.
-template <class F>
-inline __attribute__((always_inline)) void laneSums(double* lanes, int64_t n, F value) {
-  double a0 = lanes[0], a1 = lanes[1], a2 = lanes[2], a3 = lanes[3];
-  int64_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    a0 += value(j);
-    a1 += value(j + 1);
-    a2 += value(j + 2);
-    a3 += value(j + 3);
-  }
-  if (j < n) a0 += value(j);
-  if (j + 1 < n) a1 += value(j + 1);
-  if (j + 2 < n) a2 += value(j + 2);
-  lanes[0] = a0;
-  lanes[1] = a1;
-  lanes[2] = a2;
-  lanes[3] = a3;
-}
-
 // How many elements of [begin, end) have |x - b| equal to the cut's threshold.
 template <class T>
 inline __attribute__((always_inline)) int64_t equalToThreshold(const FusedModel& m, const T* b, int64_t begin, int64_t end) {
@@ -1029,9 +1006,14 @@ void mergeTaskArithmeticRows(Method m, const RowGrid& g, const RowSource& src, c
               const int64_t n = rows.xs[i].numel();
               if (!p.keepFrom[i].settled()) p.keepFrom[i].addDiff(op, bp, n);
               if (level == 0 && p.norms) {
-                double in[4] = {0, 0, 0, 0};
-                laneSums(in, n, [&](int64_t j) { return std::fabs(static_cast<double>(loadF(op, j) - loadF(bp, j))); });
-                lIn[i] += (in[0] + in[1]) + (in[2] + in[3]);
+                double in[kNormLanes] = {};
+                float d[4096];
+                for (int64_t s0 = 0; s0 < n; s0 += 4096) {
+                  const int64_t len = std::min<int64_t>(4096, n - s0);
+                  for (int64_t j = 0; j < len; ++j) d[j] = loadF(op, s0 + j) - loadF(bp, s0 + j);
+                  absLaneSums(in, d, len);
+                }
+                lIn[i] += laneTotal(in);
               }
             }
           });
