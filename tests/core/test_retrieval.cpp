@@ -31,6 +31,15 @@ std::vector<char32_t> cps(const std::string& s) { return decodeUtf8(s, "test"); 
 
 using CountingEmbedder = kh::test::BytesEmbedder;  // bag of bytes, counts what it embedded
 
+// The cosine of a query and a text embedded again, outside the store (unit vectors: a dot product).
+double reembeddedCosine(const Embedder& emb, const std::string& query, const std::string& text) {
+  const auto qv = emb.embedQuery(query);
+  const auto cv = emb.embed({text});
+  double dot = 0;
+  for (size_t i = 0; i < static_cast<size_t>(emb.dim()); ++i) dot += double(qv[i]) * cv[i];
+  return dot;
+}
+
 std::string expectError(const std::function<void()>& f) {
   try {
     f();
@@ -229,11 +238,7 @@ TEST(RetrievalStore, NameQueryFindsThePersonaNameFirstThroughFusion) {
   EXPECT_NE(hits[0].threshold.find(">="), std::string::npos) << hits[0].threshold;
   EXPECT_NEAR(hits[0].fusedScore, 2.0 / 61, 1e-12);
   // The vectors are the embedder's mean-pooled states: re-embedding gives the stored cosine.
-  const auto qv = emb.embedQuery("あなたの名前はなんですか?");
-  const auto cv = emb.embed({hits[0].text});
-  double dot = 0;
-  for (int i = 0; i < emb.dim(); ++i) dot += double(qv[static_cast<size_t>(i)]) * cv[static_cast<size_t>(i)];
-  EXPECT_NEAR(*hits[0].denseCosine, dot, 1e-4);
+  EXPECT_NEAR(*hits[0].denseCosine, reembeddedCosine(emb, "あなたの名前はなんですか?", hits[0].text), 1e-4);
   // Reopened from disk: same answer. Another embedder is refused, named.
   auto again = DocumentStore::open(d.file("store"));
   EXPECT_EQ(again.search("あなたの名前はなんですか?", o, &emb)[0].chunkId, hits[0].chunkId);
@@ -267,11 +272,7 @@ TEST(RetrievalStore, BM25WeightOutvotesANoiseEmbedder) {
   EXPECT_EQ(hits[0].bm25Rank, 1);
   ASSERT_TRUE(hits[0].denseCosine.has_value());  // the dense side took part
   EXPECT_NEAR(hits[0].fusedScore, 1.0 / 61 + 0.05 / (60 + hits[0].denseRank), 1e-12);
-  const auto qv = emb.embed({"あなたの名前はなんですか?"});
-  const auto cv = emb.embed({hits[0].text});
-  double dot = 0;
-  for (int i = 0; i < emb.dim(); ++i) dot += double(qv[static_cast<size_t>(i)]) * cv[static_cast<size_t>(i)];
-  EXPECT_NEAR(*hits[0].denseCosine, dot, 1e-4);
+  EXPECT_NEAR(*hits[0].denseCosine, reembeddedCosine(emb, "あなたの名前はなんですか?", hits[0].text), 1e-4);
 }
 
 TEST(RetrievalStore, ReimportRedoesOnlyChangedDocuments) {
