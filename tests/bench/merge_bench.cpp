@@ -5,8 +5,8 @@
 // Usage: merge_bench [--layers N (28 = full 3.78 B; default 4 for a one-minute run)] [--keep DIR]
 //                    [--cold 1: inputs evicted from the page cache before the floor and each merge]
 //                    [--repeat N: N rounds of floor, ties, dare_ties, interleaved; medians at the end]
-// The floor is noisy (its fsync of the output copy waits on the disk's mood): one round's ratio
-// can be off by 2x either way, so report the medians of several rounds.
+// The floor is noisy on a VM (seen here: 2.4 to 5.6 s for the same 4-layer floor, as the disk and
+// the host's page backing vary): one round's ratio can be off by 2x, so report the medians.
 // Warm (the default) reads the inputs once before the floor, so the floor is memory speed where
 // they fit the page cache; at 28 layers (22.7 GB) they may not, and whether the floor finds them
 // cached is luck. --cold makes every measurement start from the disk: the same footing for both.
@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   int repeat = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--repeat")) repeat = std::max(1, std::atoi(argv[i + 1]));
-    if (!std::strcmp(argv[i], "--layers")) layers = std::atoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--layers")) layers = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--keep")) keep = argv[i + 1];
     else if (!std::strcmp(argv[i], "--cold")) cold = std::atoi(argv[i + 1]) != 0;
   }

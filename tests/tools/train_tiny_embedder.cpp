@@ -535,7 +535,7 @@ int main(int argc, char** argv) {
     std::mt19937_64 g(seed + 7);
     auto ids = [&](const std::string& s) {
       std::vector<int> v = tok->encode(s, true);
-      // Some ideographs become [UNK] (1), so that unseen characters in real text are familiar.
+      // 4% of the characters become [UNK] (1), so that characters outside the vocabulary are familiar.
       for (size_t i = 1; i + 1 < v.size(); ++i)
         if (v[i] >= 5 && g() % 100 < 4) v[i] = 1;
       return v;
